@@ -1,0 +1,5 @@
+"""``python -m evroute``."""
+
+from evroute.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""The ``evroute`` command line: a thin layer over the library.
+
+Commands are loaded lazily (only the one being run is imported), which keeps a single
+``evroute publish`` close to the start-up cost of Python itself. Every error the library
+raises reaches :func:`main`, which prints it once as ``Error: …`` with its exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from evroute.errors import EvrouteError
+
+# command name -> "module:attribute"; each module is imported only when its command runs.
+COMMANDS: dict[str, str] = {
+    "init": "evroute.cli.publish:init_cmd",
+    "publish": "evroute.cli.publish:publish",
+    "events": "evroute.cli.inspect:events",
+    "status": "evroute.cli.inspect:status",
+    "gc": "evroute.cli.inspect:gc",
+    "routes": "evroute.cli.routes:routes",
+    "subscribe": "evroute.cli.subscribe:subscribe",
+    "worker": "evroute.cli.worker:worker",
+    "dlq": "evroute.cli.dlq:dlq",
+    "export": "evroute.cli.export:export",
+}
+
+
+@dataclass
+class Context:
+    """What every command needs: where the database and the routes file are."""
+
+    db: str
+    routes: str
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(n for n, target in COMMANDS.items() if _module_exists(target.split(":")[0]))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        if not _module_exists(module_name):
+            return None
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", "db", envvar="EVROUTE_DB", default="evroute.db", show_default=True,
+              help="SQLite database file (env EVROUTE_DB).")
+@click.option("--routes", "routes", envvar="EVROUTE_ROUTES", default="routes.yaml", show_default=True,
+              help="routes file (env EVROUTE_ROUTES).")
+@click.version_option(package_name="evroute")
+@click.pass_context
+def cli(ctx: click.Context, db: str, routes: str) -> None:
+    """evroute: publish CloudEvents to a local broker and fan them out to every matching route.
+
+    \b
+      evroute init
+      evroute publish --type order.placed --data '{"order": 1}'
+      evroute worker
+    """
+    ctx.obj = Context(db=db, routes=routes)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of the console script: one error path for every command."""
+    try:
+        rc = cli.main(args=argv, prog_name="evroute", standalone_mode=False)
+        # standalone_mode=False hands back ctx.exit(code) as the return value.
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except EvrouteError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        # stdout closed early (`evroute events list | head`): not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)

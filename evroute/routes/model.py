@@ -1,0 +1,141 @@
+"""Routes as values: frozen dataclasses built by :mod:`evroute.routes.load`.
+
+Delivery settings merge field by field, lowest first:
+built-in defaults < ``defaults.delivery`` < the Knative Broker's ``spec.delivery`` < the route's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Built-in delivery defaults (SPEC 3.1), in seconds where they are durations.
+BUILTIN_DELIVERY: dict[str, Any] = {
+    "retry": 3,
+    "backoffPolicy": "exponential",
+    "backoffDelay": 1.0,
+    "backoffMax": 60.0,
+    "timeout": 30.0,
+    "retryAfterMax": 60.0,
+    "deadLetterSink": None,
+    "format": "binary",
+    "ordering": "unordered",
+    "concurrency": 32,
+    "circuitBreaker": None,
+}
+DEFAULT_MAX_EVENT_BYTES = 1_048_576
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """Where a route delivers: an absolute http(s) ``uri`` or a ``command`` argv (never a shell)."""
+
+    uri: str | None = None
+    command: tuple[str, ...] | None = None
+    cwd: str | None = None  # the routes file's folder, for commands
+
+    def describe(self) -> str:
+        if self.uri is not None:
+            return self.uri
+        return " ".join(self.command or ())
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    consecutive_failures: int
+    cooldown: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    retry: int = 3
+    backoff_policy: str = "exponential"  # exponential | linear
+    backoff_delay: float = 1.0
+    backoff_max: float = 60.0
+    timeout: float = 30.0
+    retry_after_max: float = 60.0
+    dead_letter_sink: Subscriber | None = None
+    format: str = "binary"  # binary | json
+    ordering: str = "unordered"  # unordered | ordered
+    concurrency: int = 32
+    circuit_breaker: CircuitBreaker | None = None
+
+    @property
+    def ordered(self) -> bool:
+        return self.ordering == "ordered"
+
+
+class Matcher:
+    """A route's compiled filter. ``matches`` is the hot path; ``explain`` says which part failed."""
+
+    __slots__ = ("_explain", "description", "matches")
+
+    def __init__(
+        self,
+        matches: Callable[[Mapping[str, object]], bool],
+        explain: Callable[[Mapping[str, object]], str | None],
+        description: str,
+    ) -> None:
+        self.matches = matches
+        self._explain = explain
+        self.description = description
+
+    def explain(self, attributes: Mapping[str, object]) -> str | None:
+        """None when the event matches, else the filter part that failed."""
+        return self._explain(attributes)
+
+    def __repr__(self) -> str:
+        return f"Matcher({self.description})"
+
+
+def match_all() -> Matcher:
+    return Matcher(lambda _a: True, lambda _a: None, "every event")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    broker: str = "default"
+    subscriber: Subscriber = field(default_factory=Subscriber)
+    delivery: Delivery = field(default_factory=Delivery)
+    filter: Mapping[str, str] = field(default_factory=dict)  # Knative filter.attributes
+    filters: tuple[Any, ...] = ()  # Knative SubscriptionsAPI dialect items, as written
+    matcher: Matcher = field(default_factory=match_all, compare=False)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    signing_secret: str | None = None
+    start: str = "latest"  # latest | earliest
+    paused: bool = False
+    secrets: frozenset[str] = frozenset()  # expanded ${VAR} values, masked in every output
+    line: int = 0  # where the route is written, for messages
+
+    def mask(self, text: str) -> str:
+        """``text`` with every secret of this route replaced by ``***``."""
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    retention: float | None = None  # seconds; None keeps events forever
+    durability: str = "normal"  # normal | full
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSet:
+    """Everything one routes file declares."""
+
+    routes: tuple[Route, ...] = ()
+    settings: Settings = field(default_factory=Settings)
+    services: Mapping[str, str] = field(default_factory=dict)
+    path: str | None = None
+    notes: tuple[str, ...] = ()  # warnings and ignored documents, for `routes check`
+
+    def by_name(self) -> dict[str, Route]:
+        return {r.name: r for r in self.routes}
+
+    def get(self, name: str) -> Route | None:
+        return self.by_name().get(name)

@@ -1,0 +1,70 @@
+"""The single-worker lease: one row that a worker holds by refreshing its heartbeat.
+
+A lease whose heartbeat is older than ``ttl`` is free, so a standby worker takes over
+within ``ttl`` plus its polling interval after the holder dies (even by kill -9).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from evroute.store.db import Store
+
+LEASE = "worker"
+TTL = 6.0
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    holder: str
+    pid: int
+    host: str
+    since: float
+    heartbeat: float
+
+    def alive(self, now: float, ttl: float = TTL) -> bool:
+        return now - self.heartbeat < ttl
+
+
+def holder_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{time.monotonic_ns()}"
+
+
+def acquire(store: Store, holder: str, now: float | None = None, ttl: float = TTL) -> bool:
+    """Take the lease if it is free, expired or already ours."""
+    stamp = time.time() if now is None else now
+    with store.write() as conn:
+        row = conn.execute("SELECT holder, heartbeat FROM lease WHERE name = ?", (LEASE,)).fetchone()
+        if row is not None and row[0] != holder and stamp - row[1] < ttl:
+            return False
+        since = stamp if row is None or row[0] != holder else None
+        conn.execute(
+            "INSERT INTO lease (name, holder, pid, host, since, heartbeat) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, pid = excluded.pid, host = excluded.host, "
+            "since = coalesce(?, since), heartbeat = excluded.heartbeat",
+            (LEASE, holder, os.getpid(), socket.gethostname(), stamp, stamp, since),
+        )
+    return True
+
+
+def renew(store: Store, holder: str, now: float | None = None) -> bool:
+    """Refresh our heartbeat; False means we lost the lease."""
+    stamp = time.time() if now is None else now
+    with store.write() as conn:
+        cur = conn.execute("UPDATE lease SET heartbeat = ? WHERE name = ? AND holder = ?", (stamp, LEASE, holder))
+        return cur.rowcount == 1
+
+
+def release(store: Store, holder: str) -> None:
+    with store.write() as conn:
+        conn.execute("DELETE FROM lease WHERE name = ? AND holder = ?", (LEASE, holder))
+
+
+def current(store: Store) -> Lease | None:
+    row = store.conn.execute(
+        "SELECT holder, pid, host, since, heartbeat FROM lease WHERE name = ?", (LEASE,)
+    ).fetchone()
+    return Lease(*row) if row else None

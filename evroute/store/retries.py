@@ -1,0 +1,97 @@
+"""The durable retry schedule: (route, seq) -> attempts made, when the next one is due.
+
+A retry row survives restarts, so a worker that comes back resumes the attempt count and
+the due time instead of starting the count again. Rows with ``dlq_id`` come from
+``dlq replay`` and take their event from the dead letter's own copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from evroute.store.db import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    route: str
+    seq: int
+    attempt: int  # attempts already made
+    due_at: float
+    first_failed_at: float | None
+    last_status: int | None
+    last_error: str | None
+    dlq_id: int | None
+
+
+_COLS = "route, seq, attempt, due_at, first_failed_at, last_status, last_error, dlq_id"
+
+
+def schedule(store: Store, retries: Iterable[Retry]) -> None:
+    """Insert or move retries; an existing row keeps the larger attempt count."""
+    with store.write() as conn:
+        conn.executemany(
+            f"INSERT INTO retries ({_COLS}) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(route, seq) DO UPDATE SET "
+            "attempt = max(attempt, excluded.attempt), due_at = excluded.due_at, "
+            "last_status = excluded.last_status, last_error = excluded.last_error, "
+            "first_failed_at = coalesce(first_failed_at, excluded.first_failed_at), "
+            "dlq_id = coalesce(excluded.dlq_id, dlq_id)",
+            [
+                (r.route, r.seq, r.attempt, r.due_at, r.first_failed_at, r.last_status, r.last_error, r.dlq_id)
+                for r in retries
+            ],
+        )
+
+
+def due(store: Store, now: float, routes: Iterable[str], limit: int = 256) -> list[Retry]:
+    names = list(routes)
+    if not names:
+        return []
+    marks = ",".join("?" * len(names))
+    rows = store.conn.execute(
+        f"SELECT {_COLS} FROM retries WHERE due_at <= ? AND route IN ({marks}) ORDER BY due_at LIMIT ?",
+        (now, *names, limit),
+    ).fetchall()
+    return [Retry(*r) for r in rows]
+
+
+def next_due(store: Store, routes: Iterable[str]) -> float | None:
+    names = list(routes)
+    if not names:
+        return None
+    marks = ",".join("?" * len(names))
+    row = store.conn.execute(f"SELECT min(due_at) FROM retries WHERE route IN ({marks})", names).fetchone()
+    return None if row[0] is None else float(row[0])
+
+
+def get(store: Store, route: str, seq: int) -> Retry | None:
+    row = store.conn.execute(f"SELECT {_COLS} FROM retries WHERE route = ? AND seq = ?", (route, seq)).fetchone()
+    return Retry(*row) if row else None
+
+
+def for_seq(store: Store, seq: int) -> list[Retry]:
+    return [Retry(*r) for r in store.conn.execute(f"SELECT {_COLS} FROM retries WHERE seq = ?", (seq,))]
+
+
+def remove(store: Store, keys: Iterable[tuple[str, int]]) -> None:
+    with store.write() as conn:
+        conn.executemany("DELETE FROM retries WHERE route = ? AND seq = ?", list(keys))
+
+
+def summary(store: Store) -> dict[str, tuple[int, float | None]]:
+    """route -> (scheduled retries, next due)."""
+    return {
+        r[0]: (int(r[1]), r[2])
+        for r in store.conn.execute("SELECT route, count(*), min(due_at) FROM retries GROUP BY route")
+    }
+
+
+def count(store: Store, routes: Iterable[str] | None = None) -> int:
+    if routes is None:
+        return int(store.conn.execute("SELECT count(*) FROM retries").fetchone()[0])
+    names = list(routes)
+    if not names:
+        return 0
+    marks = ",".join("?" * len(names))
+    return int(store.conn.execute(f"SELECT count(*) FROM retries WHERE route IN ({marks})", names).fetchone()[0])
