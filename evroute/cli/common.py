@@ -1,0 +1,42 @@
+"""What several commands share: opening the store and routes, rendering tables and JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from evroute.cli import Context
+
+
+def ctx_obj() -> Context:
+    obj = click.get_current_context().find_object(Context)
+    assert obj is not None
+    return obj
+
+
+def open_store(create: bool = True) -> Any:
+    """The Store at --db (durability from the routes file when it loads)."""
+    from evroute.store import Store
+
+    return Store(ctx_obj().db, create=create)
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def echo_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    from tabulate import tabulate
+
+    if not rows:
+        click.echo("(none)")
+        return
+    click.echo(tabulate(rows, headers=list(headers), tablefmt="simple", disable_numparse=True))
+
+
+def is_terminal() -> bool:
+    return sys.stderr.isatty()
