@@ -1,0 +1,1 @@
+"""The worker: per-route dispatchers, the retry scheduler, and the process around them."""
