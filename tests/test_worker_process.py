@@ -1,0 +1,134 @@
+"""``evroute worker`` as a real process: kill -9 and restart, the lease, graceful stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from evroute.cloudevent import make_event
+from evroute.store import Store, cursors, lease
+from evroute.store import log as event_log
+from receiver import Receiver, Reply
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def evroute(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "evroute", "--db", str(tmp_path / "ev.db"), "--routes", str(tmp_path / "routes.yaml"),
+         *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )
+
+
+def write_routes(tmp_path: Path, text: str) -> None:
+    (tmp_path / "routes.yaml").write_text(textwrap.dedent(text))
+
+
+def publish(tmp_path: Path, n: int, start: int = 0) -> list[str]:
+    events = [make_event(type="order.placed", source="/shop", id=f"o-{i}", data=b"{}") for i in range(start, start + n)]
+    with Store(str(tmp_path / "ev.db")) as store:
+        for i in range(0, n, 100):
+            event_log.append(store, "default", events[i : i + 100])
+    return [e.id for e in events]
+
+
+def wait(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def two_receivers():  # type: ignore[no-untyped-def]
+    a = Receiver(lambda r: Reply(200, delay=0.002)).start()
+    b = Receiver().start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def test_kill_9_mid_delivery_then_restart_loses_nothing(tmp_path: Path, two_receivers) -> None:  # type: ignore[no-untyped-def]
+    a, b = two_receivers
+    write_routes(tmp_path, f"""
+        routes:
+          - {{name: inventory, subscriber: "{a.url}/", start: earliest}}
+          - {{name: payment, subscriber: "{b.url}/", start: earliest}}
+        """)
+    ids = publish(tmp_path, 2000)
+    worker = evroute(tmp_path, "worker")
+    a.wait_for(lambda reqs: len(reqs) >= 400)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    seen_at_kill = len(a.requests)
+    assert seen_at_kill < 2000, "the kill should land mid-stream"
+    again = evroute(tmp_path, "worker", "--drain")
+    out, err = again.communicate(timeout=90)
+    assert again.returncode == 0, err.decode()
+    assert set(a.ids()) == set(ids)
+    assert set(b.ids()) == set(ids)
+    duplicates = sum(c - 1 for c in Counter(a.ids()).values())
+    assert duplicates <= 32 + 256  # bounded by the in-flight window and one uncommitted batch
+
+
+def test_second_worker_stands_by_and_takes_over_after_kill(tmp_path: Path, two_receivers) -> None:  # type: ignore[no-untyped-def]
+    a, _ = two_receivers
+    write_routes(tmp_path, f"""
+        routes:
+          - {{name: inventory, subscriber: "{a.url}/"}}
+        """)
+    with Store(str(tmp_path / "ev.db")) as store:
+        cursors.ensure(store, [("inventory", "default", "latest")])
+    first = evroute(tmp_path, "worker")
+    with Store(str(tmp_path / "ev.db")) as store:
+        wait(lambda: lease.current(store) is not None)
+    second = evroute(tmp_path, "worker")
+    busy = evroute(tmp_path, "worker", "--once")
+    _, err = busy.communicate(timeout=30)
+    assert busy.returncode == 1
+    assert b"Error: another worker" in err
+    time.sleep(0.5)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    killed_at = time.time()
+    ids = publish(tmp_path, 5)
+    a.wait_for(lambda reqs: {r.ce_id for r in reqs} >= set(ids), timeout=15)
+    assert time.time() - killed_at < 10
+    second.send_signal(signal.SIGTERM)
+    _, err = second.communicate(timeout=30)
+    assert second.returncode == 0
+    assert b"standing by" in err
+
+
+def test_sigterm_lets_in_flight_deliveries_finish_and_commits(tmp_path: Path) -> None:
+    slow = Receiver(lambda r: Reply(200, delay=0.8)).start()
+    try:
+        write_routes(tmp_path, f"""
+            routes:
+              - {{name: slow, subscriber: "{slow.url}/", start: earliest, delivery: {{concurrency: 4}}}}
+            """)
+        ids = publish(tmp_path, 4)
+        worker = evroute(tmp_path, "worker")
+        slow.wait_for(lambda reqs: len(reqs) == 4)
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, err.decode()
+        with Store(str(tmp_path / "ev.db")) as store:
+            cursor = cursors.get(store, "slow")
+            assert cursor is not None and cursor.delivered == 4
+            assert cursor.position == event_log.last_seq(store)
+        assert sorted(slow.ids()) == sorted(ids)
+    finally:
+        slow.stop()
