@@ -82,7 +82,9 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
 
 
-def row(figure: str, ours: float, ref: float, unit: str, goal: str, met: bool, ratio: float | None = None) -> dict[str, Any]:
+def row(
+    figure: str, ours: float, ref: float, unit: str, goal: str, met: bool, ratio: float | None = None
+) -> dict[str, Any]:
     value = ratio if ratio is not None else (ours / ref if ref else float("nan"))
     return {
         "figure": figure,

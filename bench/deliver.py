@@ -18,22 +18,28 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiohttp  # noqa: E402
+import aiohttp
 
-from bench._common import ReceiverProcess, row, table  # noqa: E402
-from evroute.cloudevent import make_event, to_binary  # noqa: E402
-from evroute.routes.load import load_routes_text  # noqa: E402
-from evroute.store import Store, cursors  # noqa: E402
-from evroute.store import log as event_log  # noqa: E402
-from evroute.worker.engine import Engine  # noqa: E402
+from evroute.cloudevent import make_event, to_binary
+from evroute.routes.load import load_routes_text
+from evroute.store import Store, cursors
+from evroute.store import log as event_log
+from evroute.worker.engine import Engine
+
+from bench._common import ReceiverProcess, row, table
 
 CONCURRENCY = 32
 
 
 def make_events(n: int) -> list[Any]:
     return [
-        make_event(type="order.placed", source="/bench", id=f"e-{i}",
-                   data=json.dumps({"order": i, "pad": "x" * 900}).encode(), datacontenttype="application/json")
+        make_event(
+            type="order.placed",
+            source="/bench",
+            id=f"e-{i}",
+            data=json.dumps({"order": i, "pad": "x" * 900}).encode(),
+            datacontenttype="application/json",
+        )
         for i in range(n)
     ]
 

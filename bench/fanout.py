@@ -22,11 +22,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiohttp  # noqa: E402
+import aiohttp
 
-from bench._common import ReceiverProcess, free_port, row, table, wait_port  # noqa: E402
-from bench.deliver import CONCURRENCY, evroute_engine, make_events  # noqa: E402
-from evroute.cloudevent import to_binary, to_json  # noqa: E402
+from evroute.cloudevent import to_binary, to_json
+
+from bench._common import ReceiverProcess, free_port, row, table, wait_port
+from bench.deliver import CONCURRENCY, evroute_engine, make_events
 
 
 def redis_server() -> str:
@@ -100,8 +101,19 @@ def run(events: int = 20_000) -> list[dict[str, Any]]:
     port = free_port()
     folder = tempfile.mkdtemp(prefix="evroute-redis-")
     server = subprocess.Popen(
-        [redis_server(), "--port", str(port), "--dir", folder, "--save", "", "--appendonly", "yes",
-         "--appendfsync", "everysec"],
+        [
+            redis_server(),
+            "--port",
+            str(port),
+            "--dir",
+            folder,
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:

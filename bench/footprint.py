@@ -20,10 +20,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ReceiverProcess, env, row, table  # noqa: E402
-from evroute.cloudevent import make_event  # noqa: E402
-from evroute.store import Store, cursors  # noqa: E402
-from evroute.store import log as event_log  # noqa: E402
+from evroute.cloudevent import make_event
+from evroute.store import Store, cursors
+from evroute.store import log as event_log
+
+from bench._common import ReceiverProcess, env, row, table
 
 PAD = "x" * 900
 
@@ -40,14 +41,19 @@ def fill(db: str, n: int) -> None:
         conn.executemany(
             "INSERT INTO events (broker, id, source, type, time, datacontenttype, data, published_at) "
             "VALUES ('default', ?, '/fill', 'order.placed', '2026-01-01T00:00:00Z', 'application/json', ?, ?)",
-            ((f"f-{i}", json.dumps({"order": i, "pad": PAD}).encode(), now) for i in range(start, min(n, start + 50_000))),
+            (
+                (f"f-{i}", json.dumps({"order": i, "pad": PAD}).encode(), now)
+                for i in range(start, min(n, start + 50_000))
+            ),
         )
         conn.execute("COMMIT")
     conn.close()
 
 
 def publish_rate(db: str, count: int = 20_000) -> float:
-    events = [make_event(type="order.placed", source="/rate", id=f"r-{i}", data=PAD.encode()) for i in range(count)]
+    events = [
+        make_event(type="order.placed", source="/rate", id=f"r-{i}", data=PAD.encode()) for i in range(count)
+    ]
     with Store(db) as store:
         start = time.perf_counter()
         for i in range(0, count, 1000):
@@ -58,9 +64,21 @@ def publish_rate(db: str, count: int = 20_000) -> float:
 def rss_with_backlog(db: str, seconds: float = 10.0) -> float:
     folder = Path(db).parent
     with ReceiverProcess() as receiver:
-        (folder / "routes.yaml").write_text(f"routes:\n  - {{name: big, subscriber: '{receiver.url}', start: earliest}}\n")
+        (folder / "routes.yaml").write_text(
+            f"routes:\n  - {{name: big, subscriber: '{receiver.url}', start: earliest}}\n"
+        )
         worker = subprocess.Popen(
-            [sys.executable, "-m", "evroute", "--db", db, "--routes", str(folder / "routes.yaml"), "worker", "-q"],
+            [
+                sys.executable,
+                "-m",
+                "evroute",
+                "--db",
+                db,
+                "--routes",
+                str(folder / "routes.yaml"),
+                "worker",
+                "-q",
+            ],
             env=env(),
         )
         peak = 0
@@ -83,14 +101,28 @@ def bytes_per_event(routes: int, events: int = 10_000) -> float:
     with ReceiverProcess() as receiver:
         (folder / "routes.yaml").write_text(
             "routes:\n"
-            + "".join(f"  - {{name: r{i}, subscriber: '{receiver.url}', start: earliest}}\n" for i in range(routes))
+            + "".join(
+                f"  - {{name: r{i}, subscriber: '{receiver.url}', start: earliest}}\n" for i in range(routes)
+            )
         )
         with Store(db) as store:
             cursors.ensure(store, [(f"r{i}", "default", "earliest") for i in range(routes)])
         fill(db, events)
         subprocess.run(
-            [sys.executable, "-m", "evroute", "--db", db, "--routes", str(folder / "routes.yaml"), "worker", "--drain", "-q"],
-            env=env(), check=True,
+            [
+                sys.executable,
+                "-m",
+                "evroute",
+                "--db",
+                db,
+                "--routes",
+                str(folder / "routes.yaml"),
+                "worker",
+                "--drain",
+                "-q",
+            ],
+            env=env(),
+            check=True,
         )
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -111,10 +143,22 @@ def run(backlog: int = 1_000_000) -> list[dict[str, Any]]:
     one = bytes_per_event(1)
     ten = bytes_per_event(10)
     return [
-        {"figure": f"worker RSS, {backlog:,} backlog", "evroute": f"{rss:.1f} MB", "reference": "-", "ratio": "-",
-         "goal": "<= 100 MB", "met": "yes" if rss <= 100 else "NO"},
-        row(f"publish rate with {backlog:,} stored vs empty", rate_full, rate_empty, "ev/s", ">= 0.8",
-            rate_full / rate_empty >= 0.8),
+        {
+            "figure": f"worker RSS, {backlog:,} backlog",
+            "evroute": f"{rss:.1f} MB",
+            "reference": "-",
+            "ratio": "-",
+            "goal": "<= 100 MB",
+            "met": "yes" if rss <= 100 else "NO",
+        },
+        row(
+            f"publish rate with {backlog:,} stored vs empty",
+            rate_full,
+            rate_empty,
+            "ev/s",
+            ">= 0.8",
+            rate_full / rate_empty >= 0.8,
+        ),
         row("db bytes per event, 10 routes vs 1", ten, one, "B", "<= 1.1", ten / one <= 1.1),
     ]
 

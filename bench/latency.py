@@ -22,10 +22,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aiohttp import web  # noqa: E402
+from aiohttp import web
 
-from bench._common import ReceiverProcess, env, free_port, table  # noqa: E402
-from bench.deliver import evroute_engine, make_events  # noqa: E402
+from bench._common import ReceiverProcess, env, free_port, table
+from bench.deliver import evroute_engine, make_events
 
 PUBLISHER = """
 import json, sys, time
@@ -88,7 +88,9 @@ def run(seconds: float = 8.0) -> list[dict[str, Any]]:
     rate = peak / 2
     folder = Path(tempfile.mkdtemp(prefix="evroute-latency-"))
     receiver = LatencyReceiver()
-    (folder / "routes.yaml").write_text(f"routes:\n  - {{name: lat, subscriber: 'http://127.0.0.1:{receiver.port}/'}}\n")
+    (folder / "routes.yaml").write_text(
+        f"routes:\n  - {{name: lat, subscriber: 'http://127.0.0.1:{receiver.port}/'}}\n"
+    )
     db = str(folder / "ev.db")
     base = [sys.executable, "-m", "evroute", "--db", db, "--routes", str(folder / "routes.yaml")]
     subprocess.run([*base, "routes", "check"], env=env(), check=True, capture_output=True)
@@ -96,8 +98,19 @@ def run(seconds: float = 8.0) -> list[dict[str, Any]]:
     time.sleep(1.5)
     try:
         pub = subprocess.run(
-            [sys.executable, "-c", PUBLISHER, db, str(rate), str(seconds), str(Path(__file__).resolve().parents[1])],
-            env=env(), capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-c",
+                PUBLISHER,
+                db,
+                str(rate),
+                str(seconds),
+                str(Path(__file__).resolve().parents[1]),
+            ],
+            env=env(),
+            capture_output=True,
+            text=True,
+            check=True,
         )
         sent = int(pub.stdout.strip())
         deadline = time.time() + 10
@@ -110,10 +123,22 @@ def run(seconds: float = 8.0) -> list[dict[str, Any]]:
     p50, p99 = percentile(samples, 0.5) * 1000, percentile(samples, 0.99) * 1000
     achieved = len(receiver.samples) / seconds
     return [
-        {"figure": f"latency p50 at {achieved:,.0f} ev/s (peak {peak:,.0f})", "evroute": f"{p50:.2f} ms",
-         "reference": "-", "ratio": "-", "goal": "<= 5 ms", "met": "yes" if p50 <= 5 else "NO"},
-        {"figure": "latency p99", "evroute": f"{p99:.2f} ms", "reference": "-", "ratio": "-",
-         "goal": "<= 25 ms", "met": "yes" if p99 <= 25 else "NO"},
+        {
+            "figure": f"latency p50 at {achieved:,.0f} ev/s (peak {peak:,.0f})",
+            "evroute": f"{p50:.2f} ms",
+            "reference": "-",
+            "ratio": "-",
+            "goal": "<= 5 ms",
+            "met": "yes" if p50 <= 5 else "NO",
+        },
+        {
+            "figure": "latency p99",
+            "evroute": f"{p99:.2f} ms",
+            "reference": "-",
+            "ratio": "-",
+            "goal": "<= 25 ms",
+            "met": "yes" if p99 <= 25 else "NO",
+        },
     ]
 
 

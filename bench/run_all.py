@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import table  # noqa: E402
+from bench._common import table
 
 SCRIPTS = ["publish", "deliver", "fanout", "latency", "footprint", "ingress", "filters", "status"]
 

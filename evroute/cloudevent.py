@@ -33,9 +33,7 @@ BATCH_CT = "application/cloudevents-batch+json"
 HOPS = "evroutehops"
 
 _NAME = re.compile(r"^[a-z0-9]{1,20}$")
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*\s*(?:;.*)?$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _INT32 = (-(2**31), 2**31 - 1)
@@ -128,7 +126,7 @@ def validate(attributes: Mapping[str, object], where: str = "") -> dict[str, Att
             )
         if name == "specversion":
             if value != "1.0":
-                raise InvalidEvent(f"{where}specversion must be \"1.0\", got {value!r}")
+                raise InvalidEvent(f'{where}specversion must be "1.0", got {value!r}')
             out[name] = value
         elif name in ("id", "source", "type", "subject"):
             out[name] = _check_text(name, value, where)
@@ -140,7 +138,9 @@ def validate(attributes: Mapping[str, object], where: str = "") -> dict[str, Att
         elif name == "datacontenttype":
             text = _check_text(name, value, where)
             if not _MEDIA_TYPE.match(text):
-                raise InvalidEvent(f"{where}attribute 'datacontenttype' must be a media type like application/json, got {text!r}")
+                raise InvalidEvent(
+                    f"{where}attribute 'datacontenttype' must be a media type like application/json, got {text!r}"
+                )
             out[name] = text
         elif name == "dataschema":
             text = _check_text(name, value, where)
@@ -205,7 +205,11 @@ def make_event(
         "type": type,
         "time": time if time is not None else now_rfc3339(),
     }
-    for key, value in (("datacontenttype", datacontenttype), ("subject", subject), ("dataschema", dataschema)):
+    for key, value in (
+        ("datacontenttype", datacontenttype),
+        ("subject", subject),
+        ("dataschema", dataschema),
+    ):
         if value is not None:
             attrs[key] = value
     for key, ext in (extensions or {}).items():
@@ -247,7 +251,9 @@ def from_dict(obj: object, where: str = "") -> CloudEvent:
         if isinstance(value, str) and not is_json_type(ct if isinstance(ct, str) else None):
             data = value.encode("utf-8", "surrogatepass")
         else:
-            data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+            data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(
+                "utf-8", "surrogatepass"
+            )
     return CloudEvent(checked, data)
 
 
@@ -276,7 +282,9 @@ def to_dict(event: CloudEvent) -> dict[str, Any]:
 
 def _is_text_type(ct: str | None) -> bool:
     base = (ct or "").split(";", 1)[0].strip().lower()
-    return base.startswith("text/") or base.endswith("+xml") or base in ("application/xml", "application/yaml")
+    return (
+        base.startswith("text/") or base.endswith("+xml") or base in ("application/xml", "application/yaml")
+    )
 
 
 def from_json(text: str | bytes, where: str = "") -> CloudEvent:
@@ -389,8 +397,7 @@ def from_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
             attrs["datacontenttype"] = ct
         return [CloudEvent(validate(attrs), body if body else None)]
     raise InvalidEvent(
-        "not a CloudEvent: use binary mode (ce-* headers), "
-        f"Content-Type {STRUCTURED_CT} or {BATCH_CT}"
+        f"not a CloudEvent: use binary mode (ce-* headers), Content-Type {STRUCTURED_CT} or {BATCH_CT}"
     )
 
 

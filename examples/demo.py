@@ -55,20 +55,34 @@ class Demo:
 
     def evroute(self, *args: str, quiet: bool = False) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "evroute", *args], env=self.env, cwd=self.folder, capture_output=quiet, text=True
+            [sys.executable, "-m", "evroute", *args],
+            env=self.env,
+            cwd=self.folder,
+            capture_output=quiet,
+            text=True,
         )
         if result.returncode != 0:
             raise SystemExit(f"evroute {' '.join(args)} failed ({result.returncode}): {result.stderr or ''}")
         return result.stdout or ""
 
     def start(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(args, env=self.env, cwd=self.folder, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            args, env=self.env, cwd=self.folder, stdout=log.open("wb"), stderr=subprocess.STDOUT
+        )
         self.procs.append(proc)
         return proc
 
     def service(self, name: str, *extra: str) -> None:
         self.start(
-            [sys.executable, str(HERE / "service.py"), "--name", name, "--port", str(self.ports[name]), *extra],
+            [
+                sys.executable,
+                str(HERE / "service.py"),
+                "--name",
+                name,
+                "--port",
+                str(self.ports[name]),
+                *extra,
+            ],
             self.folder / f"{name}.log",
         )
         self.wait(lambda: self.seen(name) >= 0, f"{name} to start")
@@ -82,7 +96,9 @@ class Demo:
 
     def control(self, name: str, fail: bool) -> None:
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.ports[name]}/control", data=json.dumps({"fail": fail}).encode(), method="POST"
+            f"http://127.0.0.1:{self.ports[name]}/control",
+            data=json.dumps({"fail": fail}).encode(),
+            method="POST",
         )
         urllib.request.urlopen(req, timeout=2).close()
 
@@ -103,8 +119,11 @@ class Demo:
         with path.open("w") as fh:
             for n in range(start, start + count):
                 event = {
-                    "specversion": "1.0", "type": "order.placed", "source": "/shop/checkout",
-                    "id": f"order-{n:05d}", "datacontenttype": "application/json",
+                    "specversion": "1.0",
+                    "type": "order.placed",
+                    "source": "/shop/checkout",
+                    "id": f"order-{n:05d}",
+                    "datacontenttype": "application/json",
                     "data": {"order": n, "sku": f"SKU-{n % 7}", "quantity": 1 + n % 3, "amount": 19.9 + n},
                 }
                 fh.write(json.dumps(event) + "\n")
@@ -127,7 +146,9 @@ class Demo:
         shutil.copy(HERE / "order-fanout" / "routes.yaml", self.routes)
         self.evroute("routes", "check")
 
-        self.step("Starting inventory, payment (down: 503), notification and dead-letter services on loopback")
+        self.step(
+            "Starting inventory, payment (down: 503), notification and dead-letter services on loopback"
+        )
         self.service("inventory")
         self.service("payment", "--fail-for", "3600")
         self.service("notification")
@@ -140,17 +161,30 @@ class Demo:
         self.step("Publishing 50 order.placed events to order-broker")
         self.evroute("publish", "--broker", "order-broker", "--file", str(self.orders(0, 50)))
         self.wait(lambda: self.seen("inventory") >= 50, "inventory to get every order")
-        print(f"inventory received {self.seen('inventory')} orders; payment is retrying (retry: 5, exponential)")
+        print(
+            f"inventory received {self.seen('inventory')} orders; payment is retrying (retry: 5, exponential)"
+        )
         self.evroute("status")
 
-        self.step("Payment stays down: after 6 attempts each order is dead-lettered (and sent to payment-dlq)")
+        self.step(
+            "Payment stays down: after 6 attempts each order is dead-lettered (and sent to payment-dlq)"
+        )
         self.wait(lambda: self.dead_letters("payment-trigger") >= 50, "payment dead letters", timeout=90)
         self.evroute("dlq", "list", "--limit", "5")
 
-        self.step("Adding a notification service with zero code changes: `evroute subscribe add` while the worker runs")
+        self.step(
+            "Adding a notification service with zero code changes: `evroute subscribe add` while the worker runs"
+        )
         self.evroute(
-            "subscribe", "add", "notification", "--broker", "order-broker", "--filter", "type=order.placed",
-            "--sink", f"http://127.0.0.1:{self.ports['notification']}/",
+            "subscribe",
+            "add",
+            "notification",
+            "--broker",
+            "order-broker",
+            "--filter",
+            "type=order.placed",
+            "--sink",
+            f"http://127.0.0.1:{self.ports['notification']}/",
         )
         time.sleep(1.5)  # the worker reloads routes.yaml within a second
 
@@ -159,12 +193,16 @@ class Demo:
         self.wait(lambda: self.seen("notification") >= 20, "notification to get the new orders")
         print(f"inventory {self.seen('inventory')}, notification {self.seen('notification')}, payment 0")
 
-        self.step("Payment recovers: retries in flight go through, then `evroute dlq replay` sends the dead letters")
+        self.step(
+            "Payment recovers: retries in flight go through, then `evroute dlq replay` sends the dead letters"
+        )
         self.control("payment", False)
         self.wait(lambda: self.seen("payment") >= 20, "payment to catch up on retries")
         self.evroute("dlq", "replay", "--route", "payment-trigger", "--all")
-        self.wait(lambda: self.seen("payment") >= 70 and self.dead_letters("payment-trigger") == 0,
-                  "payment to receive the replayed orders")
+        self.wait(
+            lambda: self.seen("payment") >= 70 and self.dead_letters("payment-trigger") == 0,
+            "payment to receive the replayed orders",
+        )
         print(f"payment received {self.seen('payment')} orders; its dead-letter queue is empty")
 
         self.step("Where everything stands: `evroute status`")

@@ -14,6 +14,7 @@ import pytest
 from evroute.cloudevent import make_event
 from evroute.store import Store
 from evroute.store import log as event_log
+
 from receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +26,20 @@ class Worker:
         self.log = tmp_path / "worker.log"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "evroute", "--db", str(tmp_path / "ev.db"), "--routes",
-             str(tmp_path / "routes.yaml"), "worker"],
-            env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "evroute",
+                "--db",
+                str(tmp_path / "ev.db"),
+                "--routes",
+                str(tmp_path / "routes.yaml"),
+                "worker",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("wb"),
+            cwd=tmp_path,
         )
         self.wait_log("route")
 
@@ -52,7 +64,9 @@ class Worker:
 
 def publish(tmp_path: Path, ids: list[str]) -> None:
     with Store(str(tmp_path / "ev.db")) as store:
-        event_log.append(store, "default", [make_event(type="order.placed", source="/shop", id=i) for i in ids])
+        event_log.append(
+            store, "default", [make_event(type="order.placed", source="/shop", id=i) for i in ids]
+        )
 
 
 @pytest.fixture
@@ -90,7 +104,9 @@ def test_edit_adds_a_route_and_a_broken_edit_changes_nothing(tmp_path: Path, sin
         assert not {r.ce_id for r in payment.requests} & {f"a-{i}" for i in range(20)}  # start: latest
 
         # A broken file mid-stream: reported with line numbers, the last good routes keep running.
-        routes.write_text(routes_text(("inventory", inventory.url)) + "  - name: Bad Name\n    subscriber: nope\n")
+        routes.write_text(
+            routes_text(("inventory", inventory.url)) + "  - name: Bad Name\n    subscriber: nope\n"
+        )
         worker.wait_log("rejected")
         assert "routes.yaml:" in worker.text()
         more = [f"c-{i}" for i in range(10)]
@@ -119,9 +135,25 @@ def test_subscribe_add_while_the_worker_runs(tmp_path: Path, sinks) -> None:  # 
     try:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         result = subprocess.run(
-            [sys.executable, "-m", "evroute", "--db", str(tmp_path / "ev.db"), "--routes", str(tmp_path / "routes.yaml"),
-             "subscribe", "add", "notification", "--sink", notification.url + "/", "--filter", "type=order.placed"],
-            env=env, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "evroute",
+                "--db",
+                str(tmp_path / "ev.db"),
+                "--routes",
+                str(tmp_path / "routes.yaml"),
+                "subscribe",
+                "add",
+                "notification",
+                "--sink",
+                notification.url + "/",
+                "--filter",
+                "type=order.placed",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
         )
         assert result.returncode == 0, result.stderr
         worker.wait_log("route notification added")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from evroute.routes.load import load_routes_text
 from evroute.store import Store, cursors, deadletters, retries
 from evroute.store import log as event_log
 from evroute.worker.engine import Engine
+
 from receiver import Receiver, Reply, Request
 
 
@@ -31,10 +33,17 @@ def prepare(db: str, routeset) -> None:  # type: ignore[no-untyped-def]
         cursors.ensure(store, [(r.name, r.broker, r.start) for r in routeset.routes])
 
 
-def publish(db: str, n: int, type: str = "order.placed", broker: str = "default", start: int = 0) -> list[str]:
+def publish(
+    db: str, n: int, type: str = "order.placed", broker: str = "default", start: int = 0
+) -> list[str]:
     events = [
-        make_event(type=type, source="/shop", id=f"{type}-{i}", data=json.dumps({"order": i}).encode(),
-                   datacontenttype="application/json")
+        make_event(
+            type=type,
+            source="/shop",
+            id=f"{type}-{i}",
+            data=json.dumps({"order": i}).encode(),
+            datacontenttype="application/json",
+        )
         for i in range(start, start + n)
     ]
     with Store(db) as store:
@@ -72,7 +81,9 @@ def receivers():  # type: ignore[no-untyped-def]
 
 def test_order_fan_out_reaches_both_services_exactly_once(tmp_path: Path, receivers) -> None:  # type: ignore[no-untyped-def]
     inventory, payment = receivers(), receivers()
-    rs = routes_of(tmp_path, f"""
+    rs = routes_of(
+        tmp_path,
+        f"""
         routes:
           - name: inventory
             filter: {{type: order.placed}}
@@ -82,7 +93,8 @@ def test_order_fan_out_reaches_both_services_exactly_once(tmp_path: Path, receiv
             filter: {{type: order.placed}}
             subscriber: {payment.url}/payment
             delivery: {{retry: 5, backoffPolicy: exponential}}
-        """)
+        """,
+    )
     db = str(tmp_path / "ev.db")
     prepare(db, rs)
     ids = publish(db, 100)
@@ -102,10 +114,14 @@ def test_order_fan_out_reaches_both_services_exactly_once(tmp_path: Path, receiv
         assert cursors.get(store, "inventory").delivered == 100  # type: ignore[union-attr]
 
 
-def test_failing_route_does_not_delay_the_other_and_dead_letters_after_retries(tmp_path: Path, receivers) -> None:  # type: ignore[no-untyped-def]
+def test_failing_route_does_not_delay_the_other_and_dead_letters_after_retries(
+    tmp_path: Path, receivers
+) -> None:  # type: ignore[no-untyped-def]
     inventory = receivers(lambda r: Reply(500, b"inventory down"))
     payment = receivers()
-    rs = routes_of(tmp_path, f"""
+    rs = routes_of(
+        tmp_path,
+        f"""
         routes:
           - name: inventory
             filter: {{type: order.placed}}
@@ -118,7 +134,8 @@ def test_failing_route_does_not_delay_the_other_and_dead_letters_after_retries(t
           - name: strict
             filter: {{type: order.refused}}
             subscriber: {receivers(lambda r: Reply(400, b"bad order")).url}/
-        """)
+        """,
+    )
     db = str(tmp_path / "ev.db")
     prepare(db, rs)
     ids = publish(db, 20)
@@ -132,7 +149,7 @@ def test_failing_route_does_not_delay_the_other_and_dead_letters_after_retries(t
     assert last_payment < inventory_times[1]
     # Exactly 4 attempts each, spaced 0.2, 0.4, 0.8 s (exponential).
     assert Counter(inventory.ids()) == Counter({i: 4 for i in ids})
-    gaps = [b - a for a, b in zip(inventory_times, inventory_times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(inventory_times)]
     for gap, want in zip(gaps, [0.2, 0.4, 0.8], strict=True):
         assert want * 0.9 <= gap <= want + 0.35, gaps
     attempts = [r.headers["evroute-attempt"] for r in inventory.requests if r.ce_id == first_id]
@@ -141,10 +158,10 @@ def test_failing_route_does_not_delay_the_other_and_dead_letters_after_retries(t
         letters = deadletters.listing(store)
         by_route = Counter(d.route for d in letters)
         assert by_route == {"inventory": 20, "strict": 1}
-        strict = [d for d in letters if d.route == "strict"][0]
+        strict = next(d for d in letters if d.route == "strict")
         assert (strict.attempts, strict.status, strict.reason) == (1, 400, "permanent failure")
         assert strict.body == b"bad order"
-        inv = [d for d in letters if d.route == "inventory"][0]
+        inv = next(d for d in letters if d.route == "inventory")
         assert (inv.attempts, inv.status, inv.reason) == (4, 500, "retries exhausted")
         assert retries.count(store) == 0
 
@@ -152,12 +169,15 @@ def test_failing_route_does_not_delay_the_other_and_dead_letters_after_retries(t
 def test_retry_schedule_survives_a_restart(tmp_path: Path, receivers) -> None:  # type: ignore[no-untyped-def]
     failing = {"on": True}
     sink = receivers(lambda r: Reply(503 if failing["on"] else 200))
-    rs = routes_of(tmp_path, f"""
+    rs = routes_of(
+        tmp_path,
+        f"""
         routes:
           - name: billing
             subscriber: {sink.url}/
             delivery: {{retry: 4, backoffDelay: 100ms, backoffPolicy: linear}}
-        """)
+        """,
+    )
     db = str(tmp_path / "ev.db")
     prepare(db, rs)
     [event_id] = publish(db, 1)
@@ -185,12 +205,15 @@ def test_ordered_route_delivers_in_publish_order_despite_retries(tmp_path: Path,
             return Reply(500) if n % 3 == 0 and seen[r.ce_id] <= 2 else Reply(200)
 
     sink = receivers(flaky)
-    rs = routes_of(tmp_path, f"""
+    rs = routes_of(
+        tmp_path,
+        f"""
         routes:
           - name: ledger
             subscriber: {sink.url}/
             delivery: {{ordering: ordered, retry: 5, backoffDelay: 20ms}}
-        """)
+        """,
+    )
     db = str(tmp_path / "ev.db")
     prepare(db, rs)
     ids = publish(db, 30)
@@ -204,8 +227,13 @@ def test_ordered_route_delivers_in_publish_order_despite_retries(tmp_path: Path,
 
 def test_replies_reach_a_second_route_and_loops_stop_at_the_hop_limit(tmp_path: Path, receivers) -> None:  # type: ignore[no-untyped-def]
     def reserve(r: Request) -> Reply:
-        reply = make_event(type="order.reserved", source="/inventory", id="r-" + r.ce_id,
-                           data=b'{"ok":true}', datacontenttype="application/json")
+        reply = make_event(
+            type="order.reserved",
+            source="/inventory",
+            id="r-" + r.ce_id,
+            data=b'{"ok":true}',
+            datacontenttype="application/json",
+        )
         headers, body = to_binary(reply)
         return Reply(200, body, headers)
 
@@ -219,7 +247,9 @@ def test_replies_reach_a_second_route_and_loops_stop_at_the_hop_limit(tmp_path: 
         return Reply(200, body, headers)
 
     echoer = receivers(echo)
-    rs = routes_of(tmp_path, f"""
+    rs = routes_of(
+        tmp_path,
+        f"""
         routes:
           - name: inventory
             filter: {{type: order.placed}}
@@ -230,7 +260,8 @@ def test_replies_reach_a_second_route_and_loops_stop_at_the_hop_limit(tmp_path: 
           - name: echo
             filter: {{type: ping}}
             subscriber: {echoer.url}/
-        """)
+        """,
+    )
     db = str(tmp_path / "ev.db")
     prepare(db, rs)
     ids = publish(db, 5)
@@ -253,12 +284,15 @@ def test_command_subscriber_receives_every_event(tmp_path: Path) -> None:
         "event = json.load(sys.stdin)\n"
         f"open({str(out)!r}, 'a').write(event['id'] + ' ' + os.environ['EVROUTE_ATTEMPT'] + '\\n')\n"
     )
-    rs = routes_of(tmp_path, f"""
+    rs = routes_of(
+        tmp_path,
+        f"""
         routes:
           - name: audit
             subscriber: {{command: [{sys.executable}, handler.py]}}
             delivery: {{concurrency: 4}}
-        """)
+        """,
+    )
     db = str(tmp_path / "ev.db")
     prepare(db, rs)
     ids = publish(db, 12)

@@ -16,6 +16,7 @@ import pytest
 from evroute.cloudevent import make_event
 from evroute.store import Store, cursors, lease
 from evroute.store import log as event_log
+
 from receiver import Receiver, Reply
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,9 +25,20 @@ ROOT = Path(__file__).resolve().parents[1]
 def evroute(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "evroute", "--db", str(tmp_path / "ev.db"), "--routes", str(tmp_path / "routes.yaml"),
-         *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "evroute",
+            "--db",
+            str(tmp_path / "ev.db"),
+            "--routes",
+            str(tmp_path / "routes.yaml"),
+            *args,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
     )
 
 
@@ -35,7 +47,10 @@ def write_routes(tmp_path: Path, text: str) -> None:
 
 
 def publish(tmp_path: Path, n: int, start: int = 0) -> list[str]:
-    events = [make_event(type="order.placed", source="/shop", id=f"o-{i}", data=b"{}") for i in range(start, start + n)]
+    events = [
+        make_event(type="order.placed", source="/shop", id=f"o-{i}", data=b"{}")
+        for i in range(start, start + n)
+    ]
     with Store(str(tmp_path / "ev.db")) as store:
         for i in range(0, n, 100):
             event_log.append(store, "default", events[i : i + 100])
@@ -62,11 +77,14 @@ def two_receivers():  # type: ignore[no-untyped-def]
 
 def test_kill_9_mid_delivery_then_restart_loses_nothing(tmp_path: Path, two_receivers) -> None:  # type: ignore[no-untyped-def]
     a, b = two_receivers
-    write_routes(tmp_path, f"""
+    write_routes(
+        tmp_path,
+        f"""
         routes:
           - {{name: inventory, subscriber: "{a.url}/", start: earliest}}
           - {{name: payment, subscriber: "{b.url}/", start: earliest}}
-        """)
+        """,
+    )
     ids = publish(tmp_path, 2000)
     worker = evroute(tmp_path, "worker")
     a.wait_for(lambda reqs: len(reqs) >= 400)
@@ -75,7 +93,7 @@ def test_kill_9_mid_delivery_then_restart_loses_nothing(tmp_path: Path, two_rece
     seen_at_kill = len(a.requests)
     assert seen_at_kill < 2000, "the kill should land mid-stream"
     again = evroute(tmp_path, "worker", "--drain")
-    out, err = again.communicate(timeout=90)
+    _out, err = again.communicate(timeout=90)
     assert again.returncode == 0, err.decode()
     assert set(a.ids()) == set(ids)
     assert set(b.ids()) == set(ids)
@@ -85,10 +103,13 @@ def test_kill_9_mid_delivery_then_restart_loses_nothing(tmp_path: Path, two_rece
 
 def test_second_worker_stands_by_and_takes_over_after_kill(tmp_path: Path, two_receivers) -> None:  # type: ignore[no-untyped-def]
     a, _ = two_receivers
-    write_routes(tmp_path, f"""
+    write_routes(
+        tmp_path,
+        f"""
         routes:
           - {{name: inventory, subscriber: "{a.url}/"}}
-        """)
+        """,
+    )
     with Store(str(tmp_path / "ev.db")) as store:
         cursors.ensure(store, [("inventory", "default", "latest")])
     first = evroute(tmp_path, "worker")
@@ -115,10 +136,13 @@ def test_second_worker_stands_by_and_takes_over_after_kill(tmp_path: Path, two_r
 def test_sigterm_lets_in_flight_deliveries_finish_and_commits(tmp_path: Path) -> None:
     slow = Receiver(lambda r: Reply(200, delay=0.8)).start()
     try:
-        write_routes(tmp_path, f"""
+        write_routes(
+            tmp_path,
+            f"""
             routes:
               - {{name: slow, subscriber: "{slow.url}/", start: earliest, delivery: {{concurrency: 4}}}}
-            """)
+            """,
+        )
         ids = publish(tmp_path, 4)
         worker = evroute(tmp_path, "worker")
         slow.wait_for(lambda reqs: len(reqs) == 4)

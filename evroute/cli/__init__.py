@@ -65,10 +65,22 @@ def _module_exists(name: str) -> bool:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", "db", envvar="EVROUTE_DB", default="evroute.db", show_default=True,
-              help="SQLite database file (env EVROUTE_DB).")
-@click.option("--routes", "routes", envvar="EVROUTE_ROUTES", default="routes.yaml", show_default=True,
-              help="routes file (env EVROUTE_ROUTES).")
+@click.option(
+    "--db",
+    "db",
+    envvar="EVROUTE_DB",
+    default="evroute.db",
+    show_default=True,
+    help="SQLite database file (env EVROUTE_DB).",
+)
+@click.option(
+    "--routes",
+    "routes",
+    envvar="EVROUTE_ROUTES",
+    default="routes.yaml",
+    show_default=True,
+    help="routes file (env EVROUTE_ROUTES).",
+)
 @click.version_option(package_name="evroute")
 @click.pass_context
 def cli(ctx: click.Context, db: str, routes: str) -> None:

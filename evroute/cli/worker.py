@@ -12,12 +12,20 @@ from evroute.cli.common import ctx_obj
 
 @click.command()
 @click.option("--once", is_flag=True, help="Deliver everything deliverable now (due retries too), then exit.")
-@click.option("--drain", is_flag=True, help="Keep going until every backlog is empty and no retry is scheduled.")
-@click.option("--listen", metavar="HOST:PORT", help="Serve the CloudEvents HTTP ingress (binds 127.0.0.1 by default).")
-@click.option("--token", envvar="EVROUTE_TOKEN", help="Bearer token the ingress requires (env EVROUTE_TOKEN).")
+@click.option(
+    "--drain", is_flag=True, help="Keep going until every backlog is empty and no retry is scheduled."
+)
+@click.option(
+    "--listen", metavar="HOST:PORT", help="Serve the CloudEvents HTTP ingress (binds 127.0.0.1 by default)."
+)
+@click.option(
+    "--token", envvar="EVROUTE_TOKEN", help="Bearer token the ingress requires (env EVROUTE_TOKEN)."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every delivery.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only failures.")
-def worker(once: bool, drain: bool, listen: str | None, token: str | None, verbose: bool, quiet: bool) -> None:
+def worker(
+    once: bool, drain: bool, listen: str | None, token: str | None, verbose: bool, quiet: bool
+) -> None:
     """Run the delivery worker: every route gets every matching event.
 
     Reloads routes.yaml when it changes (or on SIGHUP); SIGINT/SIGTERM stop it after
@@ -42,6 +50,8 @@ def worker(once: bool, drain: bool, listen: str | None, token: str | None, verbo
     root.setLevel(level)
     root.propagate = False
     obj = ctx_obj()
-    code = run(WorkerOptions(db=obj.db, routes=obj.routes, once=once, drain=drain, listen=listen, token=token))
+    code = run(
+        WorkerOptions(db=obj.db, routes=obj.routes, once=once, drain=drain, listen=listen, token=token)
+    )
     if code:
         sys.exit(code)

@@ -113,8 +113,18 @@ def commit(store: Store, progress: Iterable[Progress], now: float | None = None)
                 "failed = failed + ?, last_error = coalesce(?, last_error), "
                 "last_error_at = coalesce(?, last_error_at), in_flight = ?, breaker = ? "
                 "WHERE route = ? AND epoch = ?",
-                (p.position, stamp, p.delivered, p.failed, p.last_error, p.last_error_at,
-                 p.in_flight, p.breaker, p.route, p.epoch),
+                (
+                    p.position,
+                    stamp,
+                    p.delivered,
+                    p.failed,
+                    p.last_error,
+                    p.last_error_at,
+                    p.in_flight,
+                    p.breaker,
+                    p.route,
+                    p.epoch,
+                ),
             )
             if cur.rowcount == 0:
                 moved.append(p.route)

@@ -39,7 +39,9 @@ class Store:
             self.set_durability(durability)
             ensure_schema(self.conn)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database '{path}': {exc} (check the path and its permissions)") from None
+            raise StoreError(
+                f"cannot open database '{path}': {exc} (check the path and its permissions)"
+            ) from None
 
     def set_durability(self, durability: str) -> None:
         # normal: WAL + synchronous=NORMAL survives any process crash; full: fsync every commit.

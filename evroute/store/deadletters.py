@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from evroute.cloudevent import CloudEvent, from_json, to_json
 from evroute.errors import NotFound
@@ -52,9 +53,14 @@ _COLS = (
 )
 
 
-def _row(r: tuple[object, ...]) -> DeadLetter:
+def _row(r: Any) -> DeadLetter:
     return DeadLetter(
-        r[0], r[1], r[2], r[3], from_json(bytes(r[4])), *r[5:]  # type: ignore[arg-type]
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        from_json(bytes(r[4])),
+        *r[5:],
     )
 
 
@@ -66,8 +72,21 @@ def add(store: Store, letters: Iterable[NewDeadLetter], remove_retries: bool = T
             cur = conn.execute(
                 "INSERT INTO dead_letters (route, broker, seq, event, event_id, event_type, attempts, status, "
                 "reason, error, body, first_failed_at, dead_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (d.route, d.broker, d.seq, to_json(d.event), d.event.id, d.event.type, d.attempts, d.status,
-                 d.reason, d.error, d.body, d.first_failed_at, d.dead_at),
+                (
+                    d.route,
+                    d.broker,
+                    d.seq,
+                    to_json(d.event),
+                    d.event.id,
+                    d.event.type,
+                    d.attempts,
+                    d.status,
+                    d.reason,
+                    d.error,
+                    d.body,
+                    d.first_failed_at,
+                    d.dead_at,
+                ),
             )
             ids.append(int(cur.lastrowid or 0))
             if remove_retries and d.seq is not None:
@@ -143,7 +162,8 @@ def delete(store: Store, ids: Iterable[int]) -> None:
 
 
 def purge(store: Store, route: str | None = None, before: float | None = None) -> int:
-    where, args = ["1"], []  # type: ignore[var-annotated]
+    where: list[str] = ["1"]
+    args: list[object] = []
     if route is not None:
         where.append("route = ?")
         args.append(route)
@@ -156,7 +176,9 @@ def purge(store: Store, route: str | None = None, before: float | None = None) -
 
 
 def counts(store: Store) -> dict[str, int]:
-    return {r[0]: int(r[1]) for r in store.conn.execute("SELECT route, count(*) FROM dead_letters GROUP BY route")}
+    return {
+        r[0]: int(r[1]) for r in store.conn.execute("SELECT route, count(*) FROM dead_letters GROUP BY route")
+    }
 
 
 def retry_for(letter: DeadLetter) -> Retry:

@@ -54,7 +54,9 @@ def renew(store: Store, holder: str, now: float | None = None) -> bool:
     """Refresh our heartbeat; False means we lost the lease."""
     stamp = time.time() if now is None else now
     with store.write() as conn:
-        cur = conn.execute("UPDATE lease SET heartbeat = ? WHERE name = ? AND holder = ?", (stamp, LEASE, holder))
+        cur = conn.execute(
+            "UPDATE lease SET heartbeat = ? WHERE name = ? AND holder = ?", (stamp, LEASE, holder)
+        )
         return cur.rowcount == 1
 
 

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from evroute.cloudevent import CloudEvent
 from evroute.store.db import Store
@@ -74,8 +75,8 @@ def append(store: Store, broker: str, events: Sequence[CloudEvent], now: float |
     return AppendResult(stored, len(events) - stored)
 
 
-def _event(row: Sequence[object]) -> StoredEvent:
-    attrs: dict[str, object] = {"specversion": "1.0", "id": row[3], "source": row[4], "type": row[5]}
+def _event(row: Sequence[Any]) -> StoredEvent:
+    attrs: dict[str, Any] = {"specversion": "1.0", "id": row[3], "source": row[4], "type": row[5]}
     for name, value in zip(_OPTIONAL, row[6:10], strict=True):
         if value is not None:
             attrs[name] = value
@@ -83,10 +84,10 @@ def _event(row: Sequence[object]) -> StoredEvent:
         attrs.update(json.loads(str(row[10])))
     data = row[11]
     return StoredEvent(
-        int(row[0]),  # type: ignore[call-overload]
+        int(row[0]),
         str(row[1]),
-        float(row[2]),  # type: ignore[arg-type]
-        CloudEvent(attrs, bytes(data) if data is not None else None),  # type: ignore[arg-type]
+        float(row[2]),
+        CloudEvent(attrs, bytes(data) if data is not None else None),
     )
 
 
@@ -116,7 +117,8 @@ def listing(
     store: Store, broker: str | None = None, type: str | None = None, limit: int = 20
 ) -> list[StoredEvent]:
     """The newest ``limit`` events (oldest first), optionally of one broker and type."""
-    where, args = [], []  # type: ignore[var-annotated]
+    where: list[str] = []
+    args: list[object] = []
     if broker is not None:
         where.append("broker = ?")
         args.append(broker)
@@ -138,7 +140,9 @@ def last_seq(store: Store) -> int:
 
 def count_after(store: Store, broker: str, after: int) -> int:
     return int(
-        store.conn.execute("SELECT count(*) FROM events WHERE broker = ? AND seq > ?", (broker, after)).fetchone()[0]
+        store.conn.execute(
+            "SELECT count(*) FROM events WHERE broker = ? AND seq > ?", (broker, after)
+        ).fetchone()[0]
     )
 
 

@@ -38,7 +38,16 @@ def schedule(store: Store, retries: Iterable[Retry]) -> None:
             "first_failed_at = coalesce(first_failed_at, excluded.first_failed_at), "
             "dlq_id = coalesce(excluded.dlq_id, dlq_id)",
             [
-                (r.route, r.seq, r.attempt, r.due_at, r.first_failed_at, r.last_status, r.last_error, r.dlq_id)
+                (
+                    r.route,
+                    r.seq,
+                    r.attempt,
+                    r.due_at,
+                    r.first_failed_at,
+                    r.last_status,
+                    r.last_error,
+                    r.dlq_id,
+                )
                 for r in retries
             ],
         )
@@ -66,7 +75,9 @@ def next_due(store: Store, routes: Iterable[str]) -> float | None:
 
 
 def get(store: Store, route: str, seq: int) -> Retry | None:
-    row = store.conn.execute(f"SELECT {_COLS} FROM retries WHERE route = ? AND seq = ?", (route, seq)).fetchone()
+    row = store.conn.execute(
+        f"SELECT {_COLS} FROM retries WHERE route = ? AND seq = ?", (route, seq)
+    ).fetchone()
     return Retry(*row) if row else None
 
 
@@ -94,4 +105,6 @@ def count(store: Store, routes: Iterable[str] | None = None) -> int:
     if not names:
         return 0
     marks = ",".join("?" * len(names))
-    return int(store.conn.execute(f"SELECT count(*) FROM retries WHERE route IN ({marks})", names).fetchone()[0])
+    return int(
+        store.conn.execute(f"SELECT count(*) FROM retries WHERE route IN ({marks})", names).fetchone()[0]
+    )

@@ -158,7 +158,9 @@ class Dispatcher:
             logger.exception("route %s: dispatcher fault; restarting in 1s", self.route.name)
             await asyncio.sleep(1.0)
             if not self.stopped:
-                self._task = asyncio.get_running_loop().create_task(self._run(), name=f"route:{self.route.name}")
+                self._task = asyncio.get_running_loop().create_task(
+                    self._run(), name=f"route:{self.route.name}"
+                )
 
     async def _sleep(self, timeout: float | None) -> None:
         self.wake.clear()
@@ -193,7 +195,9 @@ class Dispatcher:
 
     async def _deliver_new(self, stored: StoredEvent, mark: Watermark, sem: asyncio.Semaphore) -> None:
         try:
-            await self.engine.settle(self, stored.event, stored.seq, attempt=1, first_failed_at=None, dlq_id=None)
+            await self.engine.settle(
+                self, stored.event, stored.seq, attempt=1, first_failed_at=None, dlq_id=None
+            )
         finally:
             mark.finish(stored.seq)
             sem.release()
@@ -235,7 +239,12 @@ class Dispatcher:
                 await self._sleep(max(self.breaker.reopen_in(now), 0.05))
                 continue
             result = await engine.settle(
-                self, stored.event, stored.seq, attempt=attempt + 1, first_failed_at=first_failed, dlq_id=None,
+                self,
+                stored.event,
+                stored.seq,
+                attempt=attempt + 1,
+                first_failed_at=first_failed,
+                dlq_id=None,
                 ordered=True,
             )
             if result.finished:

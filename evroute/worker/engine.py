@@ -88,11 +88,17 @@ class Engine:
         self.stopping = True
         everyone = [*self.dispatchers.values(), *self.retiring]
         waits = [d.stop() for d in everyone] + [self.retrier.stop()]
-        limit = grace if grace is not None else max((d.route.delivery.timeout for d in everyone), default=30.0) + 1
+        limit = (
+            grace
+            if grace is not None
+            else max((d.route.delivery.timeout for d in everyone), default=30.0) + 1
+        )
         try:
             await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), limit)
         except TimeoutError:
-            logger.warning("in-flight deliveries did not finish within %.0fs; they will be redelivered", limit)
+            logger.warning(
+                "in-flight deliveries did not finish within %.0fs; they will be redelivered", limit
+            )
             for d in everyone:
                 d.cancel()
         if self.side_tasks:
@@ -189,8 +195,15 @@ class Engine:
             except EvrouteError as exc:
                 logger.warning("route %s: reply to %s not stored: %s", route.name, event.id, exc)
                 if isinstance(exc, StoreError):
-                    outcome = Outcome(Kind.RETRIABLE, outcome.status, f"cannot store reply: {exc}", None, None,
-                                      None, outcome.elapsed)
+                    outcome = Outcome(
+                        Kind.RETRIABLE,
+                        outcome.status,
+                        f"cannot store reply: {exc}",
+                        None,
+                        None,
+                        None,
+                        outcome.elapsed,
+                    )
         del dispatcher
         return outcome
 
@@ -230,11 +243,19 @@ class Engine:
             wait = next_wait(route.delivery, max(spent, 1), outcome)
             wait = max(wait, dispatcher.breaker.reopen_in(now))
             due = now + wait
-            self._schedule(Retry(name, seq, spent, due, first, outcome.status, route.mask(outcome.error or ""), dlq_id))
+            self._schedule(
+                Retry(name, seq, spent, due, first, outcome.status, route.mask(outcome.error or ""), dlq_id)
+            )
             self.metrics.retried(name, broker)
             logger.warning(
                 "route %s: seq %d id %s attempt %d/%d failed: %s; retry in %.1fs",
-                name, seq, event.id, attempt, route.delivery.retry + 1, route.mask(outcome.error or "?"), wait,
+                name,
+                seq,
+                event.id,
+                attempt,
+                route.delivery.retry + 1,
+                route.mask(outcome.error or "?"),
+                wait,
             )
             return Settled(not ordered, spent, due, first)
         self.dead_letter(route, seq, event, attempt, outcome, first, now, dlq_id)
@@ -288,8 +309,14 @@ class Engine:
         self.metrics.dead_lettered(route.name, route.broker)
         logger.warning(
             "route %s: seq %d id %s dead-lettered after %d attempt%s (%s: %s) as dlq %d",
-            route.name, seq, event.id, attempts, "" if attempts == 1 else "s", reason,
-            route.mask(outcome.error or "?"), dlq_id,
+            route.name,
+            seq,
+            event.id,
+            attempts,
+            "" if attempts == 1 else "s",
+            reason,
+            route.mask(outcome.error or "?"),
+            dlq_id,
         )
         sink = route.delivery.dead_letter_sink
         if sink is not None:
@@ -305,8 +332,15 @@ class Engine:
         result = "failed"
         for attempt in range(1, policy.retry + 2):
             outcome = await deliver(
-                sink, forwarded, route=route.name, broker=route.broker, attempt=attempt, delivery=policy,
-                headers={}, signing_secret=None, session=self.session,
+                sink,
+                forwarded,
+                route=route.name,
+                broker=route.broker,
+                attempt=attempt,
+                delivery=policy,
+                headers={},
+                signing_secret=None,
+                session=self.session,
             )
             if outcome.kind is Kind.SUCCESS:
                 result = f"delivered to {route.mask(sink.describe())}"
@@ -320,7 +354,12 @@ class Engine:
         except StoreError as exc:
             logger.warning("route %s: cannot record dead-letter-sink outcome: %s", route.name, exc)
         if not result.startswith("delivered"):
-            logger.warning("route %s: dead letter %d not forwarded: %s (kept in the database)", route.name, dlq_id, result)
+            logger.warning(
+                "route %s: dead letter %d not forwarded: %s (kept in the database)",
+                route.name,
+                dlq_id,
+                result,
+            )
 
     # ------------------------------------------------------------------ background loops
 

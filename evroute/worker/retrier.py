@@ -109,10 +109,17 @@ class Retrier:
         d.retrying += 1
         try:
             await self.engine.settle(
-                d, event, row.seq, attempt=row.attempt + 1, first_failed_at=row.first_failed_at, dlq_id=row.dlq_id
+                d,
+                event,
+                row.seq,
+                attempt=row.attempt + 1,
+                first_failed_at=row.first_failed_at,
+                dlq_id=row.dlq_id,
             )
         except Exception:
-            logger.exception("route %s: retry of seq %d failed unexpectedly; it stays scheduled", row.route, row.seq)
+            logger.exception(
+                "route %s: retry of seq %d failed unexpectedly; it stays scheduled", row.route, row.seq
+            )
         finally:
             d.retrying -= 1
             sem.release()

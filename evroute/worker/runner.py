@@ -43,7 +43,7 @@ class WorkerOptions:
 def run(options: WorkerOptions) -> int:
     """Run a worker until stopped; returns the exit status."""
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
 
         uvloop.install()
     except ImportError:
@@ -113,7 +113,9 @@ class Runner:
         try:
             while not self.stop.is_set():
                 reloader = asyncio.ensure_future(self.reload.wait())
-                await asyncio.wait([stopper, reloader], timeout=HEARTBEAT / 2, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    [stopper, reloader], timeout=HEARTBEAT / 2, return_when=asyncio.FIRST_COMPLETED
+                )
                 reloader.cancel()
                 if self.reload.is_set():
                     await self._reload(engine)
@@ -142,7 +144,9 @@ class Runner:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.since)) if holder else "?"
         who = f"pid {holder.pid} on {holder.host}" if holder else "another worker"
         if self.options.once or self.options.drain:
-            raise LeaseHeld(f"another worker ({who}, since {since}) is delivering from {store.path}; stop it first")
+            raise LeaseHeld(
+                f"another worker ({who}, since {since}) is delivering from {store.path}; stop it first"
+            )
         logger.info("standing by: another worker (%s) holds the lease since %s", who, since)
         while not self.stop.is_set():
             try:
@@ -216,7 +220,9 @@ class Runner:
         if routeset == engine.routeset:
             return
         engine.apply(routeset)
-        logger.info("routes reloaded: %d route%s", len(routeset.routes), "" if len(routeset.routes) == 1 else "s")
+        logger.info(
+            "routes reloaded: %d route%s", len(routeset.routes), "" if len(routeset.routes) == 1 else "s"
+        )
 
     # ------------------------------------------------------------------ ingress and housekeeping
 
@@ -239,21 +245,35 @@ class Runner:
     def _banner(self, store: Store, routeset: RouteSet) -> None:
         logger.info(
             "evroute worker pid %d: database %s (durability %s), routes %s",
-            os.getpid(), os.path.abspath(store.path), routeset.settings.durability, os.path.abspath(self.options.routes),
+            os.getpid(),
+            os.path.abspath(store.path),
+            routeset.settings.durability,
+            os.path.abspath(self.options.routes),
         )
         if not routeset.routes:
-            logger.info("no routes loaded yet; add one with `evroute subscribe add` (picked up while running)")
+            logger.info(
+                "no routes loaded yet; add one with `evroute subscribe add` (picked up while running)"
+            )
         for r in routeset.routes:
             logger.info(
-                "  route %s: broker %s -> %s%s", r.name, r.broker, r.mask(r.subscriber.describe()),
+                "  route %s: broker %s -> %s%s",
+                r.name,
+                r.broker,
+                r.mask(r.subscriber.describe()),
                 " (paused)" if r.paused else "",
             )
 
     def _summary(self, engine: Engine) -> None:
         for d in engine.dispatchers.values():
             lag = event_log.count_after(engine.store, d.route.broker, d.committed)
-            logger.info("route %s: cursor %d, lag %d, in flight %d, breaker %s",
-                        d.route.name, d.committed, lag, d.in_flight, d.breaker.state)
+            logger.info(
+                "route %s: cursor %d, lag %d, in flight %d, breaker %s",
+                d.route.name,
+                d.committed,
+                lag,
+                d.in_flight,
+                d.breaker.state,
+            )
 
     def _collect(self, engine: Engine) -> None:
         try:

@@ -19,6 +19,7 @@ import pytest
 from evroute.cloudevent import make_event
 from evroute.store import Store
 from evroute.store import log as event_log
+
 from receiver import Receiver, Reply
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,9 +28,21 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 def evroute(tmp_path: Path, *args: str, **kw) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
     return subprocess.Popen(
-        [sys.executable, "-m", "evroute", "--db", str(tmp_path / "ev.db"), "--routes", str(tmp_path / "routes.yaml"),
-         *args],
-        env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw,
+        [
+            sys.executable,
+            "-m",
+            "evroute",
+            "--db",
+            str(tmp_path / "ev.db"),
+            "--routes",
+            str(tmp_path / "routes.yaml"),
+            *args,
+        ],
+        env=ENV,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        **kw,
     )
 
 
@@ -43,7 +56,7 @@ def crash_run(tmp_path: Path, events: int, kills: int, seed: int) -> dict[str, f
         f"  - {{name: inventory, subscriber: '{a.url}/', start: earliest}}\n"
         f"  - {{name: payment, subscriber: '{b.url}/', start: earliest, delivery: {{concurrency: 8}}}}\n"
         f"  - name: audit\n    start: earliest\n"
-        f"    subscriber: {{command: [sh, -c, 'echo \"$CE_ID\" >> \"$0\"', {out}]}}\n"
+        f'    subscriber: {{command: [sh, -c, \'echo "$CE_ID" >> "$0"\', {out}]}}\n'
         "    delivery: {concurrency: 8}\n"
     )
     ids = [f"evt-{i:06d}" for i in range(events)]
@@ -108,8 +121,18 @@ def test_publisher_kill_9_mid_batch_stores_whole_batches_or_nothing(tmp_path: Pa
         path = tmp_path / f"batch-{k}.jsonl"
         with path.open("w") as fh:
             for i in range(20_000):
-                fh.write(json.dumps({"specversion": "1.0", "type": "t", "source": f"/b{k}", "id": str(i),
-                                     "data": {"pad": "x" * 200}}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "specversion": "1.0",
+                            "type": "t",
+                            "source": f"/b{k}",
+                            "id": str(i),
+                            "data": {"pad": "x" * 200},
+                        }
+                    )
+                    + "\n"
+                )
         batches.append(path)
     for path in batches:
         proc = evroute(tmp_path, "publish", "--file", str(path))

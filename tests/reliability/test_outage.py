@@ -13,6 +13,7 @@ from evroute.routes.load import load_routes_text
 from evroute.store import Store, cursors, deadletters
 from evroute.store import log as event_log
 from evroute.worker.engine import Engine
+
 from receiver import Receiver, Reply
 
 
@@ -38,7 +39,9 @@ async def run_engine(db: str, rs, outage: Receiver, down_for: float, ids: list[s
     try:
         with Store(db) as producer:
             for i in range(0, len(ids), 10):
-                event_log.append(producer, "default", [make_event(type="t", source="/o", id=x) for x in ids[i : i + 10]])
+                event_log.append(
+                    producer, "default", [make_event(type="t", source="/o", id=x) for x in ids[i : i + 10]]
+                )
                 await asyncio.sleep(0.05)
         while time.time() - started < down_for:
             observe(engine)
@@ -79,7 +82,9 @@ def test_circuit_breaker_holds_events_through_an_outage_and_dead_letters_nothing
     try:
         db, rs = setup(tmp_path, sink.url, ", circuitBreaker: {consecutiveFailures: 3, cooldown: 300ms}")
         ids = [f"o-{i}" for i in range(40)]
-        asyncio.run(run_engine(db, rs, sink, 2.0, ids, lambda e: states.add(e.dispatchers["payment"].breaker.state)))
+        asyncio.run(
+            run_engine(db, rs, sink, 2.0, ids, lambda e: states.add(e.dispatchers["payment"].breaker.state))
+        )
         assert {"open", "half-open"} <= states
         with Store(db) as store:
             assert deadletters.listing(store) == []
