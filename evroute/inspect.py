@@ -1,0 +1,259 @@
+"""Where things stand: every route's status, and one event's fate route by route.
+
+Both return the ``--json`` documents of SPEC 7.1 exactly (times as RFC 3339 UTC strings,
+absent values as ``None``), so the CLI only renders them.
+
+``route_status`` runs on every ``evroute status`` and must stay fast on a log of millions
+of events: each of its queries is a primary-key lookup, or a count over a range of an index
+(``events(broker, seq)``, ``dead_letters(route, id)``, the retries primary key). None of them
+reads the event rows themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from evroute.clock import rfc3339
+from evroute.cloudevent import CloudEvent, to_dict
+from evroute.errors import NotFound, RoutesInvalid
+from evroute.routes.model import Route, RouteSet
+from evroute.store import Store, cursors, deadletters, lease, retries
+from evroute.store import log as event_log
+from evroute.store.cursors import Cursor
+
+RUNNING = "running"
+NOT_RUNNING = "not running"
+
+STATES = ("delivered", "pending", "retrying", "dead", "filtered", "paused")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedRoutes:
+    """The routes file as far as it could be read: ``problem`` says why it could not."""
+
+    routeset: RouteSet
+    problem: str | None = None
+    missing: bool = False
+
+
+def load_lenient(path: str) -> LoadedRoutes:
+    """The routes at ``path``, or an empty set and the reason when the file is missing or invalid.
+
+    Inspection commands still work without a usable routes file: they show what the
+    database holds (cursors, dead letters) and say why the routes are not shown.
+    """
+    if not os.path.exists(path):
+        return LoadedRoutes(RouteSet(), f"routes file '{path}' does not exist", missing=True)
+    from evroute.routes.load import load_routes
+
+    try:
+        return LoadedRoutes(load_routes(path))
+    except RoutesInvalid as exc:
+        return LoadedRoutes(RouteSet(), exc.message)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def worker_state(store: Store, now: float) -> dict[str, Any]:
+    """``{"state", "pid", "since"}``: running while the lease heartbeat is fresher than its TTL."""
+    held = lease.current(store)
+    if held is None or not held.alive(now):
+        return {"state": NOT_RUNNING, "pid": None, "since": None}
+    return {"state": RUNNING, "pid": held.pid, "since": rfc3339(held.since)}
+
+
+def _retry_summary(store: Store, route: str) -> tuple[int, float | None]:
+    # The retries primary key starts with route: a range of the key, whatever the table's size.
+    row = store.conn.execute("SELECT count(*), min(due_at) FROM retries WHERE route = ?", (route,)).fetchone()
+    return int(row[0]), (None if row[1] is None else float(row[1]))
+
+
+def _dead_count(store: Store, route: str) -> int:
+    row = store.conn.execute("SELECT count(*) FROM dead_letters WHERE route = ?", (route,)).fetchone()
+    return int(row[0])
+
+
+def _cursor_for(route: Route, found: dict[str, Cursor]) -> Cursor | None:
+    # A cursor left on another broker is not this route's position: the next command that
+    # creates cursors restarts the route on its new broker.
+    cursor = found.get(route.name)
+    return cursor if cursor is not None and cursor.broker == route.broker else None
+
+
+def _masked(route: Route | None, text: str | None) -> str | None:
+    # The worker masks before it commits; masking again costs nothing and covers old rows.
+    return text if route is None or text is None else route.mask(text)
+
+
+def _route_row(
+    store: Store,
+    name: str,
+    broker: str,
+    cursor: Cursor | None,
+    route: Route | None,
+    running: bool,
+) -> dict[str, Any]:
+    waiting, next_due = _retry_summary(store, name)
+    lag = None if cursor is None else event_log.count_after(store, broker, cursor.position)
+    # in_flight and the breaker live in the worker's memory (committed with the cursor):
+    # with no worker running nothing is in flight and the next worker starts closed.
+    in_flight = cursor.in_flight if cursor is not None and running else 0
+    breaker = cursor.breaker if cursor is not None and running else "closed"
+    return {
+        "name": name,
+        "broker": broker,
+        "subscriber": route.mask(route.subscriber.describe()) if route is not None else None,
+        "cursor": None if cursor is None else cursor.position,
+        "lag": lag,
+        "in_flight": in_flight,
+        "retrying": waiting,
+        "next_retry_due": rfc3339(next_due),
+        "dead_letters": _dead_count(store, name),
+        "delivered": 0 if cursor is None else cursor.delivered,
+        "failed": 0 if cursor is None else cursor.failed,
+        "last_error": _masked(route, None if cursor is None else cursor.last_error),
+        "paused": route.paused if route is not None else None,
+        "breaker": breaker,
+    }
+
+
+def route_status(store: Store, routeset: RouteSet, now: float) -> dict[str, Any]:
+    """The ``status --json`` document: the worker, then every route of the file in file order,
+    then the cursors of routes no longer in the file (``subscriber`` and ``paused`` None)."""
+    with store.snapshot():
+        worker = worker_state(store, now)
+        running = worker["state"] == RUNNING
+        found = cursors.all_cursors(store)
+        rows = []
+        for route in routeset.routes:
+            cursor = _cursor_for(route, found)
+            rows.append(_route_row(store, route.name, route.broker, cursor, route, running))
+        known = {r.name for r in routeset.routes}
+        for name in sorted(set(found) - known):
+            cursor = found[name]
+            rows.append(_route_row(store, name, cursor.broker, cursor, None, running))
+    return {"worker": worker, "routes": rows}
+
+
+# --------------------------------------------------------------------------- one event
+
+
+@dataclass(frozen=True, slots=True)
+class FoundEvent:
+    """The event a key names; ``others`` are further events with the same id (seq, broker, source).
+
+    ``published_at`` is None when the log row is gone (retention) and the event was found
+    in a dead letter's own copy.
+    """
+
+    seq: int | None
+    broker: str
+    published_at: float | None
+    event: CloudEvent
+    others: tuple[tuple[int | None, str, str], ...] = ()
+
+
+def find_event(store: Store, key: str) -> FoundEvent:
+    """The event with seq ``key`` (a number) or id ``key``; the newest when an id is in several
+    brokers or sources. A number that is no seq is tried as an id. Raises NotFound."""
+    key = key.strip()
+    if key.isascii() and key.isdigit():
+        stored = event_log.get(store, int(key))
+        if stored is not None:
+            return FoundEvent(stored.seq, stored.broker, stored.published_at, stored.event)
+        letters = deadletters.for_seq(store, int(key))
+        if letters:
+            return FoundEvent(letters[-1].seq, letters[-1].broker, None, letters[-1].event)
+    matches = event_log.find(store, key)
+    if matches:
+        *older, newest = matches
+        others = tuple((s.seq, s.broker, s.event.source) for s in reversed(older))
+        return FoundEvent(newest.seq, newest.broker, newest.published_at, newest.event, others)
+    # Deleted from the log by retention, but a dead letter keeps its own copy.
+    rows = store.conn.execute(
+        "SELECT id FROM dead_letters WHERE event_id = ? ORDER BY id DESC", (key,)
+    ).fetchall()
+    letters = [deadletters.get(store, int(r[0])) for r in rows]
+    if letters:
+        newest_letter, *rest = letters
+        copies = tuple((d.seq, d.broker, d.event.source) for d in rest if d.seq != newest_letter.seq)
+        return FoundEvent(newest_letter.seq, newest_letter.broker, None, newest_letter.event, copies)
+    raise NotFound(f"no event with id or seq '{key}' (see `evroute events list`)")
+
+
+def _state(store: Store, route: Route, cursor: Cursor | None, found: FoundEvent) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "route": route.name,
+        "state": "delivered",
+        "attempt": None,
+        "next_due": None,
+        "last_error": None,
+        "dlq_id": None,
+        "failed_filter": None,
+    }
+    seq = found.seq
+    retry = retries.get(store, route.name, seq) if seq is not None else None
+    if retry is not None:
+        # A retry row wins over a dead letter: it is a replay of that dead letter under way.
+        entry.update(
+            state="retrying",
+            attempt=retry.attempt,
+            next_due=rfc3339(retry.due_at),
+            last_error=retry.last_error,
+            dlq_id=retry.dlq_id,
+        )
+        return entry
+    letters = [d for d in deadletters.for_seq(store, seq) if d.route == route.name] if seq is not None else []
+    if letters:
+        letter = letters[-1]
+        entry.update(state="dead", attempt=letter.attempts, last_error=letter.error, dlq_id=letter.id)
+        return entry
+    failed = route.matcher.explain(found.event.attributes)
+    if failed is not None:
+        entry.update(state="filtered", failed_filter=failed)
+        return entry
+    if cursor is None or seq is None or seq > cursor.position:
+        entry["state"] = "paused" if route.paused else "pending"
+    return entry
+
+
+def trace(store: Store, routeset: RouteSet, found: FoundEvent) -> dict[str, Any]:
+    """The ``events show --json`` document of an event already found."""
+    with store.snapshot():
+        found_cursors = cursors.all_cursors(store)
+        states = [
+            _state(store, route, _cursor_for(route, found_cursors), found)
+            for route in routeset.routes
+            if route.broker == found.broker
+        ]
+    return {
+        "seq": found.seq,
+        "broker": found.broker,
+        "published_at": rfc3339(found.published_at),
+        "event": to_dict(found.event),
+        "routes": states,
+    }
+
+
+def trace_event(store: Store, routeset: RouteSet, key: str) -> dict[str, Any]:
+    """``events show KEY --json``: the event with id or seq ``key`` and its state per route of
+    its broker: delivered, pending, retrying, dead, filtered or paused."""
+    return trace(store, routeset, find_event(store, key))
+
+
+__all__ = [
+    "NOT_RUNNING",
+    "RUNNING",
+    "STATES",
+    "FoundEvent",
+    "LoadedRoutes",
+    "find_event",
+    "load_lenient",
+    "route_status",
+    "trace",
+    "trace_event",
+    "worker_state",
+]
