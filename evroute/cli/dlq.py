@@ -200,7 +200,10 @@ def replay(ids: tuple[int, ...], route: str | None, everything: bool, dry_run: b
                 )
                 letters = [d for d in letters if d.route in known]
         else:
-            click.echo(f"warning: {loaded.problem.splitlines()[0]}", err=True)
+            click.echo(
+                f"warning: {loaded.problem.splitlines()[0]}; not checking that the routes still exist",
+                err=True,
+            )
         if dry_run:
             echo_table(
                 [[d.id, d.route, d.event.id, d.event.type, d.reason] for d in letters],
@@ -224,7 +227,7 @@ def replay(ids: tuple[int, ...], route: str | None, everything: bool, dry_run: b
         running = worker_state(store, time.time())["state"] == RUNNING
     click.echo(
         f"replayed {count} dead letter{'' if count == 1 else 's'}; "
-        f"the worker delivers them (running: {'yes' if running else 'no'})"
+        f"the worker delivers {'it' if count == 1 else 'them'} (running: {'yes' if running else 'no'})"
     )
 
 
