@@ -1,0 +1,287 @@
+"""The CloudEvents HTTP ingress of ``evroute worker --listen``: an aiohttp application.
+
+::
+
+    POST /            publish to broker ``default``
+    POST /<broker>    publish to <broker> (names ^[a-z0-9][a-z0-9-]{0,62}$; anything else is 404)
+    GET  /healthz     200 {"status": "ok"} while the database is writable, 503 otherwise
+    GET  /metrics     Prometheus text exposition of the worker's metrics
+
+A POST carries one event in binary mode (``ce-*`` headers) or structured mode
+(``application/cloudevents+json``), or a batch (``application/cloudevents-batch+json``,
+all or nothing). The answer is ``202 {"stored": n, "duplicates": m}`` once the events are
+committed to SQLite; a duplicate ``(broker, source, id)`` is accepted and stored once.
+
+Status codes, so a producer can tell its own mistakes from ours:
+
+- ``400 {"error": …}``: not a CloudEvents request, or an invalid event (the message names the
+  attribute or header). Anything unexpected while parsing is also a 400: bad input never
+  gets a 5xx.
+- ``413``: too large. Limits, all derived from ``settings.maxEventBytes`` (L):
+  a binary-mode body (it is the event's data) over L; a structured-mode body over 2 × L (the
+  JSON envelope and base64 make the text longer than the event, so the body limit is loose and
+  the event itself is then measured exactly against L); a batch body over 100 × L, and any
+  event of a batch over L. Content-Length is checked before reading and the body is read with
+  the cap, so an oversized request never sits in memory.
+- ``401``: a token is set (``--token`` / ``$EVROUTE_TOKEN``) and the request lacks
+  ``Authorization: Bearer <token>``. Every path needs it except ``/healthz`` (for load
+  balancers and probes); ``/metrics`` needs it too, as it names the routes.
+- ``404`` for other paths (``/healthz`` and ``/metrics`` are not brokers), ``405`` with
+  ``Allow`` for other methods.
+- ``503 {"error": …}`` only when the database cannot take the write (locked, disk full).
+
+The handler writes through the worker's own SQLite connection, in the event loop: an append
+is one short transaction (well under a millisecond in WAL mode), cheaper than handing it to a
+thread, and it keeps the connection single-threaded.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import sqlite3
+from collections.abc import Callable, Mapping
+
+from aiohttp import web
+
+from evroute.cloudevent import (
+    BATCH_CT,
+    STRUCTURED_CT,
+    CloudEvent,
+    check_size,
+    from_http,
+    http_mode,
+)
+from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, RuntimeFault
+from evroute.store import Store
+from evroute.store import log as event_log
+from evroute.worker.metrics import Metrics
+
+logger = logging.getLogger("evroute.ingress")
+
+DEFAULT_HOST = "127.0.0.1"
+BROKER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
+STRUCTURED_FACTOR = 2  # a structured body may be up to 2 × maxEventBytes; the event itself ≤ 1 ×
+BATCH_FACTOR = 100  # a batch body may be up to 100 × maxEventBytes, each event ≤ 1 ×
+_RESERVED = ("/healthz", "/metrics")
+_READ_ONLY = "GET, HEAD"
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+class Ingress:
+    """The request handlers; one per application."""
+
+    def __init__(
+        self,
+        store: Store,
+        max_event_bytes: int,
+        token: str | None,
+        metrics: Metrics,
+        on_stored: Callable[[str], None],
+    ) -> None:
+        self.store = store
+        self.max_event_bytes = max_event_bytes
+        self._token = token.encode("utf-8") if token else None
+        self.metrics = metrics
+        self.on_stored = on_stored
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        method = request.method
+        if path == "/healthz":
+            if method not in ("GET", "HEAD"):
+                return _error(405, f"method {method} is not allowed on /healthz", {"Allow": _READ_ONLY})
+            return self.health()
+        if self._token is not None and not self._authorized(request):
+            return _error(
+                401,
+                "missing or wrong bearer token: send 'Authorization: Bearer <token>' with the worker's token",
+                {"WWW-Authenticate": 'Bearer realm="evroute"'},
+            )
+        if path == "/metrics":
+            if method not in ("GET", "HEAD"):
+                return _error(405, f"method {method} is not allowed on /metrics", {"Allow": _READ_ONLY})
+            body, content_type = self.metrics.render()
+            return web.Response(body=body, headers={"Content-Type": content_type})
+        broker = "default" if path == "/" else path[1:]
+        if not BROKER_NAME.match(broker):
+            return _error(
+                404,
+                f"no such path {path!r}: publish to / (broker 'default') or /<broker> with a broker name "
+                "of lower-case letters, digits and '-' (at most 63, not starting with '-')",
+            )
+        if method != "POST":
+            return _error(
+                405, f"method {method} is not allowed on {path}: publish with POST", {"Allow": "POST"}
+            )
+        return await self.publish(request, broker)
+
+    def _authorized(self, request: web.Request) -> bool:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or self._token is None:
+            return False
+        # compare_digest: the time taken does not tell how much of a guess was right.
+        return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self._token)
+
+    def health(self) -> web.Response:
+        if self.store.writable():
+            return web.json_response({"status": "ok"})
+        return web.json_response(
+            {"status": "unavailable", "error": f"database '{self.store.path}' is not writable"}, status=503
+        )
+
+    # ------------------------------------------------------------------ publishing
+
+    def _body_limit(self, mode: str) -> int:
+        if mode == "batch":
+            return self.max_event_bytes * BATCH_FACTOR
+        if mode == "structured":
+            return self.max_event_bytes * STRUCTURED_FACTOR
+        return self.max_event_bytes
+
+    async def publish(self, request: web.Request, broker: str) -> web.Response:
+        headers = request.headers
+        mode = http_mode(headers)
+        if mode is None:
+            return _error(
+                400,
+                "not a CloudEvent: use binary mode (ce-specversion, ce-id, ce-source, ce-type headers), "
+                f"Content-Type {STRUCTURED_CT} or {BATCH_CT}",
+            )
+        limit = self._body_limit(mode)
+        length = request.content_length
+        if length is not None and length > limit:
+            return self._too_large(mode, limit)
+        try:
+            body = await _read_capped(request, limit)
+        except Exception as exc:  # a broken chunked or compressed body, a client gone: not our fault
+            return _error(400, f"cannot read the request body: {exc or type(exc).__name__}")
+        if body is None:
+            return self._too_large(mode, limit)
+        try:
+            events = parse(headers, body)
+            for i, event in enumerate(events):
+                check_size(event, self.max_event_bytes, f"event {i}: " if mode == "batch" else "")
+        except EventTooLarge as exc:
+            return _error(413, exc.message)
+        except InvalidInput as exc:
+            return _error(400, exc.message)
+        except Exception as exc:  # never a 5xx for bad input, whatever the parser tripped on
+            logger.debug("unparseable request", exc_info=True)
+            return _error(400, f"cannot parse the request as a CloudEvent ({type(exc).__name__}: {exc})")
+        if not events:
+            return web.json_response({"stored": 0, "duplicates": 0}, status=202)
+        try:
+            result = event_log.append(self.store, broker, events)
+        except (EvrouteError, sqlite3.Error, OSError) as exc:
+            logger.error("ingress: cannot store %d event(s) in broker %s: %s", len(events), broker, exc)
+            return _error(503, f"cannot store the events now, nothing was stored: {exc}")
+        if result.stored:
+            self.metrics.published(broker, result.stored)
+            try:
+                self.on_stored(broker)
+            except Exception:  # the events are durable; a wake-up hiccup must not turn that into an error
+                logger.exception("ingress: waking the dispatchers of broker %s failed", broker)
+        return web.json_response({"stored": result.stored, "duplicates": result.duplicates}, status=202)
+
+    def _too_large(self, mode: str, limit: int) -> web.Response:
+        what = {"batch": "batch", "structured": "structured-mode"}.get(mode, "binary-mode")
+        return _error(
+            413,
+            f"{what} request body is over {limit} bytes (maxEventBytes is {self.max_event_bytes}"
+            + (f", a batch may be {BATCH_FACTOR} times that" if mode == "batch" else "")
+            + ")",
+        )
+
+
+INGRESS = web.AppKey("evroute_ingress", Ingress)
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it passes ``limit`` bytes (chunked or compressed bodies
+    have no trustworthy Content-Length, so the count is kept while reading)."""
+    buf = bytearray()
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > limit:
+            return None
+
+
+def parse(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
+    """Decode a request into validated events; InvalidEvent names the problem."""
+    for key, value in headers.items():
+        # The HTTP parser keeps undecodable header bytes as surrogates; name them here rather than
+        # let them surface as an encoding error deep in percent-decoding.
+        if key[:3].lower() == "ce-":
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidEvent(f"header '{key.lower()}' is not valid UTF-8") from None
+    return from_http(headers, body)
+
+
+def make_app(
+    *,
+    store: Store,
+    max_event_bytes: int,
+    token: str | None,
+    metrics: Metrics,
+    on_stored: Callable[[str], None],
+) -> web.Application:
+    """The ingress application; ``on_stored(broker)`` runs after every append that stored events."""
+    ingress = Ingress(store, max_event_bytes, token, metrics, on_stored)
+    app = web.Application(client_max_size=max_event_bytes * BATCH_FACTOR)
+    # One catch-all route: paths and methods are decided in ``handle`` so that every refusal
+    # (401, 404, 405) carries the same JSON error body.
+    app.router.add_route("*", "/{path:.*}", ingress.handle)
+    app[INGRESS] = ingress
+    return app
+
+
+async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Bind and serve ``app``; RuntimeFault names the address when the port cannot be taken."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise RuntimeFault(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    return runner
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1); ``[::1]:PORT`` for IPv6."""
+    raw = text.strip()
+    host = ""
+    port_text = raw
+    if raw.startswith("["):
+        end = raw.find("]")
+        if end > 1 and raw[end + 1 : end + 2] == ":":
+            host, port_text = raw[1:end], raw[end + 2 :]
+        else:
+            port_text = ""
+    elif ":" in raw:
+        host, _, port_text = raw.rpartition(":")
+        if ":" in host:
+            port_text = ""  # a bare IPv6 address is ambiguous: it needs brackets
+    if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535) or any(
+        c.isspace() for c in host
+    ):
+        raise InvalidInput(
+            f"--listen {text!r} is not valid: use HOST:PORT, :PORT or PORT with a port from 1 to 65535 "
+            "(e.g. 127.0.0.1:8080 or :8080; [::1]:8080 for IPv6)"
+        )
+    return host or DEFAULT_HOST, int(port_text)
+
+
+__all__ = ["BROKER_NAME", "DEFAULT_HOST", "INGRESS", "Ingress", "make_app", "parse", "parse_listen", "start"]
