@@ -75,6 +75,18 @@ def append(store: Store, broker: str, events: Sequence[CloudEvent], now: float |
     return AppendResult(stored, len(events) - stored)
 
 
+def insert(store: Store, broker: str, events: Iterable[CloudEvent], now: float) -> int:
+    """Insert inside the caller's open ``store.write()`` transaction; returns how many were new.
+
+    For appends too large to hold in memory at once (``publish --file``): the caller streams
+    chunks through here and commits, or rolls back, once.
+    """
+    conn = store.conn
+    before = conn.total_changes
+    conn.executemany(_INSERT, [_row(broker, e, now) for e in events])
+    return conn.total_changes - before
+
+
 def _event(row: Sequence[Any]) -> StoredEvent:
     attrs: dict[str, Any] = {"specversion": "1.0", "id": row[3], "source": row[4], "type": row[5]}
     for name, value in zip(_OPTIONAL, row[6:10], strict=True):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _STATEMENTS_V1 = [
     # seq is AUTOINCREMENT so a seq is never reused, even after retention deletes the newest rows.
@@ -89,6 +89,21 @@ _STATEMENTS_V1 = [
 ]
 
 
+_STATEMENTS_V2 = [
+    # What `publish` needs from the routes file (route name, broker, start; settings), keyed by
+    # the file's identity: a single publish then skips importing and running the YAML loader.
+    # Only files that loaded without problems are remembered.
+    """CREATE TABLE routes_cache (
+        path TEXT PRIMARY KEY,
+        mtime_ns INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        config TEXT NOT NULL,
+        loaded_at REAL NOT NULL
+    )""",
+]
+
+
 def _migrations() -> Any:
     from sqlite_utils import Migrations  # imported only when a file needs creating or upgrading
 
@@ -97,6 +112,11 @@ def _migrations() -> Any:
     @migrations(name="0001_initial")
     def initial(db: Any) -> None:
         for statement in _STATEMENTS_V1:
+            db.execute(statement)
+
+    @migrations(name="0002_routes_cache")
+    def routes_cache(db: Any) -> None:
+        for statement in _STATEMENTS_V2:
             db.execute(statement)
 
     return migrations

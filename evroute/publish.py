@@ -1,0 +1,611 @@
+"""Publishing: build events from options or read them from a file, validate, then append.
+
+Two promises shape this module. Nothing invalid is half-stored: a file is validated in full
+and stored in one transaction, so a bad line anywhere leaves the database as it was. And a
+single ``evroute publish`` stays close to the start-up cost of Python: it imports no YAML
+parser when the routes file has not changed since it was last read (see :func:`routes_config`).
+
+The routes file matters to publish for two reasons only: its ``settings`` (``durability``,
+``maxEventBytes``) and creating the cursor of a route seen for the first time (SPEC 3.4:
+``start: latest`` then begins right before this event). Publishing never fails because of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any, NamedTuple
+
+from evroute.cloudevent import (
+    _MEDIA_TYPE,
+    _RFC3339,
+    _SCHEME,
+    CORE,
+    CloudEvent,
+    _parse_time,
+    check_size,
+    from_dict,
+    is_json_type,
+    make_event,
+)
+from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, StoreError
+from evroute.store import Store
+
+DEFAULT_SOURCE = "/evroute/cli"
+DEFAULT_BROKER = "default"
+DEFAULT_MAX_EVENT_BYTES = 1_048_576  # as routes.model.Settings; not imported to keep start-up small
+MAX_PROBLEMS = 20  # problems listed for a bad file; the rest are counted
+CHUNK = 2000  # events held before a file's transaction opens, then inserted per executemany
+
+_BROKER = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_EXT_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+_OPTION_OF = {
+    "id": "--id",
+    "source": "--source",
+    "type": "--type",
+    "subject": "--subject",
+    "time": "--time",
+    "datacontenttype": "--datacontenttype",
+    "dataschema": "--dataschema",
+    "data": "--data",
+}
+
+
+def check_broker(name: str, flag: str = "--broker") -> str:
+    if not _BROKER.match(name):
+        raise InvalidInput(
+            f"{flag} {name!r} is not a broker name (lower-case letters, digits and '-', "
+            "starting with a letter or digit, at most 63 characters)"
+        )
+    return name
+
+
+# --------------------------------------------------------------------------- one event from options
+
+
+def parse_extensions(items: Iterable[str]) -> dict[str, str]:
+    """``KEY=VALUE`` pairs of ``--ext``; values stay strings (the CLI has no way to say more)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"--ext {item!r} is not KEY=VALUE (e.g. --ext tenant=acme)")
+        if not _EXT_NAME.match(key):
+            raise InvalidInput(
+                f"--ext name {key!r} is invalid: CloudEvents extension names are lower-case letters a-z "
+                "and digits 0-9, 1-20 characters"
+            )
+        if key == "specversion":
+            raise InvalidInput("--ext name 'specversion' is a core attribute: evroute publishes 1.0 only")
+        if key in _OPTION_OF:
+            raise InvalidInput(f"--ext name {key!r} is a core attribute: use {_OPTION_OF[key]} instead")
+        if key in out:
+            raise InvalidInput(f"--ext {key!r} is given twice")
+        out[key] = value
+    return out
+
+
+def read_data(spec: str, stdin: IO[bytes]) -> bytes:
+    """``--data``: ``@FILE`` is the file's bytes, ``-`` is standard input, anything else the text."""
+    if spec == "-":
+        return stdin.read()
+    if spec.startswith("@"):
+        path = spec[1:]
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise InvalidInput(f"--data @{path}: cannot read the file ({exc.strerror or exc})") from None
+    # Arguments that were not valid UTF-8 arrive as surrogate escapes: give back the bytes.
+    return spec.encode("utf-8", "surrogateescape")
+
+
+def event_from_options(
+    *,
+    type: str | None,
+    source: str | None = None,
+    id: str | None = None,
+    subject: str | None = None,
+    data: bytes | None = None,
+    datacontenttype: str | None = None,
+    dataschema: str | None = None,
+    time: str | None = None,
+    extensions: Mapping[str, str] | None = None,
+) -> CloudEvent:
+    """The event ``evroute publish --type …`` describes; InvalidEvent names the option at fault."""
+    if type is None:
+        raise InvalidInput("--type is required (the event type, e.g. --type order.placed), or use --file")
+    if data is not None and is_json_type(datacontenttype):
+        try:
+            json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            reason = (
+                f"{exc.msg} at column {exc.colno}"
+                if isinstance(exc, json.JSONDecodeError)
+                else "not valid UTF-8"
+            )
+            fix = "name its type, e.g. --datacontenttype text/plain"
+            raise InvalidEvent(
+                f"--data: not valid JSON ({reason}); to publish other content, {fix}"
+                if datacontenttype is None
+                else f"--data: not valid JSON ({reason}) but --datacontenttype {datacontenttype} says it is; "
+                f"fix the data or {fix}"
+            ) from None
+        if datacontenttype is None:
+            datacontenttype = "application/json"
+    return make_event(
+        type=type,
+        source=DEFAULT_SOURCE if source is None else source,
+        id=id,
+        data=data,
+        datacontenttype=datacontenttype,
+        subject=subject,
+        time=time,
+        dataschema=dataschema,
+        extensions=extensions,
+    )
+
+
+# --------------------------------------------------------------------------- the routes file
+
+
+# The two values below are NamedTuples, not the frozen dataclasses used elsewhere: a dataclass
+# costs ~1 ms to create at import, a measurable share of a single `evroute publish`.
+
+
+class RoutesConfig(NamedTuple):
+    """What publish takes from the routes file; defaults when it is missing or invalid."""
+
+    routes: tuple[tuple[str, str, str], ...] = ()  # (name, broker, start)
+    durability: str = "normal"
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    warning: str | None = None  # one line, when the file could not be used
+    cache_key: tuple[str, int, int, int] | None = None  # set when freshly loaded: remember it
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "routes": [list(r) for r in self.routes],
+                "durability": self.durability,
+                "maxEventBytes": self.max_event_bytes,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RoutesConfig:
+        doc = json.loads(text)
+        return cls(
+            tuple((str(n), str(b), str(s)) for n, b, s in doc["routes"]),
+            str(doc["durability"]),
+            int(doc["maxEventBytes"]),
+        )
+
+
+def routes_config(path: str, store: Store | None = None) -> RoutesConfig:
+    """The routes file's settings and (name, broker, start) of every route, never raising.
+
+    Parsing YAML costs more than the rest of a publish, so the result is remembered in the
+    database keyed by the file's (path, mtime, size, inode): editors that save by rename change
+    the inode, in-place writes change the mtime. Only a file that loaded cleanly is remembered;
+    an invalid one is read again each time, and each time gives the warning.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return RoutesConfig()  # no routes file: publishing works without one, silently
+    except OSError as exc:
+        return RoutesConfig(warning=f"routes file '{path}' cannot be read ({exc.strerror})")
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    if store is not None:
+        row = store.conn.execute(
+            "SELECT config FROM routes_cache WHERE path = ? AND mtime_ns = ? AND size = ? AND inode = ?", key
+        ).fetchone()
+        if row is not None:
+            return RoutesConfig.from_json(str(row[0]))
+    return _load(path, key)
+
+
+def _load(path: str, key: tuple[str, int, int, int]) -> RoutesConfig:
+    try:
+        from evroute.routes.load import load_routes
+    except ImportError:
+        return RoutesConfig()  # a build without the loader: defaults
+    from evroute.errors import RoutesInvalid
+
+    try:
+        routeset = load_routes(path)
+    except RoutesInvalid as exc:
+        n = len(exc.problems)
+        return RoutesConfig(
+            warning=f"routes file '{path}': {n} problem{'s' if n != 1 else ''} (see `evroute routes check`)"
+        )
+    except EvrouteError as exc:
+        return RoutesConfig(warning=f"routes file '{path}': {exc.message.splitlines()[0]}")
+    except Exception as exc:  # publish must not fail because of the routes file, whatever it holds
+        return RoutesConfig(warning=f"routes file '{path}' could not be loaded ({type(exc).__name__}: {exc})")
+    settings = routeset.settings
+    return RoutesConfig(
+        tuple((r.name, r.broker, r.start) for r in routeset.routes),
+        settings.durability,
+        settings.max_event_bytes,
+        cache_key=key,
+    )
+
+
+def _remember(store: Store, config: RoutesConfig) -> None:
+    if config.cache_key is None:
+        return
+    with store.write() as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO routes_cache (path, mtime_ns, size, inode, config, loaded_at) "
+            "VALUES (?,?,?,?,?,?)",
+            (*config.cache_key, config.to_json(), time.time()),
+        )
+
+
+# --------------------------------------------------------------------------- storing
+
+
+class Published(NamedTuple):
+    stored: int
+    duplicates: int
+    seq: int | None = None  # a single event: its seq, or None when it was a duplicate
+    warning: str | None = None  # about the routes file; the events were stored regardless
+
+
+class _Target:
+    """The database and routes config of one publish, opened in the order that keeps bad
+    input from touching the database: an existing file is opened at once (the routes cache
+    lives there), a new one is created only when there is something valid to store."""
+
+    def __init__(self, db: str, routes: str) -> None:
+        self.db = db
+        self.store: Store | None = Store(db) if os.path.exists(db) else None
+        self.config = routes_config(routes, self.store)
+
+    def check_size(self, event: CloudEvent, where: str = "") -> None:
+        try:
+            check_size(event, self.config.max_event_bytes, where)
+        except EventTooLarge as exc:
+            raise EventTooLarge(f"{exc.message} (settings.maxEventBytes in the routes file)") from None
+
+    def open(self) -> Store:
+        """The store, created if need be, with cursors of new routes in place."""
+        if self.store is None:
+            self.store = Store(self.db, durability=self.config.durability)
+        elif self.config.durability != "normal":
+            self.store.set_durability(self.config.durability)
+        try:
+            _remember(self.store, self.config)
+            _ensure_cursors(self.store, self.config.routes)
+        except Exception as exc:
+            raise _store_error(self.db, exc) from None
+        return self.store
+
+    def begin(self) -> Store:
+        store = self.open()
+        try:
+            store.conn.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            raise _store_error(self.db, exc) from None
+        return store
+
+    def insert(self, broker: str, events: Sequence[CloudEvent], stamp: float) -> int:
+        from evroute.store import log
+
+        assert self.store is not None
+        try:
+            return log.insert(self.store, broker, events, stamp)
+        except Exception as exc:
+            raise _store_error(self.db, exc) from None
+
+    def commit(self) -> None:
+        assert self.store is not None
+        try:
+            self.store.conn.execute("COMMIT")
+        except Exception as exc:
+            raise _store_error(self.db, exc) from None
+
+    def rollback(self) -> None:
+        if self.store is not None and self.store.conn.in_transaction:
+            self.store.conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def _ensure_cursors(store: Store, routes: Sequence[tuple[str, str, str]]) -> None:
+    """Create the cursors of routes seen for the first time, before the append, so a new
+    ``start: latest`` route begins right before these events. Nearly always every cursor
+    exists: one query finds that out without importing the cursors module."""
+    if not routes:
+        return
+    existing = dict(store.conn.execute("SELECT route, broker FROM cursors").fetchall())
+    if all(existing.get(name) == broker for name, broker, _ in routes):
+        return
+    from evroute.store import cursors
+
+    cursors.ensure(store, routes)
+
+
+def _store_error(db: str, exc: Exception) -> Exception:
+    import sqlite3
+
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(f"cannot write to database '{db}': {exc} (check the path and free disk space)")
+    return exc
+
+
+def publish_event(db: str, routes: str, broker: str, event: CloudEvent) -> Published:
+    """Store one event (built by :func:`event_from_options`); a duplicate is reported, not an error."""
+    from evroute.store import log
+
+    check_broker(broker)
+    target = _Target(db, routes)
+    try:
+        target.check_size(event)
+        store = target.open()
+        try:
+            result = log.append(store, broker, [event])
+        except Exception as exc:
+            raise _store_error(db, exc) from None
+    finally:
+        target.close()
+    seq = result.seqs[0] if result.seqs else None
+    return Published(result.stored, result.duplicates, seq, target.config.warning)
+
+
+def publish_file(
+    db: str,
+    routes: str,
+    broker: str,
+    stream: IO[bytes],
+    name: str,
+    progress: Callable[[int], None] | None = None,
+) -> Published:
+    """Store every event of a JSON-lines or JSON-array file, all or nothing.
+
+    Events are validated as they are read. The first ``CHUNK`` are held in memory; once a file
+    is longer and still valid, one write transaction opens and chunks go in as they come, so
+    memory stays flat for any size. A problem found later stops the inserting, the rest is
+    still checked (every problem is reported), and the transaction is rolled back.
+    """
+    check_broker(broker)
+    target = _Target(db, routes)
+    problems = Problems(name)
+    pending: list[CloudEvent] = []
+    began = False
+    stored = total = 0
+    stamp = time.time()
+    try:
+        for event in read_events(stream, name, problems, target.check_size, progress):
+            if problems.count:
+                continue  # nothing more is stored; reading on only reports every problem
+            total += 1
+            pending.append(event)
+            if len(pending) >= CHUNK:
+                if not began:
+                    target.begin()
+                    began = True
+                stored += target.insert(broker, pending, stamp)
+                pending = []
+        if problems.count:
+            raise problems.error()
+        if total == 0:
+            raise InvalidEvent(
+                f"{name}: no events in the file (expected JSON lines or a JSON array of structured CloudEvents)"
+            )
+        if not began:
+            target.begin()
+        stored += target.insert(broker, pending, stamp)
+        target.commit()
+    except BaseException:
+        target.rollback()
+        raise
+    finally:
+        target.close()
+    return Published(stored, total - stored, None, target.config.warning)
+
+
+def read_file_events(stream: IO[bytes], name: str) -> list[CloudEvent]:
+    """Every event of a file, validated (for ``--url``); InvalidEvent lists the problems."""
+    problems = Problems(name)
+    events = list(read_events(stream, name, problems))
+    if problems.count:
+        raise problems.error()
+    if not events:
+        raise InvalidEvent(
+            f"{name}: no events in the file (expected JSON lines or a JSON array of structured CloudEvents)"
+        )
+    return events
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+class Problems:
+    """Problems of one file: all counted, the first ``MAX_PROBLEMS`` kept for the message."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.count = 0
+        self.lines: list[str] = []
+
+    def add(self, text: str) -> None:
+        self.count += 1
+        if len(self.lines) < MAX_PROBLEMS:
+            self.lines.append(text)
+
+    def error(self) -> InvalidEvent:
+        n = self.count
+        head = f"{self.name}: {n} invalid event{'s' if n != 1 else ''}, nothing stored"
+        lines = list(self.lines)
+        if n > len(lines):
+            lines.append(f"… and {n - len(lines)} more")
+        return InvalidEvent(head + ":\n" + "\n".join(lines))
+
+
+def read_events(
+    stream: IO[bytes],
+    name: str,
+    problems: Problems,
+    check: Callable[[CloudEvent, str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[CloudEvent]:
+    """Valid events of a JSON-lines file or JSON array; each bad one goes to ``problems``.
+
+    A file whose first non-blank character is ``[`` is one JSON array (problems named
+    ``event N:``, N the 0-based index as in an ingress batch); otherwise every non-blank line is
+    one structured event (``line N:``, 1-based). Text must be UTF-8.
+    """
+    lines = iter(stream)
+    number = done = 0
+    first = b""
+    for line in lines:
+        number += 1
+        done += len(line)
+        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+        if line.strip():
+            first = line
+            break
+    if not first:
+        return
+    if first.lstrip().startswith(b"["):
+        body = first + b"".join(lines)
+        yield from _read_array(body, name, problems, check)
+        if progress is not None:
+            progress(done + len(body) - len(first))
+        return
+    event = _line_event(first, number, problems, check)
+    if event is not None:
+        yield event
+    # The hot loop: JSON parsing costs ~10 µs per 1 KiB event, so nothing else here may.
+    for line in lines:
+        number += 1
+        done += len(line)
+        if not line.strip():
+            continue
+        event = _line_event(line, number, problems, check)
+        if event is not None:
+            yield event
+        if progress is not None and not number % 1000:
+            progress(done)
+    if progress is not None:
+        progress(done)
+
+
+def _line_event(
+    line: bytes, number: int, problems: Problems, check: Callable[[CloudEvent, str], None] | None
+) -> CloudEvent | None:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.add(
+            f"line {number}: not valid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
+        )
+        return None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        reason = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        problems.add(f"line {number}: not valid JSON ({reason})")
+        return None
+    try:
+        event = quick_event(obj) or from_dict(obj, f"line {number}: ")
+        if check is not None:
+            check(event, f"line {number}: ")
+    except InvalidEvent as exc:
+        problems.add(exc.message)
+        return None
+    return event
+
+
+def _read_array(
+    body: bytes, name: str, problems: Problems, check: Callable[[CloudEvent, str], None] | None
+) -> Iterator[CloudEvent]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body[: exc.start].count(b"\n") + 1
+        raise InvalidEvent(f"{name}: not valid UTF-8 (byte 0x{body[exc.start]:02x} on line {line})") from None
+    try:
+        items = json.loads(text)
+    except ValueError as exc:
+        reason = (
+            f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else str(exc)
+        )
+        raise InvalidEvent(f"{name}: not valid JSON ({reason})") from None
+    if not isinstance(items, list):
+        raise InvalidEvent(f"{name}: expected a JSON array of structured CloudEvents")
+    for i, obj in enumerate(items):
+        try:
+            event = quick_event(obj) or from_dict(obj, f"event {i}: ")
+            if check is not None:
+                check(event, f"event {i}: ")
+        except InvalidEvent as exc:
+            problems.add(exc.message)
+            continue
+        yield event
+
+
+# The shape nearly every producer writes: core attributes as ASCII strings, JSON data. For it,
+# quick_event gives exactly what cloudevent.from_dict gives, in a third of the time; anything
+# else (extensions, data_base64, nulls, non-ASCII text, any problem) returns None and goes
+# through from_dict, which has the full rules and the error messages.
+_QUICK_KEYS = frozenset(
+    ("specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema", "data")
+)
+
+
+def quick_event(obj: Any) -> CloudEvent | None:
+    if type(obj) is not dict or obj.get("specversion") != "1.0" or not _QUICK_KEYS.issuperset(obj):
+        return None
+    attrs = obj.copy()
+    data = attrs.pop("data", None)
+    for value in attrs.values():
+        if type(value) is not str or not value or not value.isascii():
+            return None
+    if "id" not in attrs or "source" not in attrs or "type" not in attrs:
+        return None
+    ct = attrs.get("datacontenttype")
+    if ct is not None and not _MEDIA_TYPE.match(ct):
+        return None
+    stamp = attrs.get("time")
+    if stamp is not None and (not _RFC3339.match(stamp) or _parse_time(stamp) is None):
+        return None
+    schema = attrs.get("dataschema")
+    if schema is not None and not _SCHEME.match(schema):
+        return None
+    if data is None:
+        return CloudEvent(attrs, None)
+    if type(data) is str and not is_json_type(ct):
+        return CloudEvent(attrs, data.encode("utf-8", "surrogatepass"))
+    raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return CloudEvent(attrs, raw.encode("utf-8", "surrogatepass"))
+
+
+__all__ = [
+    "CORE",
+    "DEFAULT_BROKER",
+    "DEFAULT_SOURCE",
+    "Problems",
+    "Published",
+    "RoutesConfig",
+    "check_broker",
+    "event_from_options",
+    "parse_extensions",
+    "publish_event",
+    "publish_file",
+    "quick_event",
+    "read_data",
+    "read_events",
+    "read_file_events",
+    "routes_config",
+]
