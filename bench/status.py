@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -98,11 +99,14 @@ def run(events: int = 1_000_000) -> list[dict[str, Any]]:
     empty = str(folder / "empty.db")
     with Store(empty):
         pass
-    started = time.perf_counter()
-    db, routes = fill(folder, events)
-    print(f"  filled {events:,} events in {time.perf_counter() - started:.1f}s", file=sys.stderr)
-    big_ms, doc = time_status(db, routes)
-    empty_ms, _ = time_status(empty, routes)
+    try:
+        started = time.perf_counter()
+        db, routes = fill(folder, events)
+        print(f"  filled {events:,} events in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        big_ms, doc = time_status(db, routes)
+        empty_ms, _ = time_status(empty, routes)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     lags = {r["name"]: r["lag"] for r in doc["routes"]}
     print(f"  lags: {lags}", file=sys.stderr)
     return [
