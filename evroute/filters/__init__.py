@@ -1,0 +1,9 @@
+"""Event filters: Knative's attribute filter and SubscriptionsAPI dialects, and CloudEvents SQL.
+
+:func:`compile_filters` turns a route's ``filter`` / ``filters`` into a
+:class:`~evroute.routes.model.Matcher` once, when the routes file loads.
+"""
+
+from evroute.filters.attributes import DIALECTS, FilterProblem, as_text, check, compile_filters
+
+__all__ = ["DIALECTS", "FilterProblem", "as_text", "check", "compile_filters"]

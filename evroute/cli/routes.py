@@ -1,0 +1,180 @@
+"""``evroute routes check`` and ``evroute routes test``: validate routes.yaml, try an event on it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from evroute.cli.common import ctx_obj, echo_json, echo_table, open_store
+
+
+@click.group()
+def routes() -> None:
+    """Check the routes file, and see which routes an event would reach.
+
+    \b
+      evroute routes check
+      evroute routes test --type order.placed --source /shop
+    """
+
+
+@routes.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print the routes as JSON.")
+def check(as_json: bool) -> None:
+    """Validate the routes file and print its routes; exit 2 listing every problem otherwise.
+
+    New routes get their cursor here (at the end of the log for `start: latest`).
+
+    \b
+      evroute routes check
+      evroute --routes shop.yaml routes check --json
+    """
+    from evroute.durations import format_duration
+    from evroute.routes.load import load_routes
+    from evroute.routes.show import HEADERS, route_dict, route_row
+    from evroute.store import cursors
+
+    obj = ctx_obj()
+    routeset = load_routes(obj.routes)
+    with open_store() as store:
+        created = cursors.ensure(store, [(r.name, r.broker, r.start) for r in routeset.routes])
+    settings = routeset.settings
+    if as_json:
+        echo_json(
+            {
+                "path": obj.routes,
+                "routes": [route_dict(r) for r in routeset.routes],
+                "settings": {
+                    "retention": None if settings.retention is None else format_duration(settings.retention),
+                    "durability": settings.durability,
+                    "maxEventBytes": settings.max_event_bytes,
+                },
+                "notes": list(routeset.notes),
+                "new_routes": created,
+            }
+        )
+        return
+    count = len(routeset.routes)
+    retention = "forever" if settings.retention is None else format_duration(settings.retention)
+    click.echo(
+        f"{obj.routes}: {count} route{'' if count == 1 else 's'}, valid "
+        f"(durability {settings.durability}, maxEventBytes {settings.max_event_bytes}, retention {retention})"
+    )
+    if routeset.routes:
+        echo_table([route_row(r) for r in routeset.routes], HEADERS)
+    by_name = routeset.by_name()
+    for name in created:
+        click.echo(f"new route {name}: cursor created (start: {by_name[name].start})")
+    for note in routeset.notes:
+        click.echo(f"note: {note}")
+
+
+@routes.command("test")
+@click.argument("event_file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--type", "type_", metavar="TYPE", help="Event type (instead of EVENT-FILE).")
+@click.option("--source", default="/evroute/cli", show_default=True, help="Event source.")
+@click.option("--subject", help="Event subject.")
+@click.option("--id", "id_", default="evroute-routes-test", show_default=True, help="Event id.")
+@click.option(
+    "--ext", "exts", multiple=True, metavar="KEY=VALUE", help="An extension attribute (repeatable)."
+)
+@click.option("--broker", default="default", show_default=True, help="The broker the event is published to.")
+@click.option("--json", "as_json", is_flag=True, help="Print [{route, matched, failed_filter}] as JSON.")
+def test(
+    event_file: str | None,
+    type_: str | None,
+    source: str,
+    subject: str | None,
+    id_: str,
+    exts: tuple[str, ...],
+    broker: str,
+    as_json: bool,
+) -> None:
+    """Which routes an event would reach; for each route it would not, the filter part that failed.
+
+    The event is a structured CloudEvent JSON file (`-` reads stdin; id, source and specversion
+    may be left out), or is built from --type, --source, --subject and --ext. Exits 0 whether
+    or not anything matches.
+
+    \b
+      evroute routes test --type order.placed --source /shop --ext region=eu
+      evroute routes test order.json --broker order-broker
+    """
+    from evroute.errors import InvalidInput
+    from evroute.routes.load import load_routes
+
+    if event_file is not None and type_ is not None:
+        raise InvalidInput("give either EVENT-FILE or --type …, not both")
+    if event_file is None and type_ is None:
+        raise InvalidInput("give an EVENT-FILE (structured CloudEvent JSON) or --type TYPE [--source S …]")
+    if event_file is not None:
+        attributes = _event_from_file(event_file)
+    else:
+        attributes = _event_from_flags(type_ or "", source, subject, id_, exts)
+    routeset = load_routes(ctx_obj().routes)
+    results: list[dict[str, Any]] = []
+    paused: dict[str, bool] = {}
+    for route in routeset.routes:
+        if route.broker != broker:
+            continue
+        why = route.matcher.explain(attributes)
+        results.append({"route": route.name, "matched": why is None, "failed_filter": why})
+        paused[route.name] = route.paused
+    if as_json:
+        echo_json(results)
+        return
+    if not results:
+        click.echo(f"no routes on broker '{broker}'")
+        return
+    rows = []
+    for r in results:
+        outcome = "matched" if r["matched"] else "not matched"
+        if r["matched"] and paused[r["route"]]:
+            outcome += " (paused: waits until resumed)"
+        rows.append([r["route"], outcome, r["failed_filter"] or ""])
+    echo_table(rows, ["route", "result", "failed filter"])
+
+
+def _event_from_file(path: str) -> dict[str, Any]:
+    from evroute.cloudevent import from_dict
+    from evroute.errors import InvalidInput
+
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path} is not UTF-8 text") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{path}: not valid JSON ({exc}); expected one structured CloudEvent") from None
+    if not isinstance(obj, dict):
+        raise InvalidInput(f"{path}: expected one structured CloudEvent (a JSON object)")
+    obj.setdefault("specversion", "1.0")
+    obj.setdefault("id", "evroute-routes-test")
+    obj.setdefault("source", "/evroute/cli")
+    return dict(from_dict(obj, f"{path}: ").attributes)
+
+
+def _event_from_flags(
+    type_: str, source: str, subject: str | None, id_: str, exts: tuple[str, ...]
+) -> dict[str, Any]:
+    from evroute.cloudevent import make_event
+    from evroute.errors import InvalidInput
+
+    extensions: dict[str, str | int | bool] = {}
+    for item in exts:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--ext {item!r} must be KEY=VALUE")
+        extensions[key] = value
+    event = make_event(type=type_, source=source, id=id_, subject=subject, extensions=extensions)
+    return dict(event.attributes)
