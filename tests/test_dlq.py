@@ -206,3 +206,20 @@ def test_purge_before_a_time(env: Env) -> None:
     assert out.strip() == "purged 0 dead letters"
     code, _, err = env("purge", "--before", "yesterday", "--yes")
     assert code == 2 and err.startswith("Error: bad --before 'yesterday'")
+
+
+def test_replay_checks_the_routes_file(env: Env) -> None:
+    Path(env.routes).write_text("routes:\n  - {name: payment, subscriber: 'http://127.0.0.1:9/pay'}\n")
+    inventory_id = env.ids["inventory"][0]
+    code, _, err = env("replay", str(inventory_id))
+    assert code == 2
+    assert err.strip() == (
+        f"Error: dead letter {inventory_id} belongs to route 'inventory', which is not in {env.routes} "
+        "(add the route back first)"
+    )
+    assert env.retry_rows() == []
+    code, out, err = env("replay", "--all")
+    assert code == 0, err
+    assert "skipping 2 dead letters of routes not in the routes file: inventory" in err
+    assert out.strip() == "replayed 3 dead letters; the worker delivers them (running: no)"
+    assert sorted(r.dlq_id or 0 for r in env.retry_rows()) == env.ids["payment"]

@@ -348,15 +348,136 @@ def test_cli_status_missing_database_is_an_error(tmp_path: Path) -> None:
     assert not (tmp_path / "none.db").exists()
 
 
-def test_cli_events_show_json_and_human(tmp_path: Path) -> None:
-    db = str(tmp_path / "ev.db")
+# --------------------------------------------------------------------------- CLI with a real routes file
+
+ROUTES_YAML = """\
+settings:
+  retention: PT1H
+routes:
+  - name: inventory
+    filter: {type: order.placed}
+    subscriber: http://127.0.0.1:9/inventory?key=${INV_KEY}
+    start: earliest
+  - name: audit
+    filters:
+      - prefix: {type: audit.}
+    subscriber: {command: [python3, -c, "pass"]}
+    start: earliest
+"""
+SECRET = "inv-key-d41d8cd98f"
+
+
+@pytest.fixture
+def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    monkeypatch.setenv("INV_KEY", SECRET)
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES_YAML)
+    return str(tmp_path / "ev.db"), str(routes)
+
+
+def test_cli_status_masks_secrets_and_lists_removed_cursors(files: tuple[str, str]) -> None:
+    db, routes = files
     with Store(db) as s:
-        publish(s, 2)
-    code, out, err = run("--db", db, "--routes", str(tmp_path / "r.yaml"), "events", "show", "e1", "--json")
-    if code == 2 and "No such command" in err:
-        pytest.skip("the events group is not registered yet")
+        publish(s, 4)
+        cursors.ensure(s, [("inventory", "default", "earliest"), ("audit", "default", "earliest")])
+        cursors.ensure(s, [("retired", "default", "earliest")])
+        advance(s, "inventory", 3, delivered=2, failed=1, last_error=f"HTTP 401 for ?key={SECRET}")
+    code, out, err = run("--db", db, "--routes", routes, "status")
+    assert code == 0, err
+    assert SECRET not in out + err
+    assert "http://127.0.0.1:9/inventory?key=***" in out and "HTTP 401 for ?key=***" in out
+    assert "retired" in out and "removed (cursor kept)" in out
+    lines = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert lines["inventory"].split()[3:5] == ["3", "1"]  # cursor, lag
+    code, out, err = run("--db", db, "--routes", routes, "status", "--json")
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["seq"] == 2 and doc["routes"] == []
-    code, out, err = run("--db", db, "--routes", str(tmp_path / "r.yaml"), "events", "show", "nope")
+    assert SECRET not in out
+    assert [r["name"] for r in doc["routes"]] == ["inventory", "audit", "retired"]
+    assert doc["routes"][0]["subscriber"] == "http://127.0.0.1:9/inventory?key=***"
+    assert doc["routes"][1]["subscriber"] == "python3 -c pass"
+    assert doc["routes"][2]["subscriber"] is None
+    assert doc["worker"] == {"state": "not running", "pid": None, "since": None}
+
+
+def test_cli_status_with_an_invalid_routes_file_still_answers(files: tuple[str, str]) -> None:
+    db, routes = files
+    Path(routes).write_text("routes:\n  - name: Bad Name\n")
+    with Store(db) as s:
+        cursors.ensure(s, [("inventory", "default", "earliest")])
+    code, out, err = run("--db", db, "--routes", routes, "status")
+    assert code == 0
+    assert "warning: routes file has" in err and "(not in routes file)" in out
+
+
+def test_trace_with_real_filters(files: tuple[str, str]) -> None:
+    from evroute.routes.load import load_routes
+
+    db, routes = files
+    rs = load_routes(routes)
+    with Store(db) as s:
+        [seq] = publish(s, 1)
+        cursors.ensure(s, [(r.name, r.broker, r.start) for r in rs.routes])
+        advance(s, "inventory", seq)
+        doc = trace_event(s, rs, "e0")
+    states = {e["route"]: e for e in doc["routes"]}
+    assert states["inventory"]["state"] == "delivered"
+    assert states["audit"]["state"] == "filtered"
+    assert states["audit"]["failed_filter"] == rs.routes[1].matcher.explain(doc["event"])
+    assert "audit." in states["audit"]["failed_filter"]
+
+
+def test_cli_gc_runs_retention_once(files: tuple[str, str]) -> None:
+    db, routes = files
+    with Store(db) as s:
+        old = publish(s, 5)
+        s.conn.execute("UPDATE events SET published_at = published_at - 7200")
+        publish(s, 2, prefix="new")
+        cursors.ensure(s, [("inventory", "default", "earliest"), ("audit", "default", "earliest")])
+        advance(s, "inventory", 7)
+        advance(s, "audit", 7)
+        retries.schedule(s, [Retry("inventory", old[0], 1, time.time() + 60, None, 500, "x", None)])
+    code, out, err = run("--db", db, "--routes", routes, "gc")
+    assert code == 0, err
+    assert out.strip() == "deleted 4 events older than PT1H that every route has passed"
+    code, out, err = run("--db", db, "--routes", routes, "gc", "--json")
+    assert json.loads(out) == {"deleted": 0, "retention": "PT1H"}
+    Path(routes).write_text(ROUTES_YAML.replace("  retention: PT1H\n", "  durability: normal\n"))
+    code, out, _ = run("--db", db, "--routes", routes, "gc")
+    assert code == 0 and "settings.retention is not set" in out
+    code, _, err = run("--db", db, "--routes", routes + ".missing", "gc")
+    assert code == 2 and err.startswith("Error:")
+
+
+def test_cli_events_show_json_and_human(files: tuple[str, str]) -> None:
+    db, routes = files
+    now = time.time()
+    with Store(db) as s:
+        [first, second] = publish(s, 2)
+        publish(s, 1, broker="other", prefix="e")  # a second event with id e0, newer
+        cursors.ensure(s, [("inventory", "default", "earliest"), ("audit", "default", "earliest")])
+        retries.schedule(s, [Retry("inventory", first, 2, now + 90, now - 5, 503, "HTTP 503", None)])
+        advance(s, "inventory", first)
+    code, out, err = run("--db", db, "--routes", routes, "events", "show", str(first), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["seq"], doc["broker"], doc["event"]["id"]) == (first, "default", "e0")
+    assert [(e["route"], e["state"]) for e in doc["routes"]] == [
+        ("inventory", "retrying"),
+        ("audit", "filtered"),
+    ]
+    code, out, err = run("--db", db, "--routes", routes, "events", "show", str(first))
+    assert code == 0, err
+    assert out.startswith(f"event e0 (seq {first}, broker default, published ")
+    assert "retrying" in out and "2 attempts made; next in 1m" in out and "last error: HTTP 503" in out
+    assert "filter did not match: filters[0]" in out
+    code, out, err = run("--db", db, "--routes", routes, "events", "show", "e1")
+    assert f"event e1 (seq {second}" in out and "pending" in out and "not yet dispatched" in out
+    # e0 exists in two brokers: the newest is shown, and the output says so.
+    code, out, err = run("--db", db, "--routes", routes, "events", "show", "e0")
+    assert code == 0, err
+    assert "broker other" in out.splitlines()[0]
+    assert f"note: 2 events have id 'e0'; showing the newest. Others: seq {first} (broker default" in out
+    assert "no route of broker other in the routes file" in out
+    code, out, err = run("--db", db, "--routes", routes, "events", "show", "nope")
     assert code == 2 and err.strip() == "Error: no event with id or seq 'nope' (see `evroute events list`)"
