@@ -223,3 +223,63 @@ def test_replay_checks_the_routes_file(env: Env) -> None:
     assert "skipping 2 dead letters of routes not in the routes file: inventory" in err
     assert out.strip() == "replayed 3 dead letters; the worker delivers them (running: no)"
     assert sorted(r.dlq_id or 0 for r in env.retry_rows()) == env.ids["payment"]
+
+
+def _many_dead_letters(db: str, n: int) -> None:
+    event = make_event(type="order.placed", source="/shop", id="bulk")
+    with Store(db) as store:
+        deadletters.add(
+            store,
+            [
+                NewDeadLetter(
+                    "payment", "default", None, event, 1, 400, "permanent failure", "HTTP 400", None, 0.0, 0.0
+                )
+                for _ in range(n)
+            ],
+        )
+
+
+def test_replay_shows_a_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "ev.db")
+    _many_dead_letters(db, 1200)
+    argv = [
+        sys.executable,
+        "-m",
+        "evroute",
+        "--db",
+        db,
+        "--routes",
+        str(tmp_path / "r.yaml"),
+        "dlq",
+        "replay",
+        "--all",
+    ]
+    environ = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    plain = subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0, plain.stderr
+    assert "replaying" not in plain.stderr
+    assert plain.stdout.strip() == "replayed 1200 dead letters; the worker delivers them (running: no)"
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.Popen(argv, env=environ, stdout=subprocess.PIPE, stderr=secondary, text=True)
+        os.close(secondary)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # the child closed its end
+                break
+            if not chunk:
+                break
+            seen += chunk
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        os.close(primary)
+    assert proc.returncode == 0
+    assert b"replaying" in seen
+    assert out.strip() == "replayed 1200 dead letters; the worker delivers them (running: no)"
