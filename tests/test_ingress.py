@@ -26,10 +26,10 @@ from ingress_server import IngressThread
 from prometheus_client.parser import text_string_to_metric_families
 
 from evroute import cloudevent
-from evroute.errors import InvalidInput, RuntimeFault
+from evroute.errors import InvalidInput, RuntimeFault, StoreError
 from evroute.store import Store
 from evroute.store import log as event_log
-from evroute.worker.ingress import make_app, parse_listen, start
+from evroute.worker.ingress import GroupCommit, make_app, parse_listen, start
 from evroute.worker.metrics import Metrics
 
 ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors"
@@ -343,6 +343,93 @@ def test_store_failures_are_503_not_500(tmp_path: Path) -> None:
         assert httpx.post(srv.url + "/", headers=BIN).status_code == 202
         assert httpx.get(srv.url + "/healthz").status_code == 200
         assert srv.woken == ["default"]
+
+
+def test_group_commit_splits_counts_per_request(tmp_path: Path) -> None:
+    """Requests queued in the same loop turn share transactions of at most 8 events, and each
+    still gets its own stored/duplicate counts; a batch over 8 events commits on its own."""
+
+    def ev(i: int) -> cloudevent.CloudEvent:
+        return cloudevent.make_event(type="t", source="/g", id=f"g-{i}")
+
+    async def main() -> None:
+        store = Store(str(tmp_path / "ev.db"))
+        metrics = Metrics()
+        woken: list[str] = []
+        commit = GroupCommit(store, metrics, woken.append)
+        requests = [
+            ("default", [ev(0)]),
+            ("default", [ev(0)]),  # the same event twice in one group: stored once
+            ("default", [ev(1), ev(2), ev(0)]),
+            ("orders", [ev(0)]),  # another broker, another group
+            ("default", [ev(i) for i in range(3, 7)]),  # 9 events so far in default: a second group
+            ("default", [ev(i) for i in range(10, 22)]),  # 12 events: a group of its own
+            ("default", [ev(1), ev(3), ev(30)]),
+        ]
+        futures = [commit.submit(broker, events) for broker, events in requests]
+        answers = await asyncio.gather(*futures)
+        assert answers == [(1, 0), (0, 1), (2, 1), (1, 0), (4, 0), (12, 0), (1, 2)]
+        assert woken == ["default", "orders"]  # one wake-up per broker per flush
+        assert [r.event.id for r in stored(store)] == [
+            "g-0",
+            "g-1",
+            "g-2",
+            "g-3",
+            "g-4",
+            "g-5",
+            "g-6",
+            *[f"g-{i}" for i in range(10, 22)],
+            "g-30",
+        ]  # in the order the requests came
+        got = {f.name: f for f in text_string_to_metric_families(metrics.render()[0].decode())}
+        totals = {
+            s.labels["broker"]: s.value
+            for s in got["evroute_events_published"].samples
+            if s.name.endswith("_total")
+        }
+        assert totals == {"default": 20, "orders": 1}
+
+        # a group that cannot be written: every request in it fails and nothing is stored
+        store.conn.execute("PRAGMA busy_timeout = 50")
+        other = sqlite3.connect(tmp_path / "ev.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        failing = [commit.submit("default", [ev(40 + i)]) for i in range(3)]
+        results = await asyncio.gather(*failing, return_exceptions=True)
+        assert all(isinstance(r, StoreError) and "locked" in str(r) for r in results), results
+        other.execute("ROLLBACK")
+        other.close()
+        assert event_log.count_after(store, "default", 0) == 20
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_concurrent_requests_over_http(tmp_path: Path) -> None:
+    """Many requests in flight at once, half of them duplicates of the other half."""
+
+    async def main() -> None:
+        store = Store(str(tmp_path / "ev.db"))
+        woken: list[str] = []
+        app = make_app(
+            store=store, max_event_bytes=LIMIT, token=None, metrics=Metrics(), on_stored=woken.append
+        )
+        async with TestClient(TestServer(app)) as client:
+
+            async def post(i: int) -> dict[str, int]:
+                headers = {**BIN, "ce-id": f"c-{i % 40}"}
+                async with client.post("/", data=b"", headers=headers) as resp:
+                    assert resp.status == 202
+                    answer: dict[str, int] = await resp.json()
+                    return answer
+
+            answers = await asyncio.gather(*(post(i) for i in range(80)))
+        assert sum(a["stored"] for a in answers) == 40
+        assert sum(a["duplicates"] for a in answers) == 40
+        assert sorted(r.event.id for r in stored(store)) == sorted(f"c-{i}" for i in range(40))
+        assert 1 <= len(woken) <= 40
+        store.close()
+
+    asyncio.run(main())
 
 
 # --------------------------------------------------------------------------- malformed requests
