@@ -32,9 +32,11 @@ STRUCTURED_CT = "application/cloudevents+json"
 BATCH_CT = "application/cloudevents-batch+json"
 HOPS = "evroutehops"
 
-_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+_NAME = re.compile(r"^[a-z0-9]{1,20}\Z")  # \Z, not $: "$" also matches before a final newline
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
-_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*\s*(?:;.*)?$")
+_MEDIA_TYPE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?\Z"
+)  # no control characters: the value becomes a Content-Type header on delivery
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _INT32 = (-(2**31), 2**31 - 1)
 
@@ -318,8 +320,9 @@ def _json_reason(exc: Exception) -> str:
 
 # --------------------------------------------------------------------------- HTTP binding
 
-# The HTTP binding percent-encodes header values: space..~ except '"' and '%' pass as they are.
-_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in '"%')
+# The HTTP binding (1.0.2, 3.1.3.2) percent-encodes header values: '!'..'~' except '"' and '%'
+# pass as they are; space MUST be encoded too (HTTP stacks trim it at either end of a value).
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 
 
 def _encode_header(value: AttrValue) -> str:
