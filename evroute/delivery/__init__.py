@@ -1,0 +1,99 @@
+"""Delivery: hand one event to one subscriber once, and say what came of it.
+
+:func:`deliver` is the only entry point the worker needs. It never raises for a delivery
+fault: refused connections, timeouts, bad replies, programs that will not start all come back
+as an :class:`~evroute.delivery.outcome.Outcome` whose ``kind`` was decided by
+:mod:`evroute.delivery.policy`. What to do next (retry, dead-letter, publish a reply) is the
+worker's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+import aiohttp
+
+from evroute.cloudevent import CloudEvent
+from evroute.delivery.command import deliver_command
+from evroute.delivery.http import USER_AGENT, deliver_http
+from evroute.delivery.outcome import Kind, Outcome, failure, one_line
+from evroute.routes.model import Delivery, Subscriber
+
+logger = logging.getLogger("evroute.delivery")
+
+KEEPALIVE_SECONDS = 30.0
+
+
+async def deliver(
+    target: Subscriber,
+    event: CloudEvent,
+    *,
+    route: str,
+    broker: str,
+    attempt: int,
+    delivery: Delivery,
+    headers: Mapping[str, str],
+    signing_secret: str | None,
+    session: aiohttp.ClientSession,
+    extra_attributes: Mapping[str, str] | None = None,
+) -> Outcome:
+    """One attempt to deliver ``event`` to ``target`` (an HTTP URI or a command).
+
+    ``extra_attributes`` are set on the event as sent (the dead-letter sink's
+    ``knativeerror*`` extensions, for instance); ``headers`` and ``signing_secret`` apply to
+    HTTP subscribers only.
+    """
+    started = asyncio.get_running_loop().time()
+    try:
+        if extra_attributes:
+            event = event.with_attributes(**dict(extra_attributes))
+        if target.uri is not None:
+            return await deliver_http(
+                target.uri,
+                event,
+                attempt=attempt,
+                delivery=delivery,
+                headers=headers,
+                signing_secret=signing_secret,
+                session=session,
+            )
+        if target.command:
+            return await deliver_command(
+                target, event, route=route, broker=broker, attempt=attempt, timeout=delivery.timeout
+            )
+        return failure(Kind.PERMANENT, "the subscriber has neither a uri nor a command", 0.0)
+    except Exception as exc:
+        # A fault in evroute itself, not in the subscriber. Retrying is safe (at-least-once)
+        # and keeps the event; the traceback goes to the log so it can be fixed.
+        logger.exception("route %s: unexpected error delivering %s", route, event.id)
+        elapsed = asyncio.get_running_loop().time() - started
+        return failure(Kind.RETRIABLE, one_line(f"internal error: {type(exc).__name__}: {exc}"), elapsed)
+
+
+def new_session(limit: int = 0) -> aiohttp.ClientSession:
+    """The worker's one HTTP client session; call it inside the running event loop.
+
+    Keep-alive connections are pooled per host; ``limit`` caps open connections in total
+    (0: no cap; each route's ``concurrency`` already bounds what it has in flight). Cookies are
+    never stored (a webhook delivery carries no state from the previous one), proxies from the
+    environment are not used (subscribers are local), and the per-attempt timeout comes from
+    each route's delivery policy, not from the session.
+    """
+    connector = aiohttp.TCPConnector(
+        limit=limit,
+        limit_per_host=0,
+        keepalive_timeout=KEEPALIVE_SECONDS,
+        ttl_dns_cache=60,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": USER_AGENT},
+        trust_env=False,
+    )
+
+
+__all__ = ["Kind", "Outcome", "deliver", "new_session"]

@@ -1,0 +1,228 @@
+"""Command subscribers (SPEC 5.2): run an argv, hand it the event, judge its exit status.
+
+- The argv is executed directly, never through a shell, so nothing in an event (attributes,
+  data) is ever interpreted as shell syntax. The event travels as structured JSON on stdin,
+  with ``CE_ID``, ``CE_SOURCE``, ``CE_TYPE``, ``CE_SUBJECT``, ``CE_TIME`` (those present),
+  ``EVROUTE_ROUTE``, ``EVROUTE_ATTEMPT`` and ``EVROUTE_BROKER`` added to the environment.
+  Environment values cannot hold NUL characters; any are dropped there (stdin is exact).
+- The process starts a new session (its own process group). On timeout, or if the attempt is
+  cancelled, the whole group is killed with SIGKILL, so helpers it spawned die with it.
+- Output is collected as it arrives and never buffered without bound: stdout up to
+  ``max_reply_bytes`` (the rest is read and discarded), stderr as a rolling last 1 KiB.
+- Exit 0 whose stdout is one JSON object with ``specversion`` is a reply; if that object is not
+  a valid CloudEvent the attempt fails permanently (``invalid reply: …``), as for HTTP. Any
+  other stdout, and stdout over the limit, is ignored.
+- A program that cannot be started (not found, not executable, bad working directory) is a
+  permanent failure: retrying will not make it appear.
+- A process killed by a signal reports status 128 + the signal number, as shells do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+
+from evroute.cloudevent import CloudEvent, from_dict, to_json
+from evroute.delivery.outcome import BODY_KEEP, Kind, Outcome, failure, one_line, seconds, success
+from evroute.delivery.policy import accept_reply, classify_exit, invalid_reply
+from evroute.errors import InvalidEvent
+from evroute.routes.model import Subscriber
+
+MAX_REPLY_BYTES = 1 << 20  # stdout kept for a reply; more than this is read and thrown away
+EXIT_GRACE = 1.0  # after the process exits, how long its pipes may stay open (a leftover child)
+KILL_WAIT = 5.0  # how long to wait for a SIGKILLed process to be reaped
+
+_CE_ENV = (
+    ("CE_ID", "id"),
+    ("CE_SOURCE", "source"),
+    ("CE_TYPE", "type"),
+    ("CE_SUBJECT", "subject"),
+    ("CE_TIME", "time"),
+)
+
+
+def command_environment(
+    event: CloudEvent, *, route: str, broker: str, attempt: int, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    for var, attr in _CE_ENV:
+        value = event.attributes.get(attr)
+        if value is not None:
+            env[var] = str(value).replace("\x00", "")
+    env["EVROUTE_ROUTE"] = route
+    env["EVROUTE_ATTEMPT"] = str(attempt)
+    env["EVROUTE_BROKER"] = broker
+    return env
+
+
+class _Collector(asyncio.SubprocessProtocol):
+    """Takes output as the pipes deliver it: no reader can fall behind and no buffer grows."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stdout_cap: int) -> None:
+        self.stdout = bytearray()
+        self.stdout_total = 0
+        self.stdout_cap = stdout_cap
+        self.stderr = bytearray()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        chunk = data.encode() if isinstance(data, str) else data
+        if fd == 1:
+            self.stdout_total += len(chunk)
+            room = self.stdout_cap - len(self.stdout)
+            if room > 0:
+                self.stdout += chunk[:room]
+        elif fd == 2:
+            self.stderr += chunk
+            if len(self.stderr) > BODY_KEEP:
+                del self.stderr[:-BODY_KEEP]
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    @property
+    def stdout_complete(self) -> bool:
+        return self.stdout_total <= self.stdout_cap
+
+
+async def deliver_command(
+    subscriber: Subscriber,
+    event: CloudEvent,
+    *,
+    route: str,
+    broker: str,
+    attempt: int,
+    timeout: float | None,
+    max_reply_bytes: int = MAX_REPLY_BYTES,
+) -> Outcome:
+    """Run the subscriber's command once for ``event``; never raises for delivery faults."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    def elapsed() -> float:
+        return loop.time() - started
+
+    argv = list(subscriber.command or ())
+    if not argv:
+        return failure(Kind.PERMANENT, "the command is empty", elapsed())
+    env = command_environment(event, route=route, broker=broker, attempt=attempt)
+    try:
+        transport, proto = await loop.subprocess_exec(
+            lambda: _Collector(loop, max_reply_bytes),
+            *argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=subscriber.cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except (OSError, ValueError) as exc:
+        return failure(Kind.PERMANENT, _start_error(argv[0], subscriber.cwd, exc), elapsed())
+    pid = transport.get_pid()
+    try:
+        stdin = transport.get_pipe_transport(0)
+        if isinstance(stdin, asyncio.WriteTransport):
+            # A child that exits without reading stdin makes this fail with EPIPE later; the
+            # transport reports that to pipe_connection_lost, which has nothing to do about it.
+            stdin.write(to_json(event))
+            stdin.close()
+        limit = timeout if timeout is not None and timeout > 0 else None
+        done, _ = await asyncio.wait({proto.exited}, timeout=limit)
+        if not done:
+            _kill_group(pid)
+            await asyncio.wait({proto.exited}, timeout=KILL_WAIT)
+            return failure(
+                Kind.RETRIABLE,
+                f"timeout after {seconds(limit or 0)}",
+                elapsed(),
+                body=bytes(proto.stderr),
+            )
+        # The last output may still be in the pipes; a background child that inherited them may
+        # keep them open forever, so wait a moment, not until they close.
+        await asyncio.wait({proto.closed}, timeout=EXIT_GRACE)
+    except BaseException:
+        # Cancelled (the worker is stopping): leave no process behind.
+        _kill_group(pid)
+        raise
+    finally:
+        transport.close()
+    code = transport.get_returncode()
+    assert code is not None  # process_exited has fired
+    return _judge(event, code, proto, elapsed())
+
+
+def _judge(event: CloudEvent, code: int, proto: _Collector, elapsed: float) -> Outcome:
+    status = code if code >= 0 else 128 - code
+    kind = classify_exit(status)
+    if kind is not Kind.SUCCESS:
+        if code < 0:
+            error = f"killed by {_signal_name(-code)}"
+        else:
+            error = f"exit {code}"
+        last = _last_line(bytes(proto.stderr))
+        if last:
+            error += f": {last}"
+        return failure(kind, one_line(error), elapsed, status=status, body=bytes(proto.stderr))
+    if not proto.stdout_complete:
+        return success(status, elapsed)
+    text = bytes(proto.stdout).strip()
+    if not text.startswith(b"{"):
+        return success(status, elapsed)
+    try:
+        obj = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return success(status, elapsed)
+    if not isinstance(obj, dict) or "specversion" not in obj:
+        return success(status, elapsed)
+    try:
+        reply = from_dict(obj)
+    except InvalidEvent as exc:
+        return invalid_reply(str(exc), status=status, elapsed=elapsed, raw=text)
+    return accept_reply(event, reply, status=status, elapsed=elapsed, raw=text)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)  # start_new_session: the process group id is the pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _last_line(stderr: bytes) -> str:
+    for line in reversed(stderr.decode("utf-8", "replace").splitlines()):
+        if line.strip():
+            return one_line(line, 200)
+    return ""
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _start_error(program: str, cwd: str | None, exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        if cwd is not None and (exc.filename == cwd or not os.path.isdir(cwd)):
+            return one_line(f"cannot start {program!r}: working directory {cwd!r} does not exist")
+        return one_line(f"cannot start {program!r}: program not found")
+    if isinstance(exc, PermissionError):
+        return one_line(f"cannot start {program!r}: permission denied (is it executable?)")
+    if isinstance(exc, OSError):
+        return one_line(f"cannot start {program!r}: {exc.strerror or exc}")
+    return one_line(f"cannot start {program!r}: {exc}")
+
+
+__all__ = ["MAX_REPLY_BYTES", "command_environment", "deliver_command"]
