@@ -600,3 +600,12 @@ def test_go_durations() -> None:
         "1h",
         "1h30m0.25s",
     ]
+
+
+def test_cli_without_a_routes_file_is_bad_input(tmp_path: Path) -> None:
+    runner = CliRunner()
+    with runner.isolation() as (out, err, _), pytest.raises(SystemExit) as exc:
+        main(["--routes", str(tmp_path / "missing.yaml"), "export", "knative"])
+    assert exc.value.code == 2
+    assert out.getvalue() == b""
+    assert err.getvalue().decode().startswith(f"Error: routes file {tmp_path / 'missing.yaml'} not found")
