@@ -261,8 +261,8 @@ def _resiliency(
                     route,
                     "inbound policies of its own",
                     "a Resiliency binds one inbound policy set per pub/sub component and app, and this "
-                    f"one binds route '{first.name}''s; {names} are defined: bind them in a copy of the "
-                    f"Resiliency with scopes: [{app}]",
+                    f"one binds the policies of route '{first.name}'; {names} are defined: bind them in "
+                    f"a copy of the Resiliency with scopes: [{app}]",
                 )
             )
     return {
