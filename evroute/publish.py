@@ -512,7 +512,12 @@ def _line_event(
     try:
         obj = json.loads(text)
     except ValueError as exc:
-        reason = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        if isinstance(exc, json.JSONDecodeError):
+            # The column within the line as the user sees it (the line ending is not part of it).
+            column = min(exc.pos, len(text.rstrip("\r\n"))) + 1
+            reason = f"{exc.msg} at column {column}"
+        else:
+            reason = str(exc)
         problems.add(f"line {number}: not valid JSON ({reason})")
         return None
     try:
