@@ -152,8 +152,10 @@ async def deliver_command(
         # keep them open forever, so wait a moment, not until they close.
         await asyncio.wait({proto.closed}, timeout=EXIT_GRACE)
     except BaseException:
-        # Cancelled (the worker is stopping): leave no process behind.
+        # Cancelled (the worker is stopping): leave no process behind, and reap it before
+        # the loop that watches it can go away.
         _kill_group(pid)
+        await asyncio.wait({proto.exited}, timeout=KILL_WAIT)
         raise
     finally:
         transport.close()
