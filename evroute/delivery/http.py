@@ -234,6 +234,8 @@ async def _read(
     Never raises for the body: the state says how reading ended (``eof``, ``over`` the
     limit, ``broken`` connection, or ``timeout``) and the bytes kept so far come back.
     """
+    if response.content.at_eof():  # no body, or all of it already read: skip the timer and the loop
+        return b"", "eof"
     kept = bytearray()
     total = 0
     try:
