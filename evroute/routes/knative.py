@@ -65,7 +65,11 @@ def _metadata(checker: Checker, doc: Doc, what: str) -> tuple[str | None, Mappin
     checker.keys(doc.data, TOP_KEYS, root, "")
     meta = doc.data.get("metadata")
     if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str):
-        checker.problem(root / "metadata", f"{what} at line {doc.start[0]}: ", "metadata.name is required")
+        checker.problem(
+            root,
+            "",
+            f"{what}: metadata.name is required (the {'route' if what == 'Trigger' else 'broker'} name)",
+        )
         return None, {}, f"{what} at line {doc.start[0]}: "
     name = meta["name"]
     scope = f"{'route' if what == 'Trigger' else 'broker'} '{name}': "
