@@ -617,6 +617,22 @@ MALFORMED: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
         "attribute name",
     ),
     (
+        "structured attribute name ending in a newline",
+        "POST",
+        "/",
+        *_structured({**GOOD, "abc\n": "x"}),
+        400,
+        "attribute name 'abc\\n' is invalid",
+    ),
+    (
+        "structured datacontenttype with a line break",
+        "POST",
+        "/",
+        *_structured({**GOOD, "datacontenttype": "text/plain\r\nX-Evil: 1"}),
+        400,
+        "must be a media type",
+    ),
+    (
         "structured extension an object",
         "POST",
         "/",
