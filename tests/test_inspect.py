@@ -481,3 +481,43 @@ def test_cli_events_show_json_and_human(files: tuple[str, str]) -> None:
     assert "no route of broker other in the routes file" in out
     code, out, err = run("--db", db, "--routes", routes, "events", "show", "nope")
     assert code == 2 and err.strip() == "Error: no event with id or seq 'nope' (see `evroute events list`)"
+
+
+def test_status_of_a_running_worker_process(tmp_path: Path) -> None:
+    """A real `evroute worker` delivering to a command sink: status sees it running, then stopped."""
+    import signal
+    import subprocess
+    import sys
+
+    db, routes = str(tmp_path / "ev.db"), tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {name: sink, subscriber: {command: ['true']}, start: earliest}\n")
+    with Store(db) as s:
+        publish(s, 3)
+    environ = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "evroute", "--db", db, "--routes", str(routes), "worker", "-q"],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.time() + 30
+        doc: dict[str, Any] = {}
+        while time.time() < deadline and worker.poll() is None:
+            code, out, _ = run("--db", db, "--routes", str(routes), "status", "--json")
+            doc = json.loads(out) if code == 0 else {}
+            if doc and doc["worker"]["state"] == "running" and doc["routes"][0]["delivered"] == 3:
+                break
+            time.sleep(0.05)
+        assert worker.poll() is None, worker.communicate()[1]
+        assert doc["worker"]["pid"] == worker.pid, doc
+        assert doc["routes"][0]["cursor"] == 3 and doc["routes"][0]["lag"] == 0
+        code, out, _ = run("--db", db, "--routes", str(routes), "status")
+        assert out.startswith(f"worker: running, pid {worker.pid} on ")
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, err
+    code, out, _ = run("--db", db, "--routes", str(routes), "status", "--json")
+    assert json.loads(out)["worker"] == {"state": "not running", "pid": None, "since": None}

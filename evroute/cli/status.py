@@ -30,7 +30,9 @@ def _worker_line(store: Any, now: float) -> str:
             f"worker: not running (last worker: pid {held.pid} on {held.host}, "
             f"heartbeat {ago(now - held.heartbeat)} ago)"
         )
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.since))
+    from evroute.clock import rfc3339
+
+    since = rfc3339(held.since)
     return f"worker: running, pid {held.pid} on {held.host} since {since} (heartbeat {ago(now - held.heartbeat)} ago)"
 
 
