@@ -25,6 +25,7 @@ class Worker:
         self.tmp_path = tmp_path
         self.log = tmp_path / "worker.log"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self._err = self.log.open("wb")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -38,7 +39,7 @@ class Worker:
             ],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=self.log.open("wb"),
+            stderr=self._err,
             cwd=tmp_path,
         )
         self.wait_log("route")
@@ -60,6 +61,7 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(30)
+        self._err.close()
 
 
 def publish(tmp_path: Path, ids: list[str]) -> None:

@@ -54,7 +54,7 @@ def publish(
 def drain(db: str, routeset, timeout: float = 60.0, drain: bool = True) -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
         store = Store(db)
-        engine = Engine(store, routeset, once=True)
+        engine = Engine(store, routeset, once=not drain)
         await engine.start()
         try:
             await engine.run_until_idle(drain)

@@ -89,7 +89,7 @@ def test_kill_9_mid_delivery_then_restart_loses_nothing(tmp_path: Path, two_rece
     worker = evroute(tmp_path, "worker")
     a.wait_for(lambda reqs: len(reqs) >= 400)
     worker.send_signal(signal.SIGKILL)
-    worker.wait(10)
+    worker.communicate(timeout=10)
     seen_at_kill = len(a.requests)
     assert seen_at_kill < 2000, "the kill should land mid-stream"
     again = evroute(tmp_path, "worker", "--drain")
@@ -122,7 +122,7 @@ def test_second_worker_stands_by_and_takes_over_after_kill(tmp_path: Path, two_r
     assert b"Error: another worker" in err
     time.sleep(0.5)
     first.send_signal(signal.SIGKILL)
-    first.wait(10)
+    first.communicate(timeout=10)
     killed_at = time.time()
     ids = publish(tmp_path, 5)
     a.wait_for(lambda reqs: {r.ce_id for r in reqs} >= set(ids), timeout=15)

@@ -37,8 +37,8 @@ def acquire(store: Store, holder: str, now: float | None = None, ttl: float = TT
     """Take the lease if it is free, expired or already ours."""
     stamp = time.time() if now is None else now
     with store.write() as conn:
-        row = conn.execute("SELECT holder, heartbeat FROM lease WHERE name = ?", (LEASE,)).fetchone()
-        if row is not None and row[0] != holder and stamp - row[1] < ttl:
+        row = conn.execute("SELECT holder, heartbeat, pid, host FROM lease WHERE name = ?", (LEASE,)).fetchone()
+        if row is not None and row[0] != holder and stamp - row[1] < ttl and _alive(row[2], row[3]):
             return False
         since = stamp if row is None or row[0] != holder else None
         conn.execute(
@@ -58,6 +58,20 @@ def renew(store: Store, holder: str, now: float | None = None) -> bool:
             "UPDATE lease SET heartbeat = ? WHERE name = ? AND holder = ?", (stamp, LEASE, holder)
         )
         return cur.rowcount == 1
+
+
+def _alive(pid: int, host: str) -> bool:
+    """False only when the holder is on this host and its process is gone (killed, crashed):
+    then the lease is free at once instead of after the heartbeat TTL."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def release(store: Store, holder: str) -> None:

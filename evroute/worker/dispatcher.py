@@ -144,7 +144,7 @@ class Dispatcher:
                 generation = self.generation
                 batch = event_log.read_after(engine.store, self.route.broker, self.mark.read, BATCH)
                 if not batch:
-                    self.idle = not self.tasks and self.mark.in_flight == 0
+                    self.idle = self.mark.in_flight == 0
                     await self._sleep(None)
                     continue
                 self.idle = False
@@ -202,6 +202,8 @@ class Dispatcher:
             mark.finish(stored.seq)
             sem.release()
             self.engine.dirty = True
+            if not mark.in_flight:
+                self.notify()  # a caught-up loop sleeping on its wake event can now report idle
 
     async def _ordered(self, batch: list[StoredEvent], generation: int) -> None:
         engine = self.engine

@@ -423,7 +423,7 @@ class Engine:
 
     def idle(self, drain: bool) -> bool:
         """Nothing left to do now (``--once``), or at all (``--drain``)."""
-        if any(not d.idle or d.tasks or d.in_flight for d in self.dispatchers.values()):
+        if any(not d.idle or d.in_flight for d in self.dispatchers.values()):
             return False
         if self.retiring or self.side_tasks or self.retrier.busy:
             return False

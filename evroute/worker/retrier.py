@@ -78,7 +78,6 @@ class Retrier:
                 continue
             self.running.add(key)
             started += 1
-            d.idle = False
             task = asyncio.get_running_loop().create_task(self._deliver(d, row, event))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)

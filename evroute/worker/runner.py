@@ -71,7 +71,7 @@ class Runner:
         if not await self._take_lease(store):
             store.close()
             return 0
-        engine = Engine(store, routeset, once=opts.once or opts.drain)
+        engine = Engine(store, routeset, once=opts.once)
         self.engine = engine
         runner = None
         observer = None

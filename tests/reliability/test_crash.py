@@ -79,7 +79,7 @@ def crash_run(tmp_path: Path, events: int, kills: int, seed: int) -> dict[str, f
             worker = evroute(tmp_path, "worker", "-q")
             time.sleep(0.3 + rng.random() * 0.7)
             worker.send_signal(signal.SIGKILL)
-            worker.wait(10)
+            worker.communicate(timeout=10)
             survived += 1
         thread.join()
         final = evroute(tmp_path, "worker", "--drain", "-q")
@@ -138,7 +138,7 @@ def test_publisher_kill_9_mid_batch_stores_whole_batches_or_nothing(tmp_path: Pa
         proc = evroute(tmp_path, "publish", "--file", str(path))
         time.sleep(0.1 + rng.random() * 0.4)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        proc.communicate(timeout=10)
     with Store(str(tmp_path / "ev.db")) as store:
         counts = dict(store.conn.execute("SELECT source, count(*) FROM events GROUP BY source").fetchall())
         assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -1,0 +1,10 @@
+"""Shared test set-up: the helpers in this folder (``receiver``) import from any subfolder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
