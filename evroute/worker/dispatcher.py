@@ -229,6 +229,7 @@ class Dispatcher:
         attempt = row.attempt if row else 0
         due = row.due_at if row else 0.0
         first_failed = row.first_failed_at if row else None
+        scheduled = row is not None  # a retry row exists for this head event
         while not self.stopped and generation == self.generation:
             now = engine.clock()
             if due > now:
@@ -248,8 +249,10 @@ class Dispatcher:
                 first_failed_at=first_failed,
                 dlq_id=None,
                 ordered=True,
+                scheduled=scheduled,
             )
             if result.finished:
                 return True
             attempt, due, first_failed = result.attempt, result.due_at, result.first_failed_at
+            scheduled = True
         return False

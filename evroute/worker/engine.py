@@ -217,7 +217,9 @@ class Engine:
         first_failed_at: float | None,
         dlq_id: int | None,
         ordered: bool = False,
+        scheduled: bool = False,
     ) -> Settled:
+        """Attempt once and make the outcome durable. ``scheduled``: a retry row exists."""
         route = dispatcher.route
         started = self.clock()
         outcome = await self.attempt(route, event, attempt)
@@ -227,7 +229,7 @@ class Engine:
             dispatcher.breaker.success()
             dispatcher.delivered += 1
             self.metrics.delivered(name, broker, max(outcome.elapsed, now - started))
-            if attempt > 1 or dlq_id is not None:
+            if scheduled or attempt > 1 or dlq_id is not None:
                 self._forget(name, seq, dlq_id)
             logger.debug("route %s: delivered seq %d id %s (attempt %d)", name, seq, event.id, attempt)
             return Settled(True)

@@ -114,6 +114,7 @@ class Retrier:
                 attempt=row.attempt + 1,
                 first_failed_at=row.first_failed_at,
                 dlq_id=row.dlq_id,
+                scheduled=True,
             )
         except Exception:
             logger.exception(

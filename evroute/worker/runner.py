@@ -130,7 +130,7 @@ class Runner:
                     self._summary(engine)
                 if now - last_gc >= GC_EVERY and engine.settings.retention:
                     last_gc = now
-                    self._collect(engine)
+                    await self._collect(engine)
         finally:
             stopper.cancel()
         return 0
@@ -275,14 +275,22 @@ class Runner:
                 d.breaker.state,
             )
 
-    def _collect(self, engine: Engine) -> None:
-        try:
-            from evroute.retention import collect
+    async def _collect(self, engine: Engine) -> None:
+        """Retention in a thread with its own connection: deleting in chunks never stalls
+        deliveries for longer than one chunk's write lock."""
+        from evroute.retention import collect
 
-            deleted = collect(engine.store, engine.routeset, time.time())
+        routeset = engine.routeset
+
+        def work() -> int:
+            with Store(self.options.db) as store:
+                return collect(store, routeset, time.time())
+
+        try:
+            deleted = await asyncio.to_thread(work)
             if deleted:
                 logger.info("retention: deleted %d events every route has passed", deleted)
-        except (EvrouteError, ImportError) as exc:
+        except EvrouteError as exc:
             logger.warning("retention pass failed: %s", exc)
 
 
