@@ -37,7 +37,9 @@ def acquire(store: Store, holder: str, now: float | None = None, ttl: float = TT
     """Take the lease if it is free, expired or already ours."""
     stamp = time.time() if now is None else now
     with store.write() as conn:
-        row = conn.execute("SELECT holder, heartbeat, pid, host FROM lease WHERE name = ?", (LEASE,)).fetchone()
+        row = conn.execute(
+            "SELECT holder, heartbeat, pid, host FROM lease WHERE name = ?", (LEASE,)
+        ).fetchone()
         if row is not None and row[0] != holder and stamp - row[1] < ttl and _alive(row[2], row[3]):
             return False
         since = stamp if row is None or row[0] != holder else None
