@@ -325,12 +325,12 @@ def _json_reason(exc: Exception) -> str:
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 
 
-_PLAIN = re.compile(r'^[!#$&-~]*$')  # printable ASCII without space, '"' and '%': nothing to encode
+_PLAIN = re.compile(r"[!#$&-~]*")  # printable ASCII without space, '"' and '%': nothing to encode
 
 
 def _encode_header(value: AttrValue) -> str:
     text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    if _PLAIN.match(text):
+    if _PLAIN.fullmatch(text):  # fullmatch: `$` would also accept a trailing newline
         return text  # the common case, several times cheaper than quote()
     return quote(text, safe=_SAFE)
 

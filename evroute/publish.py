@@ -8,6 +8,7 @@ parser when the routes file has not changed since it was last read (see :func:`r
 The routes file matters to publish for two reasons only: its ``settings`` (``durability``,
 ``maxEventBytes``) and creating the cursor of a route seen for the first time (SPEC 3.4:
 ``start: latest`` then begins right before this event). Publishing never fails because of it.
+Reading event files is :mod:`evroute.eventfile`.
 """
 
 from __future__ import annotations
@@ -16,28 +17,16 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import IO, Any, NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import IO, NamedTuple
 
-from evroute.cloudevent import (
-    _MEDIA_TYPE,
-    _RFC3339,
-    _SCHEME,
-    CORE,
-    CloudEvent,
-    _parse_time,
-    check_size,
-    from_dict,
-    is_json_type,
-    make_event,
-)
+from evroute.cloudevent import CloudEvent, check_size, is_json_type, make_event
 from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, StoreError
 from evroute.store import Store
 
 DEFAULT_SOURCE = "/evroute/cli"
 DEFAULT_BROKER = "default"
 DEFAULT_MAX_EVENT_BYTES = 1_048_576  # as routes.model.Settings; not imported to keep start-up small
-MAX_PROBLEMS = 20  # problems listed for a bad file; the rest are counted
 CHUNK = 2000  # events held before a file's transaction opens, then inserted per executemany
 
 _BROKER = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -209,11 +198,8 @@ def routes_config(path: str, store: Store | None = None) -> RoutesConfig:
 
 
 def _load(path: str, key: tuple[str, int, int, int]) -> RoutesConfig:
-    try:
-        from evroute.routes.load import load_routes
-    except ImportError:
-        return RoutesConfig()  # a build without the loader: defaults
     from evroute.errors import RoutesInvalid
+    from evroute.routes.load import load_routes
 
     try:
         routeset = load_routes(path)
@@ -374,6 +360,8 @@ def publish_file(
     memory stays flat for any size. A problem found later stops the inserting, the rest is
     still checked (every problem is reported), and the transaction is rolled back.
     """
+    from evroute.eventfile import Problems, no_events, read_events
+
     check_broker(broker)
     target = _Target(db, routes)
     problems = Problems(name)
@@ -396,9 +384,7 @@ def publish_file(
         if problems.count:
             raise problems.error()
         if total == 0:
-            raise InvalidEvent(
-                f"{name}: no events in the file (expected JSON lines or a JSON array of structured CloudEvents)"
-            )
+            raise no_events(name)
         if not began:
             target.begin()
         stored += target.insert(broker, pending, stamp)
@@ -411,196 +397,9 @@ def publish_file(
     return Published(stored, total - stored, None, target.config.warning)
 
 
-def read_file_events(stream: IO[bytes], name: str) -> list[CloudEvent]:
-    """Every event of a file, validated (for ``--url``); InvalidEvent lists the problems."""
-    problems = Problems(name)
-    events = list(read_events(stream, name, problems))
-    if problems.count:
-        raise problems.error()
-    if not events:
-        raise InvalidEvent(
-            f"{name}: no events in the file (expected JSON lines or a JSON array of structured CloudEvents)"
-        )
-    return events
-
-
-# --------------------------------------------------------------------------- reading files
-
-
-class Problems:
-    """Problems of one file: all counted, the first ``MAX_PROBLEMS`` kept for the message."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.count = 0
-        self.lines: list[str] = []
-
-    def add(self, text: str) -> None:
-        self.count += 1
-        if len(self.lines) < MAX_PROBLEMS:
-            self.lines.append(text)
-
-    def error(self) -> InvalidEvent:
-        n = self.count
-        head = f"{self.name}: {n} invalid event{'s' if n != 1 else ''}, nothing stored"
-        lines = list(self.lines)
-        if n > len(lines):
-            lines.append(f"… and {n - len(lines)} more")
-        return InvalidEvent(head + ":\n" + "\n".join(lines))
-
-
-def read_events(
-    stream: IO[bytes],
-    name: str,
-    problems: Problems,
-    check: Callable[[CloudEvent, str], None] | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> Iterator[CloudEvent]:
-    """Valid events of a JSON-lines file or JSON array; each bad one goes to ``problems``.
-
-    A file whose first non-blank character is ``[`` is one JSON array (problems named
-    ``event N:``, N the 0-based index as in an ingress batch); otherwise every non-blank line is
-    one structured event (``line N:``, 1-based). Text must be UTF-8.
-    """
-    lines = iter(stream)
-    number = done = 0
-    first = b""
-    for line in lines:
-        number += 1
-        done += len(line)
-        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
-            line = line[3:]
-        if line.strip():
-            first = line
-            break
-    if not first:
-        return
-    if first.lstrip().startswith(b"["):
-        body = first + b"".join(lines)
-        yield from _read_array(body, name, problems, check)
-        if progress is not None:
-            progress(done + len(body) - len(first))
-        return
-    event = _line_event(first, number, problems, check)
-    if event is not None:
-        yield event
-    # The hot loop: JSON parsing costs ~10 µs per 1 KiB event, so nothing else here may.
-    for line in lines:
-        number += 1
-        done += len(line)
-        if not line.strip():
-            continue
-        event = _line_event(line, number, problems, check)
-        if event is not None:
-            yield event
-        if progress is not None and not number % 1000:
-            progress(done)
-    if progress is not None:
-        progress(done)
-
-
-def _line_event(
-    line: bytes, number: int, problems: Problems, check: Callable[[CloudEvent, str], None] | None
-) -> CloudEvent | None:
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        problems.add(
-            f"line {number}: not valid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
-        )
-        return None
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        if isinstance(exc, json.JSONDecodeError):
-            # The column within the line as the user sees it (the line ending is not part of it).
-            column = min(exc.pos, len(text.rstrip("\r\n"))) + 1
-            reason = f"{exc.msg} at column {column}"
-        else:
-            reason = str(exc)
-        problems.add(f"line {number}: not valid JSON ({reason})")
-        return None
-    try:
-        event = quick_event(obj) or from_dict(obj, f"line {number}: ")
-        if check is not None:
-            check(event, f"line {number}: ")
-    except InvalidEvent as exc:
-        problems.add(exc.message)
-        return None
-    return event
-
-
-def _read_array(
-    body: bytes, name: str, problems: Problems, check: Callable[[CloudEvent, str], None] | None
-) -> Iterator[CloudEvent]:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = body[: exc.start].count(b"\n") + 1
-        raise InvalidEvent(f"{name}: not valid UTF-8 (byte 0x{body[exc.start]:02x} on line {line})") from None
-    try:
-        items = json.loads(text)
-    except ValueError as exc:
-        reason = (
-            f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-            if isinstance(exc, json.JSONDecodeError)
-            else str(exc)
-        )
-        raise InvalidEvent(f"{name}: not valid JSON ({reason})") from None
-    if not isinstance(items, list):
-        raise InvalidEvent(f"{name}: expected a JSON array of structured CloudEvents")
-    for i, obj in enumerate(items):
-        try:
-            event = quick_event(obj) or from_dict(obj, f"event {i}: ")
-            if check is not None:
-                check(event, f"event {i}: ")
-        except InvalidEvent as exc:
-            problems.add(exc.message)
-            continue
-        yield event
-
-
-# The shape nearly every producer writes: core attributes as ASCII strings, JSON data. For it,
-# quick_event gives exactly what cloudevent.from_dict gives, in a third of the time; anything
-# else (extensions, data_base64, nulls, non-ASCII text, any problem) returns None and goes
-# through from_dict, which has the full rules and the error messages.
-_QUICK_KEYS = frozenset(
-    ("specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema", "data")
-)
-
-
-def quick_event(obj: Any) -> CloudEvent | None:
-    if type(obj) is not dict or obj.get("specversion") != "1.0" or not _QUICK_KEYS.issuperset(obj):
-        return None
-    attrs = obj.copy()
-    data = attrs.pop("data", None)
-    for value in attrs.values():
-        if type(value) is not str or not value or not value.isascii():
-            return None
-    if "id" not in attrs or "source" not in attrs or "type" not in attrs:
-        return None
-    ct = attrs.get("datacontenttype")
-    if ct is not None and not _MEDIA_TYPE.match(ct):
-        return None
-    stamp = attrs.get("time")
-    if stamp is not None and (not _RFC3339.match(stamp) or _parse_time(stamp) is None):
-        return None
-    schema = attrs.get("dataschema")
-    if schema is not None and not _SCHEME.match(schema):
-        return None
-    if data is None:
-        return CloudEvent(attrs, None)
-    if type(data) is str and not is_json_type(ct):
-        return CloudEvent(attrs, data.encode("utf-8", "surrogatepass"))
-    raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return CloudEvent(attrs, raw.encode("utf-8", "surrogatepass"))
-
-
 __all__ = [
-    "CORE",
     "DEFAULT_BROKER",
     "DEFAULT_SOURCE",
-    "Problems",
     "Published",
     "RoutesConfig",
     "check_broker",
@@ -608,9 +407,6 @@ __all__ = [
     "parse_extensions",
     "publish_event",
     "publish_file",
-    "quick_event",
     "read_data",
-    "read_events",
-    "read_file_events",
     "routes_config",
 ]

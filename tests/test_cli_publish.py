@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from evroute.cli import main
-from evroute.publish import CHUNK, MAX_PROBLEMS, publish_file, routes_config
+from evroute.eventfile import MAX_PROBLEMS
+from evroute.publish import CHUNK, publish_file, routes_config
 from evroute.store import Store, cursors
 from evroute.store import log as event_log
 

@@ -38,7 +38,7 @@ from evroute.cloudevent import (
     validate,
 )
 from evroute.errors import EventTooLarge, InvalidEvent
-from evroute.publish import quick_event
+from evroute.eventfile import quick_event
 
 ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors"
 CONFORMANCE = ANCHORS / "cloudevents-conformance" / "yaml"

@@ -183,8 +183,9 @@ def _publish_file(db: str, routes: str, broker: str, path: str, url: str | None,
     try:
         if url is not None:
             from evroute.client import send
+            from evroute.eventfile import read_file_events
 
-            stored, duplicates = send(url, lib.read_file_events(stream, name), token=token)
+            stored, duplicates = send(url, read_file_events(stream, name), token=token)
             click.echo(f"stored {stored}, duplicates {duplicates}")
             return
         size = _regular_size(stream) if sys.stderr.isatty() else None
