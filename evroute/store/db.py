@@ -91,10 +91,14 @@ class Store:
         """Changes whenever another connection commits: the worker's cheap wake-up check."""
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
-    def writable(self) -> bool:
+    def writable(self, wait_ms: int = 250) -> bool:
+        """Can we take the write lock now? Waits at most ``wait_ms`` (health checks must answer)."""
+        self.conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
         try:
             with self.write() as conn:
                 conn.execute("SELECT 1")
             return True
         except Exception:
             return False
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
