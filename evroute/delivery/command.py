@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping
+from typing import cast
 
 from evroute.cloudevent import CloudEvent, from_dict, to_json
 from evroute.delivery.outcome import BODY_KEEP, Kind, Outcome, failure, one_line, seconds, success
@@ -131,8 +132,9 @@ async def deliver_command(
         return failure(Kind.PERMANENT, _start_error(argv[0], subscriber.cwd, exc), elapsed())
     pid = transport.get_pid()
     try:
-        stdin = transport.get_pipe_transport(0)
-        if isinstance(stdin, asyncio.WriteTransport):
+        stdin = cast("asyncio.WriteTransport | None", transport.get_pipe_transport(0))
+        # Not an isinstance check: uvloop's pipe transports do not derive from asyncio's classes.
+        if stdin is not None:
             # A child that exits without reading stdin makes this fail with EPIPE later; the
             # transport reports that to pipe_connection_lost, which has nothing to do about it.
             stdin.write(to_json(event))
@@ -183,7 +185,7 @@ def _judge(event: CloudEvent, code: int, proto: _Collector, elapsed: float) -> O
         return success(status, elapsed)
     try:
         obj = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, or nested past parsing
         return success(status, elapsed)
     if not isinstance(obj, dict) or "specversion" not in obj:
         return success(status, elapsed)
