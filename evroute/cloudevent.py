@@ -270,8 +270,8 @@ def to_dict(event: CloudEvent) -> dict[str, Any]:
         try:
             out["data"] = json.loads(data)
             return out
-        except (ValueError, UnicodeDecodeError):
-            pass
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            pass  # not JSON after all, or nested too deeply to parse: the bytes travel as base64
     elif _is_text_type(ct):
         try:
             out["data"] = data.decode("utf-8")
@@ -292,7 +292,7 @@ def _is_text_type(ct: str | None) -> bool:
 def from_json(text: str | bytes, where: str = "") -> CloudEvent:
     try:
         obj = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidEvent(f"{where}not valid JSON ({_json_reason(exc)})") from None
     return from_dict(obj, where)
 
@@ -305,16 +305,23 @@ def batch_from_json(body: bytes | str) -> list[CloudEvent]:
     """A batch (JSON array of structured events); all valid or InvalidEvent naming the index."""
     try:
         items = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidEvent(f"batch is not valid JSON ({_json_reason(exc)})") from None
     if not isinstance(items, list):
         raise InvalidEvent("a batch must be a JSON array of structured CloudEvents")
     return [from_dict(item, f"event {i}: ") for i, item in enumerate(items)]
 
 
+# json.loads recurses once per level of nesting: past Python's recursion limit it raises
+# RecursionError, which every parse of outside input turns into this reason.
+NESTED_TOO_DEEPLY = "nested too deeply (at most a few hundred levels of arrays and objects)"
+
+
 def _json_reason(exc: Exception) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    if isinstance(exc, RecursionError):
+        return NESTED_TOO_DEEPLY
     return str(exc).split("\n", 1)[0]
 
 

@@ -17,6 +17,7 @@ from evroute.cloudevent import (
     _MEDIA_TYPE,
     _RFC3339,
     _SCHEME,
+    NESTED_TOO_DEEPLY,
     CloudEvent,
     _parse_time,
     from_dict,
@@ -111,11 +112,13 @@ def _line_event(
         return None
     try:
         obj = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         if isinstance(exc, json.JSONDecodeError):
             # The column within the line as the user sees it (the line ending is not part of it).
             column = min(exc.pos, len(text.rstrip("\r\n"))) + 1
             reason = f"{exc.msg} at column {column}"
+        elif isinstance(exc, RecursionError):
+            reason = NESTED_TOO_DEEPLY
         else:
             reason = str(exc)
         problems.add(f"line {number}: not valid JSON ({reason})")
@@ -140,12 +143,13 @@ def _read_array(
         raise InvalidEvent(f"{name}: not valid UTF-8 (byte 0x{body[exc.start]:02x} on line {line})") from None
     try:
         items = json.loads(text)
-    except ValueError as exc:
-        reason = (
-            f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-            if isinstance(exc, json.JSONDecodeError)
-            else str(exc)
-        )
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            reason = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        elif isinstance(exc, RecursionError):
+            reason = NESTED_TOO_DEEPLY
+        else:
+            reason = str(exc)
         raise InvalidEvent(f"{name}: not valid JSON ({reason})") from None
     if not isinstance(items, list):
         raise InvalidEvent(f"{name}: expected a JSON array of structured CloudEvents")

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, NamedTuple
 
-from evroute.cloudevent import CloudEvent, check_size, is_json_type, make_event
+from evroute.cloudevent import NESTED_TOO_DEEPLY, CloudEvent, check_size, is_json_type, make_event
 from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, StoreError
 from evroute.store import Store
 
@@ -110,12 +110,13 @@ def event_from_options(
     if data is not None and is_json_type(datacontenttype):
         try:
             json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            reason = (
-                f"{exc.msg} at column {exc.colno}"
-                if isinstance(exc, json.JSONDecodeError)
-                else "not valid UTF-8"
-            )
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            if isinstance(exc, json.JSONDecodeError):
+                reason = f"{exc.msg} at column {exc.colno}"
+            elif isinstance(exc, RecursionError):
+                reason = NESTED_TOO_DEEPLY
+            else:
+                reason = "not valid UTF-8"
             fix = "name its type, e.g. --datacontenttype text/plain"
             raise InvalidEvent(
                 f"--data: not valid JSON ({reason}); to publish other content, {fix}"
