@@ -82,10 +82,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(seconds: float = 8.0) -> list[dict[str, Any]]:
+def run(seconds: float = 8.0, rate: float | None = None) -> list[dict[str, Any]]:
     with ReceiverProcess() as peak_receiver:
         peak = evroute_engine(peak_receiver.url, make_events(5000), 1)
-    rate = peak / 2
+    rate = rate or peak / 2
     folder = Path(tempfile.mkdtemp(prefix="evroute-latency-"))
     receiver = LatencyReceiver()
     (folder / "routes.yaml").write_text(
@@ -145,4 +145,6 @@ def run(seconds: float = 8.0) -> list[dict[str, Any]]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8.0)
-    print(table(run(parser.parse_args().seconds)))
+    parser.add_argument("--rate", type=float, help="events/s instead of half the measured peak")
+    args = parser.parse_args()
+    print(table(run(args.seconds, args.rate)))

@@ -406,11 +406,15 @@ class Engine:
             if current == version:
                 continue
             version = current
-            self.notify()
+            for d in self.dispatchers.values():
+                d.notify()
+            # Cursor moves (`subscribe reset`) and new retry rows (`dlq replay`) from other
+            # processes are rare: look for them at most every 100 ms, not on every publish.
             now = time.monotonic()
             if now - last_epochs >= EPOCH_CHECK_INTERVAL:
                 last_epochs = now
                 self._check_epochs()
+                self.retrier.notify()
 
     def _check_epochs(self) -> None:
         rows = self.store.conn.execute("SELECT route, epoch FROM cursors").fetchall()
