@@ -27,6 +27,10 @@ Path = tuple[str | int, ...]
 Pos = tuple[int, int]  # 1-based line and column
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
+# Values an alias may add by repeating its anchor's content. Anchors shared by a few routes
+# (a common delivery block) stay far below; nested aliases that multiply ("billion laughs")
+# would otherwise expand into billions of values and hang every command that reads the file.
+ALIAS_BUDGET = 10_000
 
 
 class MalformedYaml(Exception):
@@ -101,10 +105,26 @@ class _Builder:
         self.constructor = SafeConstructor()
         self.doc = Doc(data=None, node=node)
         self.stack: list[int] = []
+        self.built: set[int] = set()  # nodes built once already: meeting one again is an alias
+        self.repeated = 0
         if node is not None:
             self.doc.data = self.build(node, ())
 
     def build(self, node: Node, path: Path) -> Any:
+        if id(node) in self.built:
+            self.repeated += 1
+            if self.repeated > ALIAS_BUDGET:
+                if self.repeated == ALIAS_BUDGET + 1:
+                    self.doc.problems.append(
+                        (
+                            pos_of(node),
+                            f"YAML aliases expand to more than {ALIAS_BUDGET} values "
+                            "(nested aliases that multiply; write the values out instead)",
+                        )
+                    )
+                return None
+        else:
+            self.built.add(id(node))
         self.doc.values.setdefault(path, pos_of(node))
         if isinstance(node, ScalarNode):
             try:
