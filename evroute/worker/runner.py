@@ -65,6 +65,11 @@ class Runner:
 
     async def main(self) -> int:
         opts = self.options
+        address = None
+        if opts.listen:
+            from evroute.worker.ingress import parse_listen
+
+            address = parse_listen(opts.listen)  # a bad --listen is refused before anything starts
         routeset = load_routes(opts.routes)  # an invalid file at start is an error: exit 2
         store = Store(opts.db, durability=routeset.settings.durability)
         self._install_signals()
@@ -78,8 +83,8 @@ class Runner:
         try:
             await engine.start()
             self._banner(store, routeset)
-            if opts.listen:
-                runner = await self._listen(engine, opts.listen)
+            if address is not None:
+                runner = await self._listen(engine, *address)
             if opts.once or opts.drain:
                 await self._burst(engine, store, drain=opts.drain)
                 return 0
@@ -226,10 +231,9 @@ class Runner:
 
     # ------------------------------------------------------------------ ingress and housekeeping
 
-    async def _listen(self, engine: Engine, listen: str) -> Any:
-        from evroute.worker.ingress import make_app, parse_listen, start
+    async def _listen(self, engine: Engine, host: str, port: int) -> Any:
+        from evroute.worker.ingress import make_app, start
 
-        host, port = parse_listen(listen)
         token = self.options.token or os.environ.get("EVROUTE_TOKEN") or None
         app = make_app(
             store=engine.store,
