@@ -104,8 +104,10 @@ def test(
       evroute routes test order.json --broker order-broker
     """
     from evroute.errors import InvalidInput
+    from evroute.publish import check_broker
     from evroute.routes.load import load_routes
 
+    check_broker(broker)
     if event_file is not None and type_ is not None:
         raise InvalidInput("give either EVENT-FILE or --type …, not both")
     if event_file is None and type_ is None:
