@@ -162,6 +162,13 @@ def test_replay_all_of_a_route_with_a_running_worker(env: Env) -> None:
     assert sorted(r.dlq_id or 0 for r in env.retry_rows()) == env.ids["inventory"]
 
 
+def test_replay_route_alone_takes_every_dead_letter_of_that_route(env: Env) -> None:
+    code, out, err = env("replay", "--route", "inventory", "--dry-run")
+    assert code == 0, err
+    assert f"would replay {len(env.ids['inventory'])} dead letter" in out
+    assert env.retry_rows() == []
+
+
 def test_replay_dry_run_changes_nothing(env: Env) -> None:
     code, out, err = env("replay", "--all", "--dry-run")
     assert code == 0, err
@@ -172,9 +179,7 @@ def test_replay_dry_run_changes_nothing(env: Env) -> None:
 
 def test_replay_needs_a_selection(env: Env) -> None:
     code, _, err = env("replay")
-    assert code == 2 and err.startswith("Error: nothing selected: give dead letter IDs, or --all")
-    code, _, err = env("replay", "--route", "payment")
-    assert code == 2 and "nothing selected" in err
+    assert code == 2 and err.startswith("Error: nothing selected: give dead letter IDs, --route R")
     code, _, err = env("replay", "1", "--all")
     assert code == 2 and err.strip() == "Error: give dead letter IDs or --all, not both"
     inventory_id = env.ids["inventory"][0]

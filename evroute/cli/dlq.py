@@ -46,7 +46,7 @@ def dlq() -> None:
     \b
       evroute dlq list --route payment
       evroute dlq show 3
-      evroute dlq replay --route payment --all
+      evroute dlq replay --route payment
       evroute dlq purge --before 2026-01-01T00:00:00Z --yes
     """
 
@@ -152,17 +152,17 @@ def _select(store: Any, ids: tuple[int, ...], route: str | None, everything: boo
                     "(drop --route or that ID)"
                 )
         return letters
-    if not everything:
+    if not everything and route is None:
         raise InvalidInput(
-            "nothing selected: give dead letter IDs, or --all (with --route R for one route's); "
-            "see `evroute dlq list`"
+            "nothing selected: give dead letter IDs, --route R (that route's) or --all; see `evroute dlq list`"
         )
+    # --route R alone means every dead letter of R, as `dlq replay --route R` reads.
     return list(deadletters.listing(store, route=route))
 
 
 @dlq.command("replay")
 @click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
-@click.option("--route", "route", metavar="R", help="Only this route's dead letters (with --all).")
+@click.option("--route", "route", metavar="R", help="Every dead letter of this route (or, with IDs, check them).")
 @click.option("--all", "everything", is_flag=True, help="Every dead letter (of --route, if given).")
 @click.option("--dry-run", is_flag=True, help="Show what would be replayed; change nothing.")
 def replay(ids: tuple[int, ...], route: str | None, everything: bool, dry_run: bool) -> None:
@@ -172,7 +172,7 @@ def replay(ids: tuple[int, ...], route: str | None, everything: bool, dry_run: b
 
     \b
       evroute dlq replay 3 4
-      evroute dlq replay --route payment --all
+      evroute dlq replay --route payment
       evroute dlq replay --all --dry-run
     """
     from evroute.inspect import RUNNING, load_lenient, worker_state
