@@ -156,3 +156,48 @@ def test_sigterm_lets_in_flight_deliveries_finish_and_commits(tmp_path: Path) ->
         assert sorted(slow.ids()) == sorted(ids)
     finally:
         slow.stop()
+
+
+def test_worker_ingress_accepts_events_and_delivers_them_at_once(tmp_path: Path) -> None:
+    import socket
+
+    import httpx
+
+    sink = Receiver().start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    write_routes(tmp_path, f"routes:\n  - {{name: inventory, subscriber: '{sink.url}/'}}\n")
+    worker = evroute(tmp_path, "worker", "--listen", f"127.0.0.1:{port}", "--token", "t0k")
+    try:
+        wait(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200 if _open(port) else False
+        )
+        headers = {"ce-specversion": "1.0", "ce-id": "i-1", "ce-source": "/web", "ce-type": "order.placed",
+                   "content-type": "application/json", "authorization": "Bearer t0k"}  # fmt: skip
+        answer = httpx.post(f"http://127.0.0.1:{port}/", headers=headers, content=b'{"n": 1}')
+        assert answer.status_code == 202, answer.text
+        assert (
+            httpx.post(f"http://127.0.0.1:{port}/", headers={**headers, "authorization": ""}).status_code
+            == 401
+        )
+        sink.wait_for(lambda reqs: [r.ce_id for r in reqs] == ["i-1"], timeout=10)
+        assert sink.requests[0].body == b'{"n": 1}'
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"authorization": "Bearer t0k"}).text
+        assert 'evroute_events_published_total{broker="default"} 1.0' in metrics
+        wait(lambda: 'evroute_deliveries_total{broker="default",route="inventory"} 1.0' in
+             httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"authorization": "Bearer t0k"}).text)  # fmt: skip
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+        sink.stop()
+
+
+def _open(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
