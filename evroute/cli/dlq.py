@@ -162,7 +162,9 @@ def _select(store: Any, ids: tuple[int, ...], route: str | None, everything: boo
 
 @dlq.command("replay")
 @click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
-@click.option("--route", "route", metavar="R", help="Every dead letter of this route (or, with IDs, check them).")
+@click.option(
+    "--route", "route", metavar="R", help="Every dead letter of this route (or, with IDs, check them)."
+)
 @click.option("--all", "everything", is_flag=True, help="Every dead letter (of --route, if given).")
 @click.option("--dry-run", is_flag=True, help="Show what would be replayed; change nothing.")
 def replay(ids: tuple[int, ...], route: str | None, everything: bool, dry_run: bool) -> None:
