@@ -43,9 +43,13 @@ import hmac
 import logging
 import re
 import sqlite3
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from evroute.cloudevent import (
     BATCH_CT,
@@ -336,9 +340,31 @@ def make_app(
     return app
 
 
+class _ClientFaults(logging.LoggerAdapter):
+    """What aiohttp's request handler logs through. Malformed HTTP (a bad header, a broken
+    chunk, a TLS handshake on a plain port) is the client's fault and already answered with a
+    400: it gets one line at INFO, not an ERROR with a traceback per request that anyone who
+    can reach the port could use to fill the log. Faults of evroute's own keep the traceback."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError | RequestPayloadError):
+            text = str(getattr(exc, "message", "") or exc).strip().splitlines()
+            reason = text[0].strip().rstrip(":") if text else type(exc).__name__
+            self.logger.info("ingress: %s: %s", str(msg) % args, reason[:200])
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
 async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
     """Bind and serve ``app``; RuntimeFault names the address when the port cannot be taken."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=5.0,
+        logger=_ClientFaults(logger, {}),
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
