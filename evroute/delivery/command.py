@@ -135,10 +135,16 @@ async def deliver_command(
         stdin = cast("asyncio.WriteTransport | None", transport.get_pipe_transport(0))
         # Not an isinstance check: uvloop's pipe transports do not derive from asyncio's classes.
         if stdin is not None:
-            # A child that exits without reading stdin makes this fail with EPIPE later; the
-            # transport reports that to pipe_connection_lost, which has nothing to do about it.
-            stdin.write(to_json(event))
-            stdin.close()
+            payload = to_json(event)
+            try:
+                # A child that exits without reading stdin makes this fail with EPIPE later; the
+                # transport reports that to pipe_connection_lost, which has nothing to do about it.
+                stdin.write(payload)
+                stdin.close()
+            except (RuntimeError, OSError):
+                # uvloop refuses the write outright when the child already exited or closed its
+                # stdin ("the handler is closed"): not a delivery fault, the exit status decides.
+                pass
         limit = timeout if timeout is not None and timeout > 0 else None
         done, _ = await asyncio.wait({proto.exited}, timeout=limit)
         if not done:
