@@ -347,6 +347,8 @@ def _decode_header(name: str, value: str) -> str:
         return unquote_to_bytes(value).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidEvent(f"header 'ce-{name}' is not valid UTF-8 after percent-decoding") from None
+    except UnicodeEncodeError:  # raw header bytes that were not UTF-8, kept by the HTTP parser as surrogates
+        raise InvalidEvent(f"header 'ce-{name}' is not valid UTF-8") from None
 
 
 def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
