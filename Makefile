@@ -26,7 +26,7 @@ check: $(TESTSTAMP)
 	$(BIN)/mypy
 
 test: check
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 soak: $(TESTSTAMP)
 	$(BIN)/python -m pytest -q -m soak
