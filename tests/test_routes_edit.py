@@ -200,6 +200,22 @@ def test_pause_and_resume_round_trip(tmp_path: Path) -> None:
     )
 
 
+def test_pause_and_resume_a_trigger_written_in_flow_style(tmp_path: Path) -> None:
+    text = (
+        "apiVersion: eventing.knative.dev/v1\nkind: Trigger\n"
+        "metadata: {name: t, namespace: shop}\nspec: {subscriber: {uri: 'http://h/'}}\n"
+    )
+    path = write(tmp_path, text)
+    assert set_paused(path, "t", True)
+    assert (
+        'metadata: {name: t, namespace: shop, annotations: {evroute.dev/paused: "true"}}'
+        in read(path).decode()
+    )
+    assert load_routes(path, {}).routes[0].paused
+    assert set_paused(path, "t", False)
+    assert read(path) == text.encode()
+
+
 def test_removing_a_trigger_removes_its_document(tmp_path: Path) -> None:
     path = write(tmp_path, QUIRKY)
     remove_route(path, "inventory-trigger")

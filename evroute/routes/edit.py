@@ -472,6 +472,12 @@ class _Editor:
         if mapping.flow_style:
             if index > 0:
                 return self.cut(_end(mapping.value[index - 1][1]), _end(v))
+            if parent is not None and len(mapping.value) == 1 and getattr(parent[0], "flow_style", False):
+                # `{name: x, annotations: {evroute.dev/paused: "true"}}`, as pause writes it.
+                pairs = parent[0].value
+                at = [pair[0] for pair in pairs].index(parent[1][0])
+                if at > 0:
+                    return self.cut(_end(pairs[at - 1][1]), _end(parent[1][1]))
         else:
             line = self.bol(k.start_mark.index)
             end = self.after_line(_end(v))
