@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from evroute.cloudevent import CloudEvent, check_size
@@ -284,6 +284,9 @@ class Engine:
         now: float,
         replaced: int | None,
     ) -> int:
+        # A subscriber that echoes its credentials (a 401 page quoting the Authorization header,
+        # a program printing its key) must not put them in `dlq show` or the dead-letter sink.
+        outcome = replace(outcome, body=_mask_body(route, outcome.body))
         if outcome.error == "hop limit":
             reason = "hop limit"
         elif outcome.kind is Kind.PERMANENT:
@@ -448,3 +451,13 @@ class Engine:
             quiet = quiet + 1 if self.idle(drain) else 0
             if quiet >= 3:
                 return
+
+
+def _mask_body(route: Route, body: bytes | None) -> bytes | None:
+    """``body`` with every secret of ``route`` replaced by ``***``, as :meth:`Route.mask` does for text."""
+    if not body or not route.secrets:
+        return body
+    for secret in sorted(route.secrets, key=len, reverse=True):
+        if secret:
+            body = body.replace(secret.encode("utf-8"), b"***")
+    return body
