@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--fail-for", type=float, default=0.0, help="answer 503 for this many seconds")
-    parser.add_argument("--log", help="append one line per received event id to this file")
+    parser.add_argument("--log", help="append one line per received event to this file: its path and id")
     args = parser.parse_args()
     state = {"fail_until": time.time() + args.fail_for, "forced": None, "seen": 0}
 
@@ -40,7 +40,7 @@ def main() -> None:
         state["seen"] += 1
         if args.log:
             with open(args.log, "a") as fh:
-                fh.write(f"{event_id}\n")
+                fh.write(f"{request.path} {event_id}\n")
         return web.Response(status=200)
 
     async def control(request: web.Request) -> web.Response:
