@@ -354,3 +354,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "payment received 70 orders; its dead-letter queue is empty" in out
     [folder] = [p for p in tmp_path.iterdir() if p.name.startswith("evroute-demo-")]
     assert (folder / "evroute.db").exists()
+    # `subscribe add` appends a route above the Triggers; that moves them but changes nothing.
+    worker_log = (folder / "worker.log").read_text()
+    assert "route notification added" in worker_log
+    assert "changed" not in worker_log, worker_log

@@ -107,7 +107,7 @@ class Route:
     start: str = "latest"  # latest | earliest
     paused: bool = False
     secrets: frozenset[str] = frozenset()  # expanded ${VAR} values, masked in every output
-    line: int = 0  # where the route is written, for messages
+    line: int = field(default=0, compare=False)  # where it is written: moving it changes nothing
 
     def mask(self, text: str) -> str:
         """``text`` with every secret of this route replaced by ``***``."""
