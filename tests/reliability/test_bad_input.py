@@ -878,7 +878,12 @@ SUBSCRIBER_CASES: list[tuple[str, str, str | None, str | None]] = [
     ("slow-headers", "dead", "retries exhausted", "timeout after 1s"),
     ("slow-body-plain-200", "delivered", None, None),
     ("slow-body-reply", "dead", "retries exhausted", "timeout after 1s"),
-    ("reply-bad-utf8-header", "dead", "permanent failure", "invalid reply"),
+    (
+        "reply-bad-utf8-header",
+        "dead",
+        "permanent failure",
+        "invalid reply: header 'ce-type' is not valid UTF-8",
+    ),
     ("reply-not-an-event", "dead", "permanent failure", "invalid reply: missing required attribute"),
     ("reply-structured-garbage", "dead", "permanent failure", "invalid reply: not valid JSON"),
     ("reply-nested-too-deeply", "dead", "permanent failure", "nested too deeply"),
