@@ -300,3 +300,49 @@ def test_command_subscriber_receives_every_event(tmp_path: Path) -> None:
     lines = out.read_text().split()
     assert sorted(lines[0::2]) == sorted(ids)
     assert set(lines[1::2]) == {"1"}
+
+
+def test_an_outcome_that_cannot_be_stored_keeps_the_event_behind_the_cursor(
+    tmp_path: Path, receivers
+) -> None:  # type: ignore[no-untyped-def]
+    sink = receivers(lambda r: Reply(400, b"rejected"))
+    rs = routes_of(
+        tmp_path,
+        f"""
+        routes:
+          - name: strict
+            subscriber: {sink.url}/
+            delivery: {{retry: 0}}
+        """,
+    )
+    db = str(tmp_path / "ev.db")
+    prepare(db, rs)
+    [event_id] = publish(db, 1)
+    with Store(db) as store:
+        # A real write failure: SQLite refuses every dead letter until the trigger is dropped.
+        store.conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON dead_letters BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+
+    async def main() -> None:
+        store = Store(db)
+        engine = Engine(store, rs)
+        await engine.start()
+        try:
+            while not sink.requests:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.5)
+            engine.commit()
+            assert cursors.get(store, "strict").position == 0  # type: ignore[union-attr]
+            assert deadletters.listing(store) == []
+            store.conn.execute("DROP TRIGGER refuse")
+            await engine.run_until_idle(drain=True)
+        finally:
+            await engine.stop()
+            store.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    with Store(db) as store:
+        [letter] = deadletters.listing(store)
+        assert letter.event.id == event_id and letter.status == 400
+        assert cursors.get(store, "strict").position == event_log.last_seq(store)  # type: ignore[union-attr]

@@ -156,6 +156,9 @@ class Dispatcher:
             raise
         except Exception:  # the worker never dies on one route's fault: log, back off, go on
             logger.exception("route %s: dispatcher fault; restarting in 1s", self.route.name)
+            if self.route.delivery.ordered:
+                # The head event was started but not finished: read it again from the cursor.
+                self.mark = Watermark(self.mark.position)
             await asyncio.sleep(1.0)
             if not self.stopped:
                 self._task = asyncio.get_running_loop().create_task(
@@ -195,11 +198,26 @@ class Dispatcher:
 
     async def _deliver_new(self, stored: StoredEvent, mark: Watermark, sem: asyncio.Semaphore) -> None:
         try:
-            await self.engine.settle(
-                self, stored.event, stored.seq, attempt=1, first_failed_at=None, dlq_id=None
-            )
-        finally:
+            while True:
+                try:
+                    await self.engine.settle(
+                        self, stored.event, stored.seq, attempt=1, first_failed_at=None, dlq_id=None
+                    )
+                    break
+                except Exception:
+                    # The outcome could not be made durable (a retry row or dead letter not
+                    # written): the event must stay behind the cursor. Try again shortly; on a
+                    # stop it stays unfinished and the next worker delivers it again.
+                    logger.exception(
+                        "route %s: seq %d not settled; trying again in 1s", self.route.name, stored.seq
+                    )
+                    if self.stopped:
+                        return
+                    await asyncio.sleep(1.0)
+                    if self.stopped:
+                        return
             mark.finish(stored.seq)
+        finally:
             sem.release()
             self.engine.dirty = True
             if not mark.in_flight:
