@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ COMMIT_INTERVAL = 0.1  # cursor commits are batched: at most ten a second, never
 POLL_INTERVAL = 0.002  # PRAGMA data_version check: wakes on other processes' commits within ~2 ms
 EPOCH_CHECK_INTERVAL = 0.1
 LAG_INTERVAL = 5.0
+CHECKPOINT_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +77,17 @@ class Engine:
 
     async def start(self) -> None:
         self.session = new_session()
+        # WAL checkpoints copy pages back into the database file and can take tens of
+        # milliseconds: never inside the delivery loop. A thread with its own connection
+        # checkpoints instead (publishers keep SQLite's automatic checkpoints too).
+        self.store.conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._apply_routes(self.routeset)
         self.retrier.start()
         loop = asyncio.get_running_loop()
         self._loops = [
             loop.create_task(self._commit_loop(), name="commits"),
             loop.create_task(self._poll_loop(), name="wakeups"),
+            loop.create_task(self._checkpoint_loop(), name="checkpoints"),
         ]
 
     async def stop(self, grace: float | None = None) -> None:
@@ -398,6 +405,23 @@ class Engine:
                     self.metrics.set_in_flight(d.route.name, d.route.broker, d.in_flight)
             except StoreError as exc:
                 logger.warning("cannot commit cursors (will retry): %s", exc)
+
+    async def _checkpoint_loop(self) -> None:
+        path = self.store.path
+
+        def checkpoint() -> None:
+            conn = sqlite3.connect(path, timeout=1.0)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            try:
+                await asyncio.to_thread(checkpoint)
+            except sqlite3.Error as exc:
+                logger.debug("checkpoint skipped: %s", exc)
 
     async def _poll_loop(self) -> None:
         """Notice commits by other processes (publishers, `dlq replay`, `subscribe reset`)."""
