@@ -33,7 +33,7 @@ BATCH_CT = "application/cloudevents-batch+json"
 HOPS = "evroutehops"
 
 _NAME = re.compile(r"^[a-z0-9]{1,20}\Z")  # \Z, not $: "$" also matches before a final newline
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})\Z")
 _MEDIA_TYPE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?\Z"
 )  # no control characters: the value becomes a Content-Type header on delivery

@@ -29,8 +29,8 @@ DEFAULT_BROKER = "default"
 DEFAULT_MAX_EVENT_BYTES = 1_048_576  # as routes.model.Settings; not imported to keep start-up small
 CHUNK = 2000  # events held before a file's transaction opens, then inserted per executemany
 
-_BROKER = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_EXT_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+_BROKER = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: `$` would pass a trailing newline
+_EXT_NAME = re.compile(r"^[a-z0-9]{1,20}\Z")
 _OPTION_OF = {
     "id": "--id",
     "source": "--source",

@@ -32,7 +32,7 @@ Explain = Callable[[Attrs], str | None]
 
 DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "cesql")
 STRING_DIALECTS = ("exact", "prefix", "suffix")
-ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9]*$")
+ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9]*\Z")  # \Z: `$` would pass a trailing newline
 NAME_RULE = "allowed: lowercase letters and digits, starting with a letter"
 
 

@@ -26,11 +26,11 @@ from evroute.errors import InvalidDuration
 from evroute.routes.model import CircuitBreaker, Subscriber
 from evroute.routes.yamltree import Doc, Path, Pos
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: `$` would pass a trailing newline
 NAME_RULE = "allowed: ^[a-z0-9][a-z0-9-]{0,62}$, lowercase letters, digits and '-'"
-HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _VAR = re.compile(r"\$\$\{|\$\{([^}]*)\}")
-_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # routes.yaml name -> Delivery field
 DELIVERY_FIELDS = {
