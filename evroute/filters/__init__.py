@@ -1,7 +1,7 @@
 """Event filters: Knative's attribute filter and SubscriptionsAPI dialects, and CloudEvents SQL.
 
 :func:`compile_filters` turns a route's ``filter`` / ``filters`` into a
-:class:`~evroute.routes.model.Matcher` once, when the routes file loads.
+:class:`~evroute.filters.matcher.Matcher` once, when the routes file loads.
 """
 
 from evroute.filters.attributes import DIALECTS, FilterProblem, as_text, check, compile_filters

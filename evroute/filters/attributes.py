@@ -11,7 +11,7 @@ extensions) are compared by their text, as in the HTTP binding: ``true``, ``fals
 
 :func:`check` validates the plain data a routes file holds and returns every problem with its
 path inside the route, so the loader can point at the line; :func:`compile_filters` builds a
-:class:`~evroute.routes.model.Matcher` whose ``matches`` is a chain of closures built once
+:class:`~evroute.filters.matcher.Matcher` whose ``matches`` is a chain of closures built once
 (no dict walking per event) and whose ``explain`` names the part that failed.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from evroute.errors import CesqlParseError, InvalidInput
 from evroute.filters.cesql import Expression, parse
-from evroute.routes.model import Matcher, match_all
+from evroute.filters.matcher import Matcher, match_all
 
 Attrs = Mapping[str, object]
 Match = Callable[[Attrs], bool]

@@ -6,9 +6,11 @@ built-in defaults < ``defaults.delivery`` < the Knative Broker's ``spec.delivery
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from evroute.filters.matcher import Matcher, match_all
 
 # Built-in delivery defaults (SPEC 3.1), in seconds where they are durations.
 BUILTIN_DELIVERY: dict[str, Any] = {
@@ -64,33 +66,6 @@ class Delivery:
     @property
     def ordered(self) -> bool:
         return self.ordering == "ordered"
-
-
-class Matcher:
-    """A route's compiled filter. ``matches`` is the hot path; ``explain`` says which part failed."""
-
-    __slots__ = ("_explain", "description", "matches")
-
-    def __init__(
-        self,
-        matches: Callable[[Mapping[str, object]], bool],
-        explain: Callable[[Mapping[str, object]], str | None],
-        description: str,
-    ) -> None:
-        self.matches = matches
-        self._explain = explain
-        self.description = description
-
-    def explain(self, attributes: Mapping[str, object]) -> str | None:
-        """None when the event matches, else the filter part that failed."""
-        return self._explain(attributes)
-
-    def __repr__(self) -> str:
-        return f"Matcher({self.description})"
-
-
-def match_all() -> Matcher:
-    return Matcher(lambda _a: True, lambda _a: None, "every event")
 
 
 @dataclass(frozen=True, slots=True)

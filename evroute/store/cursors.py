@@ -155,15 +155,15 @@ def _position(store: Store, broker: str, to: str) -> int:
     if to.isdigit():
         # --to SEQ: the next event delivered is SEQ itself, so the cursor sits just before it.
         return max(int(to) - 1, 0)
-    from evroute.cloudevent import _parse_time  # a timestamp: the first event published at or after it
+    from evroute.clock import parse_time  # a timestamp: the first event published at or after it
 
-    moment = _parse_time(to)
-    if moment is None or moment.tzinfo is None:
+    moment = parse_time(to)
+    if moment is None:
         raise InvalidInput(
             f"bad --to {to!r} (allowed: earliest, latest, a seq number, or an RFC 3339 time like 2026-01-02T15:04:05Z)"
         )
     row = store.conn.execute(
-        "SELECT min(seq) FROM events WHERE broker = ? AND published_at >= ?", (broker, moment.timestamp())
+        "SELECT min(seq) FROM events WHERE broker = ? AND published_at >= ?", (broker, moment)
     ).fetchone()
     if row[0] is None:
         return log.last_seq(store)
