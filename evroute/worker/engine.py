@@ -144,7 +144,6 @@ class Engine:
             elif route != current.route:
                 current.update(route)
                 logger.info("route %s changed; applies to events not yet dispatched", name)
-        loop = asyncio.get_running_loop()
         for name, route in wanted.items():
             if name in self.dispatchers:
                 continue
@@ -159,7 +158,6 @@ class Engine:
         self.settings = routeset.settings
         self.store.set_durability(self.settings.durability)
         self.retrier.notify()
-        del loop
 
     def _retire(self, dispatcher: Dispatcher) -> None:
         self.retiring.append(dispatcher)
@@ -181,7 +179,6 @@ class Engine:
 
     async def attempt(self, route: Route, event: CloudEvent, attempt: int) -> Outcome:
         """One delivery attempt; a reply is stored in the route's broker before it counts."""
-        dispatcher = self.dispatchers.get(route.name)
         outcome: Outcome = await deliver(
             route.subscriber,
             event,
@@ -211,7 +208,6 @@ class Engine:
                         None,
                         outcome.elapsed,
                     )
-        del dispatcher
         return outcome
 
     async def settle(
