@@ -11,28 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from evroute.errors import InvalidInput, NotFound
 from evroute.store import log
+from evroute.store.base import Cursor, Progress
 from evroute.store.db import Store
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    route: str
-    broker: str
-    position: int
-    epoch: int
-    created_at: float
-    updated_at: float
-    delivered: int
-    failed: int
-    last_error: str | None
-    last_error_at: float | None
-    in_flight: int
-    breaker: str
-
 
 _COLS = (
     "route, broker, position, epoch, created_at, updated_at, delivered, failed, "
@@ -81,21 +64,6 @@ def get(store: Store, route: str) -> Cursor | None:
 
 def all_cursors(store: Store) -> dict[str, Cursor]:
     return {row[0]: Cursor(*row) for row in store.conn.execute(f"SELECT {_COLS} FROM cursors")}
-
-
-@dataclass(slots=True)
-class Progress:
-    """What a dispatcher reports at a batched commit."""
-
-    route: str
-    position: int
-    epoch: int
-    delivered: int = 0  # increments since the last commit
-    failed: int = 0
-    last_error: str | None = None
-    last_error_at: float | None = None
-    in_flight: int = 0
-    breaker: str = "closed"
 
 
 def commit(store: Store, progress: Iterable[Progress], now: float | None = None) -> list[str]:
