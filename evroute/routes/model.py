@@ -26,6 +26,7 @@ BUILTIN_DELIVERY: dict[str, Any] = {
     "concurrency": 32,
     "circuitBreaker": None,
 }
+DEFAULT_DUPLICATE_WINDOW = 120.0  # JetStream dedup window (2m, the server's default)
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
 
 
@@ -97,6 +98,8 @@ class Settings:
     retention: float | None = None  # seconds; None keeps events forever
     durability: str = "normal"  # normal | full
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    nats_replicas: int = 1  # settings.nats.replicas: copies of each JetStream stream
+    nats_duplicate_window: float = DEFAULT_DUPLICATE_WINDOW  # settings.nats.duplicateWindow
 
 
 @dataclass(frozen=True, slots=True)
