@@ -16,7 +16,8 @@ presence           the lease row (one worker)             heartbeat in KV ``EVRO
 routes             the routes file                        the file kept in KV ``EVROUTE_ROUTES``
 =================  =====================================  ==========================================
 
-Values are frozen dataclasses; ``token`` is the store's own handle on a read event (a
+Values are frozen dataclasses (the two on ``publish``'s path live in
+:mod:`evroute.store.records`, so a single publish does not define the rest); ``token`` is the store's own handle on a read event (a
 JetStream message), None for SQLite. Ordering and dedup belong to the store; filters,
 policies, breakers and the delivery itself stay above the seam.
 """
@@ -29,23 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from evroute.cloudevent import CloudEvent
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    seq: int  # log seq (SQLite) / stream sequence (JetStream): a broker's publish order
-    broker: str
-    published_at: float
-    event: CloudEvent
-    attempt: int = 1  # the attempt this read is (JetStream: delivery count)
-    token: Any = None  # store-private handle to settle this read with
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    stored: int
-    duplicates: int
-    seqs: tuple[int | None, ...] = ()  # per event for small appends; None = duplicate
+from evroute.store.records import AppendResult, StoredEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +203,11 @@ class EventStore(Protocol):
 class Deliveries(Protocol):
     """The worker's side. Success of a first attempt may cost nothing until :meth:`commit`."""
 
-    async def attach(self, routes: Sequence[RouteStart]) -> dict[str, Cursor]: ...
+    async def attach(self, routes: Sequence[RouteStart], now: float | None = None) -> dict[str, Cursor]:
+        """Make sure every route has a position (cursor / durable consumer); return them."""
+        ...
+
+    async def cursor(self, route: str) -> Cursor | None: ...
     async def read(self, route: str, broker: str, after: int, limit: int) -> Sequence[StoredEvent]: ...
     async def succeeded(
         self, route: str, seq: int, token: Any, *, scheduled: bool, dlq_id: int | None
@@ -231,12 +220,17 @@ class Deliveries(Protocol):
         ...
 
     async def epochs(self) -> dict[str, int]: ...
+    async def lag(self, broker: str, position: int) -> int: ...
     async def due(self, now: float, routes: Sequence[str], limit: int) -> list[Retry]:
         """Retries the store schedules itself (SQLite); JetStream redelivers through read()."""
         ...
 
     async def next_due(self, routes: Sequence[str]) -> float | None: ...
     async def waiting(self, routes: Sequence[str]) -> int: ...
+    async def retry_state(self, route: str, seq: int) -> Retry | None:
+        """An ordered route's head event already on the schedule (SQLite); JetStream: None."""
+        ...
+
     async def retry_event(self, retry: Retry) -> StoredEvent | None:
         """The event a retry is for (a replay's from its dead letter); None: gone, row dropped."""
         ...
@@ -250,6 +244,14 @@ class Deliveries(Protocol):
     async def leave(self, holder: str) -> None: ...
     def version(self) -> int:
         """Changes whenever another process wrote: the cheap wake-up check."""
+        ...
+
+    def configure(self, durability: str) -> None:
+        """Apply ``settings.durability`` of the routes file (SQLite: synchronous pragma)."""
+        ...
+
+    async def housekeep(self) -> None:
+        """Called about once a second off the delivery path (SQLite: a WAL checkpoint)."""
         ...
 
 

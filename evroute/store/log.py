@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from evroute.cloudevent import CloudEvent
-from evroute.store.base import AppendResult, StoredEvent
 from evroute.store.db import Store
+from evroute.store.records import AppendResult, StoredEvent
 
 _COLUMNS = "seq, broker, published_at, id, source, type, subject, time, datacontenttype, dataschema, extensions, data"
 _INSERT = (

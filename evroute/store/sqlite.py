@@ -1,0 +1,379 @@
+"""The SQLite store behind the seam (:mod:`evroute.store.base`): one file, one writer at a time.
+
+It delegates to the modules that own each table (log, cursors, retries, deadletters, lease)
+and keeps their guarantees: watermark cursors committed for every route in one transaction
+per batch, a durable retry schedule, no row per delivered event. The seam's value types are
+imported only where they are built, so a single ``publish`` does not define them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from evroute.cloudevent import CloudEvent
+from evroute.errors import InvalidInput
+from evroute.store import log
+from evroute.store.db import Store
+from evroute.store.records import AppendResult, StoredEvent
+
+if TYPE_CHECKING:
+    from evroute.store.base import (
+        Cursor,
+        DeadLetter,
+        NewDeadLetter,
+        Presence,
+        Progress,
+        Retry,
+        RoutesDoc,
+        RouteStart,
+    )
+
+
+class SqliteStore:
+    kind = "sqlite"
+    exclusive = True
+
+    def __init__(self, path: str, *, create: bool = True, durability: str = "normal") -> None:
+        self.db = Store(path, durability=durability, create=create)
+        self.path = path
+        self.url = f"sqlite:{path}"
+
+    # ------------------------------------------------------------------ the log
+
+    def append(self, broker: str, events: Sequence[CloudEvent], now: float | None = None) -> AppendResult:
+        return log.append(self.db, broker, events, now)
+
+    def append_all(
+        self, broker: str, chunks: Iterable[Sequence[CloudEvent]], now: float | None = None
+    ) -> AppendResult:
+        import time
+
+        stamp = time.time() if now is None else now
+        stored = total = 0
+        with self.db.write():
+            for chunk in chunks:
+                total += len(chunk)
+                stored += log.insert(self.db, broker, chunk, stamp)
+        return AppendResult(stored, total - stored)
+
+    def event(self, seq: int) -> StoredEvent | None:
+        return log.get(self.db, seq)
+
+    def find(self, event_id: str, broker: str | None = None) -> list[StoredEvent]:
+        return log.find(self.db, event_id, broker)
+
+    def events(
+        self, broker: str | None = None, type: str | None = None, limit: int = 20
+    ) -> list[StoredEvent]:
+        return log.listing(self.db, broker, type, limit)
+
+    def lag(self, broker: str, position: int) -> int:
+        return log.count_after(self.db, broker, position)
+
+    # ------------------------------------------------------------------ positions
+
+    def ensure_routes(self, routes: Sequence[RouteStart], now: float | None = None) -> list[str]:
+        """Create the cursors of routes seen for the first time. Nearly always every cursor
+        exists: one query finds that out without importing the cursors module."""
+        if not routes:
+            return []
+        existing = dict(self.db.conn.execute("SELECT route, broker FROM cursors").fetchall())
+        if all(existing.get(r.name) == r.broker for r in routes):
+            return []
+        from evroute.store import cursors
+
+        return cursors.ensure(self.db, [(r.name, r.broker, r.start) for r in routes], now)
+
+    def cursor(self, route: str) -> Cursor | None:
+        from evroute.store import cursors
+
+        return cursors.get(self.db, route)
+
+    def cursors(self) -> dict[str, Cursor]:
+        from evroute.store import cursors
+
+        return cursors.all_cursors(self.db)
+
+    def reset(self, route: str, to: str, now: float | None = None) -> int:
+        from evroute.store import cursors
+
+        return cursors.reset(self.db, route, to, now)
+
+    def forget(self, route: str) -> None:
+        from evroute.store import cursors
+
+        cursors.delete(self.db, route)
+
+    # ------------------------------------------------------------------ retries waiting
+
+    def retry_state(self, route: str, seq: int) -> Retry | None:
+        from evroute.store import retries
+
+        return retries.get(self.db, route, seq)
+
+    def retry_summary(self) -> dict[str, tuple[int, float | None]]:
+        from evroute.store import retries
+
+        return retries.summary(self.db)
+
+    # ------------------------------------------------------------------ dead letters
+
+    def dead_letters(self, route: str | None = None, limit: int | None = None) -> list[DeadLetter]:
+        from evroute.store import deadletters
+
+        return deadletters.listing(self.db, route, limit)
+
+    def dead_letter(self, dlq_id: int) -> DeadLetter:
+        from evroute.store import deadletters
+
+        return deadletters.get(self.db, dlq_id)
+
+    def dead_letters_of(self, seq: int | None = None, event_id: str | None = None) -> list[DeadLetter]:
+        """Dead letters of one log seq or one event id, oldest first."""
+        from evroute.store import deadletters
+
+        if seq is not None:
+            return deadletters.for_seq(self.db, seq)
+        rows = self.db.conn.execute("SELECT id FROM dead_letters WHERE event_id = ? ORDER BY id", (event_id,))
+        return [deadletters.get(self.db, int(r[0])) for r in rows.fetchall()]
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        from evroute.store import deadletters
+
+        return deadletters.counts(self.db)
+
+    def replay(self, ids: Iterable[int], now: float | None = None) -> int:
+        from evroute.store import deadletters
+
+        return deadletters.replay(self.db, ids, now)
+
+    def purge(self, route: str | None = None, before: float | None = None) -> int:
+        from evroute.store import deadletters
+
+        return deadletters.purge(self.db, route, before)
+
+    # ------------------------------------------------------------------ routes
+
+    def routes(self, path: str) -> RoutesDoc | None:
+        """The routes file itself; its revision is its modification time in nanoseconds."""
+        from evroute.store.base import RoutesDoc
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+                revision = os.fstat(f.fileno()).st_mtime_ns
+        except FileNotFoundError:
+            return None
+        return RoutesDoc(text, revision)
+
+    def put_routes(self, path: str, text: str, revision: int | None) -> int:
+        current = self.routes(path)
+        if revision is not None and (current is None or current.revision != revision):
+            raise InvalidInput(f"routes file '{path}' changed meanwhile; nothing written (try again)")
+        folder = os.path.dirname(os.path.abspath(path))
+        temp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        with open(temp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(path):
+            os.chmod(temp, os.stat(path).st_mode & 0o7777)
+        os.replace(temp, path)
+        return os.stat(path).st_mtime_ns
+
+    # ------------------------------------------------------------------ workers, housekeeping
+
+    def workers(self, now: float) -> list[Presence]:
+        from evroute.store import lease
+        from evroute.store.base import Presence
+
+        held = lease.current(self.db)
+        if held is None or not held.alive(now):
+            return []
+        return [Presence(held.holder, held.pid, held.host, held.since, held.heartbeat)]
+
+    def collect(self, routes: Sequence[RouteStart], retention: float, now: float, limit: int | None) -> int:
+        from evroute.store import sweep
+
+        return sweep.collect(self.db, routes, now - retention, limit)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[object]:
+        with self.db.snapshot() as conn:
+            yield conn
+
+    def deliveries(self) -> SqliteDeliveries:
+        return SqliteDeliveries(self)
+
+    def set_durability(self, durability: str) -> None:
+        self.db.set_durability(durability)
+
+    # the routes cache (SQLite only: a parsed routes file keyed by the file's identity)
+    def cached_routes(self, key: tuple[str, int, int, int]) -> str | None:
+        row = self.db.conn.execute(
+            "SELECT config FROM routes_cache WHERE path = ? AND mtime_ns = ? AND size = ? AND inode = ?", key
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def remember_routes(self, key: tuple[str, int, int, int], config: str, now: float) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO routes_cache (path, mtime_ns, size, inode, config, loaded_at) "
+                "VALUES (?,?,?,?,?,?)",
+                (*key, config, now),
+            )
+
+    def writable(self, wait_ms: int = 250) -> bool:
+        return self.db.writable(wait_ms)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SqliteDeliveries:
+    """The worker's side on the same connection. Its methods do not yield to the loop: every
+    call is one short SQLite statement or transaction, as before the seam."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.db = store.db
+
+    async def attach(self, routes: Sequence[RouteStart], now: float | None = None) -> dict[str, Cursor]:
+        from evroute.store import cursors
+
+        cursors.ensure(self.db, [(r.name, r.broker, r.start) for r in routes], now)
+        found = cursors.all_cursors(self.db)
+        return {r.name: found[r.name] for r in routes if r.name in found}
+
+    async def read(self, route: str, broker: str, after: int, limit: int) -> Sequence[StoredEvent]:
+        return log.read_after(self.db, broker, after, limit)
+
+    async def succeeded(
+        self, route: str, seq: int, token: Any, *, scheduled: bool, dlq_id: int | None
+    ) -> None:
+        if not scheduled and dlq_id is None:
+            return  # the watermark covers it at the next commit: no row per delivered event
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (route, seq))
+            if dlq_id is not None:
+                conn.execute("DELETE FROM dead_letters WHERE id = ?", (dlq_id,))
+
+    async def retry(self, retry: Retry, token: Any) -> None:
+        from evroute.store import retries
+
+        retries.schedule(self.db, [retry])
+
+    async def dead_letter(self, letter: NewDeadLetter, token: Any, replaced: int | None) -> int:
+        from evroute.store import deadletters
+
+        [dlq_id] = deadletters.add(self.db, [letter])  # drops the retry row of a logged event
+        if replaced is not None:
+            # A replay: the dead letter it came from goes, and so does the retry row of an
+            # event without a log seq (keyed by the dead letter's negative id).
+            with self.db.write() as conn:
+                if letter.seq is None:
+                    conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (letter.route, -replaced))
+                conn.execute("DELETE FROM dead_letters WHERE id = ?", (replaced,))
+        return dlq_id
+
+    async def dls_outcome(self, dlq_id: int, outcome: str) -> None:
+        from evroute.store import deadletters
+
+        deadletters.set_dls_outcome(self.db, dlq_id, outcome)
+
+    async def commit(self, progress: Sequence[Progress], now: float) -> list[str]:
+        from evroute.store import cursors
+
+        return cursors.commit(self.db, progress, now)
+
+    async def epochs(self) -> dict[str, int]:
+        return {str(r[0]): int(r[1]) for r in self.db.conn.execute("SELECT route, epoch FROM cursors")}
+
+    async def cursor(self, route: str) -> Cursor | None:
+        return self.store.cursor(route)
+
+    async def due(self, now: float, routes: Sequence[str], limit: int) -> list[Retry]:
+        from evroute.store import retries
+
+        return retries.due(self.db, now, routes, limit)
+
+    async def next_due(self, routes: Sequence[str]) -> float | None:
+        from evroute.store import retries
+
+        return retries.next_due(self.db, routes)
+
+    async def waiting(self, routes: Sequence[str]) -> int:
+        from evroute.store import retries
+
+        return retries.count(self.db, routes)
+
+    async def retry_state(self, route: str, seq: int) -> Retry | None:
+        return self.store.retry_state(route, seq)
+
+    async def retry_event(self, retry: Retry) -> StoredEvent | None:
+        from evroute.store import deadletters, retries
+
+        if retry.dlq_id is not None:
+            letter = deadletters.find(self.db, retry.dlq_id)
+            if letter is not None:
+                return StoredEvent(retry.seq, letter.broker, letter.dead_at, letter.event, retry.attempt + 1)
+        stored = log.get(self.db, retry.seq) if retry.seq > 0 else None
+        if stored is not None:
+            return stored
+        retries.remove(self.db, [(retry.route, retry.seq)])
+        return None
+
+    async def append(self, broker: str, events: Sequence[CloudEvent], now: float) -> AppendResult:
+        return log.append(self.db, broker, events, now)
+
+    async def lag(self, broker: str, position: int) -> int:
+        return log.count_after(self.db, broker, position)
+
+    async def join(self, holder: str, now: float) -> bool:
+        from evroute.store import lease
+
+        return lease.acquire(self.db, holder, now)
+
+    async def beat(self, holder: str, now: float, counters: Mapping[str, int]) -> bool:
+        from evroute.store import lease
+
+        return lease.renew(self.db, holder, now)
+
+    async def leave(self, holder: str) -> None:
+        from evroute.store import lease
+
+        lease.release(self.db, holder)
+
+    def version(self) -> int:
+        return self.db.data_version()
+
+    def configure(self, durability: str) -> None:
+        self.db.set_durability(durability)
+
+    async def housekeep(self) -> None:
+        """A passive WAL checkpoint in a thread with its own connection: copying pages back
+        into the database file can take tens of milliseconds, never inside the delivery loop."""
+        path = self.db.path
+
+        def checkpoint() -> None:
+            conn = sqlite3.connect(path, timeout=1.0)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        await asyncio.to_thread(checkpoint)
+
+
+__all__ = ["SqliteDeliveries", "SqliteStore"]
