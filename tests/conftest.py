@@ -13,7 +13,6 @@ if HERE not in sys.path:
 # --- a real nats-server per test (the JetStream store's tests) -------------------------------
 
 import pytest  # noqa: E402
-
 from natsserver import NatsCluster, NatsServer  # noqa: E402
 
 

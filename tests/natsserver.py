@@ -74,7 +74,12 @@ class NatsServer:
             self.name,
         ]
         if self.cluster_port is not None:
-            argv += ["--cluster_name", self.cluster_name, "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
+            argv += [
+                "--cluster_name",
+                self.cluster_name,
+                "--cluster",
+                f"nats://127.0.0.1:{self.cluster_port}",
+            ]
             if self.routes:
                 argv += ["--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)]
         return argv

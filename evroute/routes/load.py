@@ -28,7 +28,14 @@ from evroute.errors import InvalidInput, RoutesInvalid
 from evroute.filters import as_text, check, compile_filters
 from evroute.routes import knative
 from evroute.routes.fields import Checker, RawRoute, Where, show
-from evroute.routes.model import DEFAULT_DUPLICATE_WINDOW, DEFAULT_MAX_EVENT_BYTES, Delivery, Route, RouteSet, Settings
+from evroute.routes.model import (
+    DEFAULT_DUPLICATE_WINDOW,
+    DEFAULT_MAX_EVENT_BYTES,
+    Delivery,
+    Route,
+    RouteSet,
+    Settings,
+)
 from evroute.routes.yamltree import Doc, MalformedYaml, parse_stream
 
 DOC_KEYS = ("services", "defaults", "settings", "routes")
@@ -199,15 +206,20 @@ class _Loader:
             if "replicas" in nats:
                 replicas = c.integer(nats["replicas"], 1, at / "nats" / "replicas", "") or 1
                 if replicas > 5:
-                    c.problem(at / "nats" / "replicas", "", f"must be 1 to 5 (JetStream's limit), got {replicas}")
+                    c.problem(
+                        at / "nats" / "replicas", "", f"must be 1 to 5 (JetStream's limit), got {replicas}"
+                    )
             if nats.get("duplicateWindow") is not None:
-                window = c.duration(nats["duplicateWindow"], at / "nats" / "duplicateWindow", "", positive=True)
+                window = (
+                    c.duration(nats["duplicateWindow"], at / "nats" / "duplicateWindow", "", positive=True)
+                    or DEFAULT_DUPLICATE_WINDOW
+                )
         return Settings(
             retention=retention,
             durability=durability or "normal",
             max_event_bytes=size,
             nats_replicas=replicas,
-            nats_duplicate_window=window or DEFAULT_DUPLICATE_WINDOW,
+            nats_duplicate_window=window,
         )
 
     def evroute_routes(self, doc: Doc) -> list[RawRoute]:

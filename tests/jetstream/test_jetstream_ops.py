@@ -85,8 +85,16 @@ def test_the_wire_is_the_structured_cloudevents_binding(nats_server):
 
 
 def test_binary_mode_messages_are_read_too():
-    event = wire.decode(b"hello", {"ce-specversion": "1.0", "ce-id": "b1", "ce-source": "/s", "ce-type": "t",
-                                   "Content-Type": "text/plain"})
+    event = wire.decode(
+        b"hello",
+        {
+            "ce-specversion": "1.0",
+            "ce-id": "b1",
+            "ce-source": "/s",
+            "ce-type": "t",
+            "Content-Type": "text/plain",
+        },
+    )
     assert (event.id, event.data, event.datacontenttype) == ("b1", b"hello", "text/plain")
 
 

@@ -14,3 +14,7 @@ nats-py. The mapping (SPEC section 10), one module per concept:
 ``store``              :class:`NatsStore`, the seam's two halves over the modules above
 =====================  ===========================================================================
 """
+
+from evroute.store.nats.store import NatsStore, open_store
+
+__all__ = ["NatsStore", "open_store"]

@@ -70,7 +70,6 @@ async def connect(opts: NatsOptions, *, name: str = "evroute", keep_trying: bool
     ``keep_trying`` (workers, ingress): after the first connection, losing the server is not an
     error — the client reconnects forever with backoff and each change is one log line.
     """
-    import nats
     from nats.errors import NoServersError
 
     state = {"lost": False}

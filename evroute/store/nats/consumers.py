@@ -73,7 +73,9 @@ def config(spec: ConsumerSpec, start: str, stream_last: int) -> Any:
         import datetime as _dt
 
         kwargs["deliver_policy"] = DeliverPolicy.BY_START_TIME
-        kwargs["opt_start_time"] = _dt.datetime.fromtimestamp(moment, _dt.UTC).isoformat().replace("+00:00", "Z")
+        kwargs["opt_start_time"] = (
+            _dt.datetime.fromtimestamp(moment, _dt.UTC).isoformat().replace("+00:00", "Z")
+        )
     return ConsumerConfig(
         durable_name=names.consumer(spec.route),
         description=f"evroute route {spec.route}",
@@ -222,7 +224,9 @@ class Puller:
             # 408 request expired, 409 consumer deleted / limits, 404 no messages, 100 heartbeat
             if status != "100":
                 self.outstanding = 0
-            self.missing = status == "409" and "Consumer Deleted" in (msg.headers or {}).get("Description", "")
+            self.missing = status == "409" and "Consumer Deleted" in (msg.headers or {}).get(
+                "Description", ""
+            )
             return
         self.missing = False
         self.outstanding = max(0, self.outstanding - 1)
@@ -247,4 +251,3 @@ async def nak(msg: Any, delay: float) -> None:
 
 async def term(msg: Any) -> None:
     await msg.term()
-

@@ -190,7 +190,10 @@ async def replay(js: Any, ids: Iterable[int], now: float | None = None) -> int:
             "Nats-Msg-Id": f"replay-{dlq_id}-{stamp:.6f}",
         }
         await js.publish(
-            names.replay_subject(letter.broker, letter.route), to_json(letter.event), headers=headers, timeout=10.0
+            names.replay_subject(letter.broker, letter.route),
+            to_json(letter.event),
+            headers=headers,
+            timeout=10.0,
         )
         await annotate(js, dlq_id, letter.route, replayed_at=stamp)
         count += 1

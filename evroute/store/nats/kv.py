@@ -30,9 +30,7 @@ async def bucket(js: Any, name: str, replicas: int, max_age: float | None = None
         return await js.key_value(name)
     except (BucketNotFoundError, NotFoundError):
         pass
-    config = KeyValueConfig(
-        bucket=name, history=1, storage=StorageType.FILE, replicas=replicas, ttl=max_age
-    )
+    config = KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE, replicas=replicas, ttl=max_age)
     return await js.create_key_value(config)
 
 

@@ -69,7 +69,9 @@ async def append(js: Any, broker: str, events: Sequence[CloudEvent]) -> AppendRe
     if len(events) == 1:
         data, headers = wire.encode(events[0])
         ack = await _publish(js, subject, data, headers)
-        return AppendResult(0 if ack.duplicate else 1, 1 if ack.duplicate else 0, (None if ack.duplicate else ack.seq,))
+        return AppendResult(
+            0 if ack.duplicate else 1, 1 if ack.duplicate else 0, (None if ack.duplicate else ack.seq,)
+        )
     futures = []
     for event in events:
         data, headers = wire.encode(event)
@@ -88,6 +90,10 @@ async def append(js: Any, broker: str, events: Sequence[CloudEvent]) -> AppendRe
         else:
             stored += 1
             seqs.append(res.seq)
+    if failed and stored + duplicates == 0 and all(_no_stream(e) for e in failed):
+        from nats.js.errors import NoStreamResponseError
+
+        raise NoStreamResponseError  # no stream yet: the caller makes it and publishes again
     if failed:
         raise StoreError(
             f"stream {names.stream(broker)}: {len(failed)} of {len(events)} events were not acknowledged "
@@ -99,11 +105,21 @@ async def append(js: Any, broker: str, events: Sequence[CloudEvent]) -> AppendRe
 
 async def _publish(js: Any, subject: str, data: bytes, headers: dict[str, str]) -> Any:
     from nats.errors import Error as NatsError
+    from nats.js.errors import NoStreamResponseError
 
     try:
         return await js.publish(subject, data, headers=headers, timeout=10.0)
+    except NoStreamResponseError:
+        raise  # no stream yet: the caller makes it
     except (NatsError, TimeoutError) as exc:
         raise StoreError(f"publish to {subject} was not acknowledged: {_text(exc)}")
+
+
+def _no_stream(exc: BaseException) -> bool:
+    from nats.errors import NoRespondersError
+    from nats.js.errors import NoStreamResponseError
+
+    return isinstance(exc, NoRespondersError | NoStreamResponseError)
 
 
 def _text(exc: BaseException) -> str:
@@ -176,3 +192,15 @@ async def scan(js: Any, broker: str, newest_first: bool, limit: int | None, want
             if limit is not None and len(out) >= limit:
                 break
     return out
+
+
+async def scan_one(js: Any, broker: str, seq: int) -> StoredEvent | None:
+    from nats.js.errors import NotFoundError
+
+    try:
+        raw = await js.get_msg(names.stream(broker), seq)
+    except NotFoundError:
+        return None
+    if raw.subject != names.subject(broker):
+        return None
+    return stored(broker, seq, _time(raw.time), raw.data or b"", raw.headers)
