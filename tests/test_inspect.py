@@ -23,6 +23,7 @@ from evroute.store import log as event_log
 from evroute.store.cursors import Progress
 from evroute.store.deadletters import NewDeadLetter
 from evroute.store.retries import Retry
+from evroute.store.sqlite import SqliteStore
 
 STATUS_KEYS = {
     "name",
@@ -162,7 +163,7 @@ def build_every_state(store: Store, now: float) -> tuple[RouteSet, int]:
 def test_events_show_reports_every_state_with_the_exact_json_shape(store: Store) -> None:
     now = time.time()
     rs, dlq_id = build_every_state(store, now)
-    doc = trace_event(store, rs, "e0")
+    doc = trace_event(SqliteStore.over(store), rs, "e0")
     assert set(doc) == {"seq", "broker", "published_at", "event", "routes"}
     assert doc["seq"] == 1 and doc["broker"] == "default"
     assert doc["published_at"].endswith("Z") and parse_time(doc["published_at"]) == pytest.approx(now, abs=60)
@@ -185,7 +186,7 @@ def test_events_show_reports_every_state_with_the_exact_json_shape(store: Store)
     assert states["audit"]["failed_filter"] == "filter type='audit.logged' (event has 'order.placed')"
     assert states["held"]["state"] == "paused"
     # The same event by seq gives the same document.
-    assert trace_event(store, rs, "1") == doc
+    assert trace_event(SqliteStore.over(store), rs, "1") == doc
 
 
 def test_events_show_replayed_dead_letter_is_retrying_with_its_dlq_id(store: Store) -> None:
@@ -195,9 +196,9 @@ def test_events_show_replayed_dead_letter_is_retrying_with_its_dlq_id(store: Sto
     cursors.ensure(store, [("pay", "default", "earliest")])
     dlq_id = dead(store, "pay", seq, now)
     advance(store, "pay", seq)
-    assert trace_event(store, rs, str(seq))["routes"][0]["state"] == "dead"
+    assert trace_event(SqliteStore.over(store), rs, str(seq))["routes"][0]["state"] == "dead"
     deadletters.replay(store, [dlq_id], now=now)
-    entry = trace_event(store, rs, str(seq))["routes"][0]
+    entry = trace_event(SqliteStore.over(store), rs, str(seq))["routes"][0]
     assert entry["state"] == "retrying" and entry["attempt"] == 0 and entry["dlq_id"] == dlq_id
 
 
@@ -206,16 +207,16 @@ def test_events_show_picks_the_newest_of_an_id_in_several_brokers(store: Store) 
     publish(store, 1, broker="default", prefix="dup")
     [newest] = publish(store, 1, broker="other", prefix="dup")
     cursors.ensure(store, [("a", "default", "earliest"), ("b", "other", "earliest")])
-    doc = trace_event(store, rs, "dup0")
+    doc = trace_event(SqliteStore.over(store), rs, "dup0")
     assert doc["seq"] == newest and doc["broker"] == "other"
     assert [e["route"] for e in doc["routes"]] == ["b"]
 
 
 def test_events_show_unknown_key_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound, match="no event with id or seq 'nope'"):
-        trace_event(store, RouteSet(), "nope")
+        trace_event(SqliteStore.over(store), RouteSet(), "nope")
     with pytest.raises(NotFound):
-        trace_event(store, RouteSet(), "999")
+        trace_event(SqliteStore.over(store), RouteSet(), "999")
 
 
 def test_events_show_after_retention_uses_the_dead_letter_copy(store: Store) -> None:
@@ -225,7 +226,7 @@ def test_events_show_after_retention_uses_the_dead_letter_copy(store: Store) -> 
     dlq_id = dead(store, "pay", seq, now)
     with store.write() as conn:
         conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
-    doc = trace_event(store, RouteSet(routes=(route("pay"),)), "e0")
+    doc = trace_event(SqliteStore.over(store), RouteSet(routes=(route("pay"),)), "e0")
     assert doc["seq"] == seq and doc["published_at"] is None and doc["event"]["id"] == "e0"
     assert doc["routes"][0]["state"] == "dead" and doc["routes"][0]["dlq_id"] == dlq_id
 
@@ -262,7 +263,7 @@ def test_status_json_shape_and_values(store: Store) -> None:
     assert lease.acquire(store, "w1", now=now - 100)
     assert lease.renew(store, "w1", now=now - 1)
 
-    doc = route_status(store, rs, now)
+    doc = route_status(SqliteStore.over(store), rs, now)
     assert set(doc) == {"worker", "routes"}
     assert doc["worker"] == {"state": "running", "pid": os.getpid(), "since": doc["worker"]["since"]}
     assert parse_time(doc["worker"]["since"]) == pytest.approx(now - 100, abs=0.01)
@@ -290,12 +291,12 @@ def test_status_without_a_live_worker(store: Store) -> None:
     now = time.time()
     cursors.ensure(store, [("a", "default", "earliest")])
     advance(store, "a", 0, in_flight=5, breaker="open")
-    doc = route_status(store, RouteSet(routes=(route("a"),)), now)
+    doc = route_status(SqliteStore.over(store), RouteSet(routes=(route("a"),)), now)
     assert doc["worker"] == {"state": "not running", "pid": None, "since": None}
     assert doc["routes"][0]["in_flight"] == 0 and doc["routes"][0]["breaker"] == "closed"
     # A lease whose heartbeat is older than the TTL belongs to a dead worker.
     assert lease.acquire(store, "w1", now=now - lease.TTL - 1)
-    assert route_status(store, RouteSet(), now)["worker"]["state"] == "not running"
+    assert route_status(SqliteStore.over(store), RouteSet(), now)["worker"]["state"] == "not running"
 
 
 def test_status_uses_indexed_queries_only(store: Store) -> None:
@@ -311,7 +312,7 @@ def test_status_uses_indexed_queries_only(store: Store) -> None:
     seen: list[str] = []
     store.conn.set_trace_callback(seen.append)
     try:
-        route_status(store, rs, now)
+        route_status(SqliteStore.over(store), rs, now)
     finally:
         store.conn.set_trace_callback(None)
     selects = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
@@ -419,7 +420,7 @@ def test_trace_with_real_filters(files: tuple[str, str]) -> None:
         [seq] = publish(s, 1)
         cursors.ensure(s, [(r.name, r.broker, r.start) for r in rs.routes])
         advance(s, "inventory", seq)
-        doc = trace_event(s, rs, "e0")
+        doc = trace_event(SqliteStore.over(s), rs, "e0")
     states = {e["route"]: e for e in doc["routes"]}
     assert states["inventory"]["state"] == "delivered"
     assert states["audit"]["state"] == "filtered"

@@ -19,10 +19,11 @@ def ctx_obj() -> Context:
 
 
 def open_store(create: bool = True) -> Any:
-    """The Store at --db (durability from the routes file when it loads)."""
-    from evroute.store import Store
+    """The store that --store / --db / the environment name (an EventStore, see store/base.py)."""
+    from evroute.store.opener import open_store as opener
 
-    return Store(ctx_obj().db, create=create)
+    obj = ctx_obj()
+    return opener(obj.store, create=create, credentials=obj.credentials)
 
 
 def echo_json(value: Any) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO
+from typing import IO, Any
 
 import click
 
@@ -137,7 +137,7 @@ def publish(
             raise InvalidInput(
                 f"--file takes every attribute from the file: {', '.join(given)} cannot be combined with it"
             )
-        _publish_file(obj.db, obj.routes, broker_name, file_, url, token)
+        _publish_file(obj, broker_name, file_, url, token)
         return
     event = lib.event_from_options(
         type=type_,
@@ -161,7 +161,7 @@ def publish(
                 f"duplicate {event.id} (source {event.source}): already stored at {url}, nothing written"
             )
         return
-    result = lib.publish_event(obj.db, obj.routes, broker_name, event)
+    result = lib.publish_event(obj.store, obj.routes, broker_name, event, obj.credentials)
     if result.seq is not None:
         click.echo(f"stored {event.id} seq {result.seq}")
     else:
@@ -171,7 +171,7 @@ def publish(
     _warn(result.warning, "event")
 
 
-def _publish_file(db: str, routes: str, broker: str, path: str, url: str | None, token: str | None) -> None:
+def _publish_file(obj: Any, broker: str, path: str, url: str | None, token: str | None) -> None:
     from evroute import publish as lib
     from evroute.errors import InvalidInput
 
@@ -190,7 +190,9 @@ def _publish_file(db: str, routes: str, broker: str, path: str, url: str | None,
             return
         size = _regular_size(stream) if sys.stderr.isatty() else None
         if size is None:
-            result = lib.publish_file(db, routes, broker, stream, name)
+            result = lib.publish_file(
+                obj.store, obj.routes, broker, stream, name, credentials=obj.credentials
+            )
         else:
             with click.progressbar(length=size, label="publishing", file=sys.stderr) as bar:
                 seen = [0]
@@ -199,7 +201,9 @@ def _publish_file(db: str, routes: str, broker: str, path: str, url: str | None,
                     bar.update(done - seen[0])
                     seen[0] = done
 
-                result = lib.publish_file(db, routes, broker, stream, name, progress)
+                result = lib.publish_file(
+                    obj.store, obj.routes, broker, stream, name, progress, credentials=obj.credentials
+                )
     finally:
         if path != "-":
             stream.close()

@@ -20,12 +20,14 @@ def ago(seconds: float) -> str:
 
 
 def _worker_line(store: Any, now: float) -> str:
-    from evroute.store import lease
-
-    held = lease.current(store)
-    if held is None:
+    known = store.workers(now)
+    live = [w for w in known if w.alive]
+    if len(live) > 1:
+        return f"workers: {len(live)} running (" + ", ".join(f"pid {w.pid} on {w.host}" for w in live) + ")"
+    if not known:
         return "worker: not running"
-    if not held.alive(now):
+    held = known[0]
+    if not held.alive:
         return (
             f"worker: not running (last worker: pid {held.pid} on {held.host}, "
             f"heartbeat {ago(now - held.heartbeat)} ago)"

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from evroute.cloudevent import CloudEvent
-from evroute.store.records import AppendResult, StoredEvent
+from evroute.store.records import AppendResult, RouteStart, StoredEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +123,7 @@ class Presence:
     since: float
     heartbeat: float
     counters: Mapping[str, int] = field(default_factory=dict)
+    alive: bool = True  # False: the last one known, whose heartbeat is too old (SQLite's lease)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +134,9 @@ class RoutesDoc:
     revision: int
 
 
-@dataclass(frozen=True, slots=True)
-class RouteStart:
-    name: str
-    broker: str
-    start: str  # "earliest" | "latest"
+def starts(routes: Iterable[Any]) -> list[RouteStart]:
+    """(name, broker, start) of routes (anything with those attributes, e.g. a RouteSet's)."""
+    return [RouteStart(r.name, r.broker, r.start) for r in routes]
 
 
 class EventStore(Protocol):
@@ -174,13 +173,15 @@ class EventStore(Protocol):
 
     # retries waiting (status, events show)
     def retry_state(self, route: str, seq: int) -> Retry | None: ...
-    def retry_summary(self) -> dict[str, tuple[int, float | None]]: ...
+    def retry_summary(self, routes: Sequence[str] | None = None) -> dict[str, tuple[int, float | None]]:
+        """route -> (retries waiting, next due), of ``routes`` (None: every route with any)."""
+        ...
 
     # dead letters
     def dead_letters(self, route: str | None = None, limit: int | None = None) -> list[DeadLetter]: ...
     def dead_letter(self, dlq_id: int) -> DeadLetter: ...
     def dead_letters_of(self, seq: int | None = None, event_id: str | None = None) -> list[DeadLetter]: ...
-    def dead_letter_counts(self) -> dict[str, int]: ...
+    def dead_letter_counts(self, routes: Sequence[str] | None = None) -> dict[str, int]: ...
     def replay(self, ids: Iterable[int], now: float | None = None) -> int: ...
     def purge(self, route: str | None = None, before: float | None = None) -> int: ...
 
@@ -191,7 +192,10 @@ class EventStore(Protocol):
         ...
 
     # workers, retention, housekeeping
-    def workers(self, now: float) -> list[Presence]: ...
+    def workers(self, now: float) -> list[Presence]:
+        """Live workers; an exclusive store also returns its last, dead one (``alive`` False)."""
+        ...
+
     def collect(
         self, routes: Sequence[RouteStart], retention: float, now: float, limit: int | None
     ) -> int: ...
@@ -268,4 +272,5 @@ __all__ = [
     "RouteStart",
     "RoutesDoc",
     "StoredEvent",
+    "starts",
 ]

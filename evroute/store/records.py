@@ -1,10 +1,10 @@
-"""The two values on a single ``publish``'s path, apart from the rest of the seam's types
+"""The values on a single ``publish``'s path, apart from the rest of the seam's types
 (:mod:`evroute.store.base`): defining a dataclass costs most of a millisecond at start-up."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from evroute.cloudevent import CloudEvent
 
@@ -26,4 +26,12 @@ class AppendResult:
     seqs: tuple[int | None, ...] = ()  # per event for small appends; None = duplicate
 
 
-__all__ = ["AppendResult", "StoredEvent"]
+class RouteStart(NamedTuple):
+    """Where a route begins when the store first sees it (a tuple: cheap to define and build)."""
+
+    name: str
+    broker: str
+    start: str  # "earliest" | "latest"
+
+
+__all__ = ["AppendResult", "RouteStart", "StoredEvent"]

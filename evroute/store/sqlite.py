@@ -43,6 +43,13 @@ class SqliteStore:
         self.path = path
         self.url = f"sqlite:{path}"
 
+    @classmethod
+    def over(cls, db: Store) -> SqliteStore:
+        """The seam over a connection already open (the worker's, a test's)."""
+        store = cls.__new__(cls)
+        store.db, store.path, store.url = db, db.path, f"sqlite:{db.path}"
+        return store
+
     # ------------------------------------------------------------------ the log
 
     def append(self, broker: str, events: Sequence[CloudEvent], now: float | None = None) -> AppendResult:
@@ -116,10 +123,20 @@ class SqliteStore:
 
         return retries.get(self.db, route, seq)
 
-    def retry_summary(self) -> dict[str, tuple[int, float | None]]:
+    def retry_summary(self, routes: Sequence[str] | None = None) -> dict[str, tuple[int, float | None]]:
         from evroute.store import retries
 
-        return retries.summary(self.db)
+        if routes is None:
+            return retries.summary(self.db)
+        found = {}
+        for route in routes:
+            # The retries primary key starts with route: a range of the key, whatever the table's size.
+            row = self.db.conn.execute(
+                "SELECT count(*), min(due_at) FROM retries WHERE route = ?", (route,)
+            ).fetchone()
+            if row[0]:
+                found[route] = (int(row[0]), None if row[1] is None else float(row[1]))
+        return found
 
     # ------------------------------------------------------------------ dead letters
 
@@ -142,10 +159,19 @@ class SqliteStore:
         rows = self.db.conn.execute("SELECT id FROM dead_letters WHERE event_id = ? ORDER BY id", (event_id,))
         return [deadletters.get(self.db, int(r[0])) for r in rows.fetchall()]
 
-    def dead_letter_counts(self) -> dict[str, int]:
+    def dead_letter_counts(self, routes: Sequence[str] | None = None) -> dict[str, int]:
         from evroute.store import deadletters
 
-        return deadletters.counts(self.db)
+        if routes is None:
+            return deadletters.counts(self.db)
+        found = {}
+        for route in routes:
+            row = self.db.conn.execute(
+                "SELECT count(*) FROM dead_letters WHERE route = ?", (route,)
+            ).fetchone()
+            if row[0]:
+                found[route] = int(row[0])
+        return found
 
     def replay(self, ids: Iterable[int], now: float | None = None) -> int:
         from evroute.store import deadletters
@@ -193,9 +219,9 @@ class SqliteStore:
         from evroute.store.base import Presence
 
         held = lease.current(self.db)
-        if held is None or not held.alive(now):
+        if held is None:
             return []
-        return [Presence(held.holder, held.pid, held.host, held.since, held.heartbeat)]
+        return [Presence(held.holder, held.pid, held.host, held.since, held.heartbeat, alive=held.alive(now))]
 
     def collect(self, routes: Sequence[RouteStart], retention: float, now: float, limit: int | None) -> int:
         from evroute.store import sweep
