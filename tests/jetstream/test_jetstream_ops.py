@@ -120,7 +120,7 @@ def test_start_latest_sees_only_events_after_the_route_was_applied(nats_server):
         assert [consumers.stream_seq(m) for m in await _pull_all(everything, 5)] == [1, 2, 3, 4, 5]
         assert await late.next(5, 0.2) == []
         info = await consumers.info(js, "late", "default")
-        assert info.config.max_ack_pending == 32 and info.config.ack_wait == 35.0
+        assert info.config.max_ack_pending == 32 and info.config.ack_wait == 32.0
         await nc.close()
 
     run(main())

@@ -84,9 +84,9 @@ def test_consumers_follow_the_routes_in_kv_and_reset_recreates(store):
     assert created == ["inv", "pay"]
     assert store.ensure_routes([RouteStart("inv", "default", "latest")]) == []
     info = store._run(lambda js: js.consumer_info("EVROUTE_DEFAULT", "evroute-pay"))
-    assert info.config.max_ack_pending == 1 and info.config.ack_wait == 35.0
+    assert info.config.max_ack_pending == 1 and info.config.ack_wait == 32.0
     info = store._run(lambda js: js.consumer_info("EVROUTE_DEFAULT", "evroute-inv"))
-    assert info.config.max_ack_pending == 4 and info.config.ack_wait == 7.0
+    assert info.config.max_ack_pending == 4 and info.config.ack_wait == 4.0
     assert info.config.opt_start_seq == 4  # latest: after what was there when it was applied
     stream = store._run(lambda js: js.stream_info("EVROUTE_DEFAULT"))
     assert stream.config.duplicate_window == 60

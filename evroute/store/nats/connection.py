@@ -72,9 +72,12 @@ async def connect(opts: NatsOptions, *, name: str = "evroute", keep_trying: bool
     """
     from nats.errors import NoServersError
 
-    state = {"lost": False}
+    state: dict[str, Any] = {"lost": False, "nc": None}
 
     async def disconnected() -> None:
+        nc = state["nc"]
+        if nc is not None and nc.is_closed:
+            return  # our own close, not a loss
         if not state["lost"]:
             state["lost"] = True
             log.warning("lost the connection to NATS at %s; reconnecting", opts.address)
@@ -103,9 +106,12 @@ async def connect(opts: NatsOptions, *, name: str = "evroute", keep_trying: bool
         kwargs["token"] = opts.token
     try:
         # The initial connection never loops: an unreachable address is an answer, not a wait.
-        return await asyncio.wait_for(_first(kwargs), timeout=opts.connect_timeout * len(opts.servers) + 1)
+        nc = await asyncio.wait_for(_first(kwargs), timeout=opts.connect_timeout * len(opts.servers) * 2 + 1)
+        state["nc"] = nc
+        return nc
     except (OSError, NoServersError, TimeoutError) as exc:
-        raise StoreError(f"cannot reach NATS at {opts.address}: {_reason(exc)}")
+        reason = "no server answered" if isinstance(exc, NoServersError) else _reason(exc)
+        raise StoreError(f"cannot reach NATS at {opts.address}: {reason}")
     except Exception as exc:
         raise StoreError(f"cannot connect to NATS at {opts.address}: {_reason(exc)}")
 

@@ -24,8 +24,8 @@ from typing import Any
 from evroute.errors import NotFound
 from evroute.store.nats import names
 
-ACK_MARGIN = 5.0  # seconds on top of the route's timeout before the server redelivers
-PULL_EXPIRES = 5.0  # a pull request lingers this long on the server waiting for events
+ACK_MARGIN = 2.0  # seconds on top of the route's timeout before the server redelivers
+PULL_EXPIRES = 2.0  # a pull request lingers this long on the server waiting for events
 
 
 @dataclass(frozen=True, slots=True)

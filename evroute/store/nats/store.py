@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evroute.cloudevent import CloudEvent
 from evroute.store.base import Cursor, DeadLetter, Presence, Retry, RoutesDoc, RouteStart
@@ -28,6 +28,10 @@ from evroute.store.nats import connection, consumers, deadletters, kv, names, st
 from evroute.store.nats.consumers import ConsumerSpec
 from evroute.store.nats.streams import StreamSettings
 from evroute.store.records import AppendResult, StoredEvent
+
+if TYPE_CHECKING:
+    from evroute.store.base import Deliveries, EventStore
+    from evroute.store.nats.deliveries import NatsDeliveries
 
 
 class NatsStore:
@@ -224,11 +228,11 @@ class NatsStore:
     def retry_state(self, route: str, seq: int) -> Retry | None:
         return None  # a NAK'd message's schedule is the server's; nothing per event to show
 
-    def retry_summary(self) -> dict[str, tuple[int, float | None]]:
+    def retry_summary(self, routes: Sequence[str] | None = None) -> dict[str, tuple[int, float | None]]:
         from evroute.store.nats.status import redelivering
 
         found: dict[str, tuple[int, float | None]] = self._run(redelivering)
-        return found
+        return {r: v for r, v in found.items() if routes is None or r in routes}
 
     # ------------------------------------------------------------------ dead letters
 
@@ -247,9 +251,9 @@ class NatsStore:
             if (seq is not None and d.seq == seq) or (event_id is not None and d.event.id == event_id)
         ]
 
-    def dead_letter_counts(self) -> dict[str, int]:
+    def dead_letter_counts(self, routes: Sequence[str] | None = None) -> dict[str, int]:
         found: dict[str, int] = self._run(deadletters.counts)
-        return found
+        return {r: n for r, n in found.items() if routes is None or r in routes}
 
     def replay(self, ids: Iterable[int], now: float | None = None) -> int:
         count: int = self._run(deadletters.replay, list(ids), now)
@@ -369,6 +373,15 @@ def open_store(url: Any, credentials: Any = None) -> NatsStore:
         token=getattr(credentials, "token", None),
     )
     return NatsStore(opts, url.url)
+
+
+if TYPE_CHECKING:  # mypy checks that both halves fill the seam
+
+    def _fills(store: NatsStore) -> EventStore:
+        return store
+
+    def _fills_worker(d: NatsDeliveries) -> Deliveries:
+        return d
 
 
 __all__ = ["NatsStore", "open_store"]
