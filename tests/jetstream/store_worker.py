@@ -28,6 +28,7 @@ async def main(url: str, name: str) -> None:
     store.use_routes(routes, routeset.settings)
     d = store.deliveries()
     await d.attach(starts(routes))
+    await d.join(name, time.time())  # the tests wait for every worker to be here
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with aiohttp.ClientSession() as http:

@@ -79,8 +79,15 @@ def stop(*procs: subprocess.Popen[bytes]) -> None:
             p.stderr.close()
 
 
-def delivered(receiver: Receiver) -> set[str]:
-    return {r.ce_id for r in receiver.requests if r.headers.get("x-ok") != "no"}
+def wait_until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def wait_workers(store, n: int) -> None:  # type: ignore[no-untyped-def]
+    wait_until(lambda: len(store.workers(time.time())) >= n, timeout=30)
 
 
 @pytest.fixture
@@ -94,7 +101,7 @@ def test_three_workers_share_a_route_and_each_delivers_some(nats_server, receive
     store = setup(nats_server.url, routes_text(receiver))
     procs = [worker(nats_server.url, f"w{i}") for i in range(3)]
     try:
-        time.sleep(0.5)  # let every worker pull before the events arrive
+        wait_workers(store, 3)  # every worker pulling before the events arrive
         ids = publish(store, 600)
         receiver.wait_for(lambda reqs: {r.ce_id for r in reqs} >= set(ids), timeout=30)
     finally:
@@ -115,12 +122,12 @@ def test_kill_9_of_a_worker_during_2000_events_loses_nothing(nats_server, receiv
         )
         os.kill(victim.pid, signal.SIGKILL)
         receiver.wait_for(lambda reqs: {r.ce_id for r in reqs} >= set(ids), timeout=60)
+        # what the victim held is redelivered after AckWait, and then everything is acked
+        wait_until(lambda: store.cursor("orders").position == 2000, timeout=30)
     finally:
         stop(victim, survivor)
-    info = store.cursor("orders")
-    store.close()
+        store.close()
     assert {r.ce_id for r in receiver.requests} == set(ids)
-    assert info is not None and info.position == 2000
 
 
 def test_an_ordered_route_stays_ordered_across_two_workers_with_failures(nats_server):
@@ -139,6 +146,7 @@ def test_an_ordered_route_stays_ordered_across_two_workers_with_failures(nats_se
     store = setup(nats_server.url, routes_text(receiver, ordered=True))
     procs = [worker(nats_server.url, "a"), worker(nats_server.url, "b")]
     try:
+        wait_workers(store, 2)
         ids = publish(store, 80)
         receiver.wait_for(lambda reqs: len(seen) >= 80, timeout=60)
     finally:

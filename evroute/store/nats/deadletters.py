@@ -85,9 +85,15 @@ def _letter(dlq_id: int, data: bytes, notes: dict[str, Any]) -> DeadLetter:
     )
 
 
-async def add(js: Any, letter: NewDeadLetter) -> int:
+async def add(js: Any, letter: NewDeadLetter, replicas: int = 1) -> int:
     """Store the record and wait for its PubAck: only then may the message be terminated."""
-    ack = await js.publish(names.dlq_subject(letter.route), _record(letter), timeout=10.0)
+    from nats.js.errors import NoStreamResponseError
+
+    try:
+        ack = await js.publish(names.dlq_subject(letter.route), _record(letter), timeout=10.0)
+    except NoStreamResponseError:
+        await ensure_stream(js, replicas)  # the first dead letter of this cluster
+        ack = await js.publish(names.dlq_subject(letter.route), _record(letter), timeout=10.0)
     return int(ack.seq)
 
 
@@ -96,6 +102,10 @@ async def annotate(js: Any, dlq_id: int, route: str, **notes: Any) -> None:
     current.update({k: v for k, v in notes.items()})
     subject = f"{names.dlq_subject(route)}.{dlq_id}"
     await js.publish(subject, json.dumps(current).encode(), timeout=10.0)
+
+
+async def annotate_outcome(js: Any, dlq_id: int, route: str, outcome: str) -> None:
+    await annotate(js, dlq_id, route, dls_outcome=outcome)
 
 
 async def _notes(js: Any, route: str, dlq_id: int) -> dict[str, Any]:
@@ -112,7 +122,7 @@ async def _notes(js: Any, route: str, dlq_id: int) -> dict[str, Any]:
 async def get(js: Any, dlq_id: int) -> DeadLetter:
     found = await find(js, dlq_id)
     if found is None:
-        raise NotFound(f"no dead letter {dlq_id} (see `evroute dlq list`)")
+        raise NotFound(f"no dead letter with id {dlq_id} (see `evroute dlq list`)")
     return found
 
 
@@ -178,12 +188,13 @@ async def purge(js: Any, route: str | None = None, before: float | None = None) 
 
 async def replay(js: Any, ids: Iterable[int], now: float | None = None) -> int:
     """Each dead letter's event re-enters its route alone, with a fresh delivery count."""
+    from evroute.cloudevent import to_json
+
     stamp = time.time() if now is None else now
     count = 0
-    for dlq_id in ids:
-        letter = await get(js, dlq_id)
-        from evroute.cloudevent import to_json
-
+    letters = [await get(js, dlq_id) for dlq_id in ids]  # every id checked before anything moves
+    for letter in letters:
+        dlq_id = letter.id
         headers = {
             DLQ_ID: str(dlq_id),
             "Content-Type": "application/cloudevents+json",

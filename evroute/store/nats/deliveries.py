@@ -16,6 +16,7 @@ durable consumer; every worker pulls from every route, and the server spreads th
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import logging
 import os
@@ -48,13 +49,22 @@ class NatsDeliveries:
         self._epochs: dict[str, int] = {}
         self._epochs_at = 0.0
         self._reads = 0
-        self._workers: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _connect(self) -> Any:
+        """The worker's own connection, on the loop that attached (reconnecting forever)."""
         if self.js is None:
             self.nc = await connection.connect(self.store.options, name="evroute worker", keep_trying=True)
             self.js = self.nc.jetstream()
+            self._loop = asyncio.get_running_loop()
         return self.js
+
+    async def _io(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(js, *args)`` on the attached connection; called from any other loop (a
+        command, a test), the store's own connection does it, so nothing is left open."""
+        if self.js is not None and self._loop is asyncio.get_running_loop():
+            return await fn(self.js, *args)
+        return await asyncio.wrap_future(self.store._submit(fn, *args))
 
     async def close(self) -> None:
         for p in self.pullers.values():
@@ -85,11 +95,12 @@ class NatsDeliveries:
         return {name: found[name] for name in wanted if name in found}
 
     async def cursor(self, route: str) -> Cursor | None:
-        return (await status.cursors(await self._connect())).get(route)
+        found: dict[str, Cursor] = await self._io(status.cursors)
+        return found.get(route)
 
     async def epochs(self) -> dict[str, int]:
         if time.monotonic() - self._epochs_at >= EPOCH_CHECK:
-            found = await status.route_consumers(await self._connect())
+            found = await self._io(status.route_consumers)
             self._epochs = {route: status.epoch_of(info) for route, _, info in found}
             self._epochs_at = time.monotonic()
         return dict(self._epochs)
@@ -107,7 +118,7 @@ class NatsDeliveries:
         return [route for route, epoch in after.items() if route in before and before[route] != epoch]
 
     async def lag(self, broker: str, position: int) -> int:
-        return max(0, await streams.last_seq(await self._connect(), broker) - position)
+        return max(0, int(await self._io(streams.last_seq, broker)) - position)
 
     # ------------------------------------------------------------------ reading and settling
 
@@ -173,26 +184,29 @@ class NatsDeliveries:
         await consumers.ack(token)
         replayed = deadletters.replayed_from(token) if token is not None else None
         if replayed is not None:
-            await deadletters.delete(await self._connect(), replayed, route)
+            await self._io(deadletters.delete, replayed, route)
 
     async def retry(self, retry: Retry, token: Any) -> None:
+        if token is None:
+            from evroute.errors import StoreError
+
+            raise StoreError("on JetStream a retry is a NAK of a message read from the route's consumer")
         await consumers.nak(token, retry.due_at - time.time())
 
     async def dead_letter(self, letter: NewDeadLetter, token: Any, replaced: int | None) -> int:
-        js = await self._connect()
-        dlq_id = await deadletters.add(js, letter)
+        replicas = self.store.settings.replicas if self.store.settings else 1
+        dlq_id: int = await self._io(deadletters.add, letter, replicas)
         if token is not None:
             await consumers.term(token)
             replaced = replaced if replaced is not None else deadletters.replayed_from(token)
         if replaced is not None:
-            await deadletters.delete(js, replaced, letter.route)
+            await self._io(deadletters.delete, replaced, letter.route)
         return dlq_id
 
     async def dls_outcome(self, dlq_id: int, outcome: str) -> None:
-        js = await self._connect()
-        letter = await deadletters.find(js, dlq_id)
+        letter = await self._io(deadletters.find, dlq_id)
         if letter is not None:
-            await deadletters.annotate(js, dlq_id, letter.route, dls_outcome=outcome)
+            await self._io(deadletters.annotate_outcome, dlq_id, letter.route, outcome)
 
     # ------------------------------------------------------------------ schedules the server keeps
 
@@ -205,7 +219,7 @@ class NatsDeliveries:
     async def waiting(self, routes: Sequence[str]) -> int:
         """Events not finished for these routes: pending in the consumer or awaiting an ack
         (a NAK'd message waiting for its redelivery counts)."""
-        found = await status.pending(await self._connect(), list(routes))
+        found = await self._io(status.pending, list(routes))
         return sum(n + a for n, a in found.values())
 
     async def retry_state(self, route: str, seq: int) -> Retry | None:
@@ -215,8 +229,7 @@ class NatsDeliveries:
         return None
 
     async def append(self, broker: str, events: Sequence[CloudEvent], now: float) -> AppendResult:
-        js = await self._connect()
-        result: AppendResult = await self.store._append(js, broker, events)
+        result: AppendResult = await self._io(self.store._append, broker, events)
         return result
 
     # ------------------------------------------------------------------ presence
@@ -226,25 +239,18 @@ class NatsDeliveries:
         await self.beat(holder, now, {})
         return True
 
-    async def _bucket(self) -> Any:
-        if self._workers is None:
-            self._workers = await kv.bucket(
-                await self._connect(), names.WORKERS_BUCKET, 1, kv.WORKERS_MAX_AGE
-            )
-        return self._workers
-
     def _record(self, holder: str, now: float, counters: Mapping[str, int]) -> dict[str, Any]:
         return status.heartbeat_record(
             holder, os.getpid(), socket.gethostname(), self.since, now, counters, self.routes
         )
 
     async def beat(self, holder: str, now: float, counters: Mapping[str, int]) -> bool:
-        await kv.beat(await self._bucket(), holder, self._record(holder, now, counters))
+        await self._io(_beat, holder, self._record(holder, now, counters))
         return True
 
     async def leave(self, holder: str) -> None:
         try:
-            await kv.leave(await self._bucket(), holder, self._record(holder, time.time(), {}))
+            await self._io(_leave, holder, self._record(holder, time.time(), {}))
         finally:
             await self.close()
 
@@ -259,3 +265,11 @@ class NatsDeliveries:
 
     async def housekeep(self) -> None:
         pass
+
+
+async def _beat(js: Any, holder: str, record: dict[str, Any]) -> None:
+    await kv.beat(await kv.bucket(js, names.WORKERS_BUCKET, 1, kv.WORKERS_MAX_AGE), holder, record)
+
+
+async def _leave(js: Any, holder: str, record: dict[str, Any]) -> None:
+    await kv.leave(await kv.bucket(js, names.WORKERS_BUCKET, 1, kv.WORKERS_MAX_AGE), holder, record)

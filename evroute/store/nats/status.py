@@ -27,6 +27,14 @@ def _ts(value: Any) -> float:
     return 0.0
 
 
+def position_of(info: Any) -> int:
+    """Every event at or below it is finished: the ack floor, or, before the first ack, the
+    sequence just before where the consumer was made to start."""
+    floor = int(info.ack_floor.stream_seq) if info.ack_floor else 0
+    start = info.config.opt_start_seq
+    return max(floor, int(start) - 1 if start else 0)
+
+
 def epoch_of(info: Any) -> int:
     """A consumer's creation time in ms: recreating it (``subscribe reset``) moves it."""
     return int(_ts(info.created) * 1000)
@@ -71,7 +79,7 @@ async def cursors(js: Any) -> dict[str, Cursor]:
         out[route] = Cursor(
             route=route,
             broker=broker,
-            position=int(floor.stream_seq) if floor else 0,
+            position=position_of(info),
             epoch=epoch_of(info),
             created_at=created,
             updated_at=_ts(floor.last_active) if floor and floor.last_active else created,

@@ -18,6 +18,8 @@ What differs from SQLite, and why:
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -50,9 +52,13 @@ class NatsStore:
     # ------------------------------------------------------------------ plumbing
 
     def _run(self, coro_fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._submit(coro_fn, *args, **kwargs).result(60.0)
+
+    def _submit(self, coro_fn: Any, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """``coro_fn(js, *args)`` on the store's own loop and connection."""
         if self._loop is None:
             self._loop = connection.LoopThread()
-        return self._loop.run(self._call(coro_fn, *args, **kwargs))
+        return asyncio.run_coroutine_threadsafe(self._call(coro_fn, *args, **kwargs), self._loop.loop)
 
     async def _call(self, coro_fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self._js is None:
@@ -177,6 +183,12 @@ class NatsStore:
         created = []
         for broker in sorted({r.broker for r in routes}):
             await streams.ensure_stream(js, broker, settings)
+        from evroute.store.nats.status import route_consumers
+
+        wanted = {r.name: r.broker for r in routes}
+        for route, broker, _ in await route_consumers(js):
+            if route in wanted and wanted[route] != broker:
+                await consumers.delete(js, route, broker)  # moved to another broker: starts afresh there
         for r in routes:
             if await consumers.ensure(js, self.spec(r.name, r.broker), r.start):
                 created.append(r.name)
