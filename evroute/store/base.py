@@ -250,6 +250,10 @@ class Deliveries(Protocol):
         """Changes whenever another process wrote: the cheap wake-up check."""
         ...
 
+    def problem(self) -> str | None:
+        """None when the store takes writes now, else why not (``/healthz``; answers quickly)."""
+        ...
+
     def configure(self, durability: str) -> None:
         """Apply ``settings.durability`` of the routes file (SQLite: synchronous pragma)."""
         ...

@@ -384,6 +384,9 @@ class SqliteDeliveries:
     def version(self) -> int:
         return self.db.data_version()
 
+    def problem(self) -> str | None:
+        return None if self.db.writable() else f"database '{self.db.path}' is not writable"
+
     def configure(self, durability: str) -> None:
         self.db.set_durability(durability)
 
