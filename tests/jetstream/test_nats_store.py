@@ -10,7 +10,7 @@ import pytest
 
 from evroute.cloudevent import make_event
 from evroute.errors import InvalidInput, NotFound, StoreError
-from evroute.store.base import NewDeadLetter, Retry, RouteStart
+from evroute.store.base import NewDeadLetter, Progress, Retry, RouteStart
 from evroute.store.opener import Credentials, open_store, parse
 
 ROUTES = """\
@@ -260,3 +260,27 @@ def test_purge_and_workers(store):
     assert [d.event.id for d in store.dead_letters()] == ["e2"]
     assert store.purge(route="inv") == 1
     assert store.workers(time.time() + 60) == []
+
+
+def test_a_commit_acks_the_events_it_covers_that_were_finished_without_a_call(store):
+    """Filtered-out events are finished by the watermark alone: the commit acks them."""
+    store.put_routes("routes.yaml", ROUTES, None)
+    store.append("default", [ev(i) for i in range(4)])
+
+    async def main():
+        d = store.deliveries()
+        await d.attach([RouteStart("inv", "default", "earliest")])
+        got = await _read(d, "inv", 4)
+        assert [g.seq for g in got] == [1, 2, 3, 4]
+        await d.succeeded("inv", 2, got[1].token, scheduled=False, dlq_id=None)
+        # 1 and 3 were filtered out; 4 is still in flight, so the watermark is 3
+        await d.commit([Progress("inv", 3, 0)], time.time())
+        await asyncio.sleep(0.2)
+        assert store.cursor("inv").position == 3
+        assert await d.waiting(["inv"]) == 1
+        await d.succeeded("inv", 4, got[3].token, scheduled=False, dlq_id=None)
+        await asyncio.sleep(0.2)
+        assert await d.waiting(["inv"]) == 0
+        await d.close()
+
+    run(main())

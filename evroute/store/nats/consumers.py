@@ -241,13 +241,19 @@ def stream_seq(msg: Any) -> int:
     return int(msg.metadata.sequence.stream)
 
 
+# A message is settled once; settling it again (a stale handle after a reset) changes nothing.
+
+
 async def ack(msg: Any) -> None:
-    await msg.ack()
+    if not msg.is_acked:
+        await msg.ack()
 
 
 async def nak(msg: Any, delay: float) -> None:
-    await msg.nak(delay=max(0.0, delay))
+    if not msg.is_acked:
+        await msg.nak(delay=max(0.0, delay))
 
 
 async def term(msg: Any) -> None:
-    await msg.term()
+    if not msg.is_acked:
+        await msg.term()

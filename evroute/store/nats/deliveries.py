@@ -49,6 +49,9 @@ class NatsDeliveries:
         self._epochs: dict[str, int] = {}
         self._epochs_at = 0.0
         self._reads = 0
+        # messages handed to the engine and not settled yet, per route by stream seq: the
+        # engine finishes a filtered-out event without a call, so a commit acks those it covers
+        self.unsettled: dict[str, dict[int, Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _connect(self) -> Any:
@@ -107,6 +110,11 @@ class NatsDeliveries:
 
     async def commit(self, progress: Sequence[Progress], now: float) -> list[str]:
         for p in progress:
+            held = self.unsettled.get(p.route)
+            if held:
+                # read, not started, at or below the watermark: finished without a delivery
+                for seq in [s for s in held if s <= p.position]:
+                    await consumers.ack(held.pop(seq))
             r = self.routes.setdefault(p.route, {"delivered": 0, "failed": 0, "last_error": None})
             r["delivered"] += p.delivered
             r["failed"] += p.failed
@@ -139,7 +147,13 @@ class NatsDeliveries:
             out.append(
                 StoredEvent(got.seq, broker, published, got.event, attempt=consumers.attempt(msg), token=msg)
             )
+            self.unsettled.setdefault(route, {})[got.seq] = msg
         return out
+
+    def _settled(self, route: str, seq: int) -> None:
+        held = self.unsettled.get(route)
+        if held is not None:
+            held.pop(seq, None)
 
     async def _not_an_event(self, route: str, broker: str, msg: Any, published: float) -> None:
         """A message on the subject that is no CloudEvent: dead-lettered with the reason, as
@@ -181,6 +195,7 @@ class NatsDeliveries:
     async def succeeded(
         self, route: str, seq: int, token: Any, *, scheduled: bool, dlq_id: int | None
     ) -> None:
+        self._settled(route, seq)
         await consumers.ack(token)
         replayed = deadletters.replayed_from(token) if token is not None else None
         if replayed is not None:
@@ -191,12 +206,14 @@ class NatsDeliveries:
             from evroute.errors import StoreError
 
             raise StoreError("on JetStream a retry is a NAK of a message read from the route's consumer")
+        self._settled(retry.route, retry.seq)
         await consumers.nak(token, retry.due_at - time.time())
 
     async def dead_letter(self, letter: NewDeadLetter, token: Any, replaced: int | None) -> int:
         replicas = self.store.settings.replicas if self.store.settings else 1
         dlq_id: int = await self._io(deadletters.add, letter, replicas)
         if token is not None:
+            self._settled(letter.route, int(consumers.stream_seq(token)))
             await consumers.term(token)
             replaced = replaced if replaced is not None else deadletters.replayed_from(token)
         if replaced is not None:
@@ -259,6 +276,12 @@ class NatsDeliveries:
         always read rather than wait for a local signal."""
         self._reads += 1
         return self._reads
+
+    def problem(self) -> str | None:
+        """None while connected; while the client reconnects, says so (``/healthz`` 503)."""
+        if self.nc is not None and not self.nc.is_connected:
+            return f"not connected to NATS at {self.store.options.address} (reconnecting)"
+        return None
 
     def configure(self, durability: str) -> None:
         pass  # durability is the stream's (file storage, replicas)
