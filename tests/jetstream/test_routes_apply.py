@@ -1,0 +1,74 @@
+"""``evroute routes apply`` on both stores: checked, compare-and-set, positions made at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from evroute.cli import main
+from evroute.errors import InvalidInput
+from evroute.routes.apply import apply_routes
+from evroute.store.opener import open_store, parse
+
+ROUTES = """\
+routes:
+  - name: inv
+    subscriber: http://127.0.0.1:9/inv
+    headers: {Authorization: "Bearer ${NOT_SET_HERE}"}
+  - name: pay
+    subscriber: http://127.0.0.1:9/pay
+    delivery: {ordering: ordered}
+"""
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    runner = CliRunner()
+    with runner.isolation() as (out, err, _):
+        try:
+            main(list(argv))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue().decode(), err.getvalue().decode()
+
+
+@pytest.fixture(params=["sqlite", "nats"])
+def url(request, tmp_path: Path):  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        return f"sqlite:{tmp_path / 'ev.db'}"
+    return request.getfixturevalue("nats_server").url
+
+
+def test_apply_checks_writes_and_makes_positions(url: str, tmp_path: Path) -> None:
+    source, target = tmp_path / "new.yaml", tmp_path / "routes.yaml"
+    source.write_text(ROUTES)
+    code, out, err = cli("--store", url, "--routes", str(target), "routes", "apply", str(source))
+    assert code == 0, err
+    assert "applied: 2 routes" in out and "new routes (position set now): inv, pay" in out
+    code, out, _ = cli("--store", url, "--routes", str(target), "routes", "apply", str(source))
+    assert code == 0 and out.startswith("unchanged: 2 routes")
+    with open_store(parse(url)) as store:
+        assert store.routes(str(target)).text == ROUTES
+        assert set(store.cursors()) == {"inv", "pay"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes:\n  - name: x\n    subscriber: ftp://nope\n")
+    code, _, err = cli("--store", url, "--routes", str(target), "routes", "apply", str(bad))
+    assert (
+        code == 2 and f"{bad}:3:17: route 'x': subscriber: 'ftp://nope' is not an absolute http(s) URI" in err
+    )
+    with open_store(parse(url)) as store:
+        assert store.routes(str(target)).text == ROUTES  # nothing written
+
+
+def test_a_concurrent_edit_is_refused_never_lost(nats_server, tmp_path: Path) -> None:
+    with open_store(parse(nats_server.url)) as store:
+        apply_routes(store, ROUTES, "a.yaml", "routes.yaml")
+        seen = store.routes("routes.yaml")
+        store.put_routes("routes.yaml", ROUTES + "# someone else\n", seen.revision)
+        with pytest.raises(InvalidInput, match="changed meanwhile"):
+            store.put_routes("routes.yaml", ROUTES + "# mine\n", seen.revision)
+        assert store.routes("routes.yaml").text.endswith("# someone else\n")
+        info = store._run(lambda js: js.consumer_info("EVROUTE_DEFAULT", "evroute-pay"))
+        assert info.config.max_ack_pending == 1  # ordered, from the applied routes
