@@ -134,7 +134,7 @@ def test_an_outcome_that_cannot_be_stored_keeps_the_event_behind_the_cursor(
             while not sink.requests:
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.5)
-            engine.commit()
+            await engine.commit()
             assert cursors.get(store, "strict").position == 0  # type: ignore[union-attr]
             assert deadletters.listing(store) == []
             store.conn.execute("DROP TRIGGER refuse")

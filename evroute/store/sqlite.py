@@ -236,6 +236,9 @@ class SqliteStore:
     def deliveries(self) -> SqliteDeliveries:
         return SqliteDeliveries(self)
 
+    def use_routes(self, routes: Iterable[Any], settings: Any | None = None) -> None:
+        """Nothing to tell a SQLite file: positions need no per-route configuration."""
+
     def set_durability(self, durability: str) -> None:
         self.db.set_durability(durability)
 
@@ -274,6 +277,11 @@ class SqliteDeliveries:
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
         self.db = store.db
+        # WAL checkpoints copy pages back into the database file and can take tens of
+        # milliseconds: never on the worker's connection, inside the delivery loop.
+        # housekeep() checkpoints from a thread instead (publishers keep SQLite's
+        # automatic checkpoints too).
+        self.db.conn.execute("PRAGMA wal_autocheckpoint = 0")
 
     async def attach(self, routes: Sequence[RouteStart], now: float | None = None) -> dict[str, Cursor]:
         from evroute.store import cursors
@@ -380,6 +388,9 @@ class SqliteDeliveries:
         from evroute.store import lease
 
         lease.release(self.db, holder)
+
+    async def close(self) -> None:
+        """The connection belongs to the store: ``store.close()`` closes it."""
 
     def version(self) -> int:
         return self.db.data_version()

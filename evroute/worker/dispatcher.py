@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from evroute.routes.model import Route
-from evroute.store import log as event_log
-from evroute.store import retries
-from evroute.store.cursors import Cursor, Progress
-from evroute.store.log import StoredEvent
+from evroute.store.base import Cursor, Progress, StoredEvent
 from evroute.worker.tracker import Breaker, Watermark
 
 if TYPE_CHECKING:
@@ -142,7 +140,9 @@ class Dispatcher:
                     await self._sleep(wait)
                     continue
                 generation = self.generation
-                batch = event_log.read_after(engine.store, self.route.broker, self.mark.read, BATCH)
+                batch = await engine.deliveries.read(
+                    self.route.name, self.route.broker, self.mark.read, BATCH
+                )
                 if not batch:
                     self.idle = self.mark.in_flight == 0
                     await self._sleep(None)
@@ -174,7 +174,7 @@ class Dispatcher:
         except TimeoutError:
             pass
 
-    async def _unordered(self, batch: list[StoredEvent], generation: int) -> None:
+    async def _unordered(self, batch: Sequence[StoredEvent], generation: int) -> None:
         engine = self.engine
         matches = self.route.matcher.matches
         for stored in batch:
@@ -201,7 +201,13 @@ class Dispatcher:
             while True:
                 try:
                     await self.engine.settle(
-                        self, stored.event, stored.seq, attempt=1, first_failed_at=None, dlq_id=None
+                        self,
+                        stored.event,
+                        stored.seq,
+                        attempt=stored.attempt,
+                        first_failed_at=None,
+                        dlq_id=None,
+                        token=stored.token,
                     )
                     break
                 except Exception:
@@ -223,7 +229,7 @@ class Dispatcher:
             if not mark.in_flight:
                 self.notify()  # a caught-up loop sleeping on its wake event can now report idle
 
-    async def _ordered(self, batch: list[StoredEvent], generation: int) -> None:
+    async def _ordered(self, batch: Sequence[StoredEvent], generation: int) -> None:
         engine = self.engine
         matches = self.route.matcher.matches
         for stored in batch:
@@ -243,8 +249,8 @@ class Dispatcher:
     async def _ordered_one(self, stored: StoredEvent, generation: int) -> bool:
         """Deliver the head event until it is delivered or dead-lettered (True)."""
         engine = self.engine
-        row = retries.get(engine.store, self.route.name, stored.seq)
-        attempt = row.attempt if row else 0
+        row = await engine.deliveries.retry_state(self.route.name, stored.seq)
+        attempt = row.attempt if row else stored.attempt - 1
         due = row.due_at if row else 0.0
         first_failed = row.first_failed_at if row else None
         scheduled = row is not None  # a retry row exists for this head event
@@ -268,6 +274,7 @@ class Dispatcher:
                 dlq_id=None,
                 ordered=True,
                 scheduled=scheduled,
+                token=stored.token,
             )
             if result.finished:
                 return True

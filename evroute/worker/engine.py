@@ -1,5 +1,5 @@
 """The delivery engine: every route's dispatcher, the retrier, batched cursor commits and
-wake-ups, in one asyncio loop over one SQLite connection.
+wake-ups, in one asyncio loop, over the store seam's worker side (``store.deliveries()``).
 
 ``settle`` is where an attempt's outcome (classified by :mod:`evroute.delivery.policy`)
 becomes durable state: success, a retry row, or a dead letter. Dispatchers and the
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,10 +22,8 @@ from evroute.delivery.outcome import Kind, Outcome
 from evroute.delivery.policy import dls_event, next_wait
 from evroute.errors import EvrouteError, StoreError
 from evroute.routes.model import Route, RouteSet, Settings
-from evroute.store import Store, cursors, deadletters, retries
-from evroute.store import log as event_log
-from evroute.store.deadletters import NewDeadLetter
-from evroute.store.retries import Retry
+from evroute.store import Store
+from evroute.store.base import Deliveries, EventStore, NewDeadLetter, Retry, starts
 from evroute.worker.dispatcher import Dispatcher
 from evroute.worker.metrics import Metrics
 from evroute.worker.retrier import Retrier
@@ -51,14 +48,19 @@ class Settled:
 class Engine:
     def __init__(
         self,
-        store: Store,
+        store: EventStore | Store,
         routeset: RouteSet,
         *,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
         once: bool = False,
     ) -> None:
-        self.store = store
+        if isinstance(store, Store):  # a SQLite connection itself: the SQLite store over it
+            from evroute.store.sqlite import SqliteStore
+
+            store = SqliteStore.over(store)
+        self.store: EventStore = store
+        self.deliveries: Deliveries = store.deliveries()
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.once = once
@@ -77,11 +79,7 @@ class Engine:
 
     async def start(self) -> None:
         self.session = new_session()
-        # WAL checkpoints copy pages back into the database file and can take tens of
-        # milliseconds: never inside the delivery loop. A thread with its own connection
-        # checkpoints instead (publishers keep SQLite's automatic checkpoints too).
-        self.store.conn.execute("PRAGMA wal_autocheckpoint = 0")
-        self._apply_routes(self.routeset)
+        await self._apply_routes(self.routeset)
         self.retrier.start()
         loop = asyncio.get_running_loop()
         self._loops = [
@@ -113,7 +111,7 @@ class Engine:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        self.commit()
+        await self.commit()
         if self.session is not None:
             await self.session.close()
 
@@ -125,13 +123,14 @@ class Engine:
 
     # ------------------------------------------------------------------ routes
 
-    def apply(self, routeset: RouteSet) -> None:
+    async def apply(self, routeset: RouteSet) -> None:
         """Swap in a new, valid routes file (hot reload)."""
-        self._apply_routes(routeset)
+        await self._apply_routes(routeset)
 
-    def _apply_routes(self, routeset: RouteSet) -> None:
+    async def _apply_routes(self, routeset: RouteSet) -> None:
         wanted = routeset.by_name()
-        cursors.ensure(self.store, [(r.name, r.broker, r.start) for r in wanted.values()], now=self.clock())
+        self.store.use_routes(routeset.routes, routeset.settings)
+        found = await self.deliveries.attach(starts(wanted.values()), now=self.clock())
         for name in list(self.dispatchers):
             route = wanted.get(name)
             current = self.dispatchers[name]
@@ -147,8 +146,7 @@ class Engine:
         for name, route in wanted.items():
             if name in self.dispatchers:
                 continue
-            cursor = cursors.get(self.store, name)
-            assert cursor is not None
+            cursor = found[name]
             dispatcher = Dispatcher(self, route, cursor)
             self.dispatchers[name] = dispatcher
             dispatcher.start()
@@ -156,7 +154,7 @@ class Engine:
                 logger.info("route %s added at seq %d", name, cursor.position)
         self.routeset = routeset
         self.settings = routeset.settings
-        self.store.set_durability(self.settings.durability)
+        self.deliveries.configure(self.settings.durability)
         self.retrier.notify()
 
     def _retire(self, dispatcher: Dispatcher) -> None:
@@ -164,7 +162,7 @@ class Engine:
 
         async def finish() -> None:
             await dispatcher.stop()
-            self.commit()
+            await self.commit()
             if dispatcher in self.retiring:
                 self.retiring.remove(dispatcher)
 
@@ -193,7 +191,7 @@ class Engine:
         if outcome.kind is Kind.SUCCESS and outcome.reply is not None:
             try:
                 check_size(outcome.reply, self.settings.max_event_bytes)
-                event_log.append(self.store, route.broker, [outcome.reply], now=self.clock())
+                await self.deliveries.append(route.broker, [outcome.reply], self.clock())
                 self.metrics.published(route.broker)
                 self.notify(route.broker)
             except EvrouteError as exc:
@@ -221,8 +219,10 @@ class Engine:
         dlq_id: int | None,
         ordered: bool = False,
         scheduled: bool = False,
+        token: Any = None,
     ) -> Settled:
-        """Attempt once and make the outcome durable. ``scheduled``: a retry row exists."""
+        """Attempt once and make the outcome durable. ``scheduled``: a retry row exists;
+        ``token``: the store's handle on the read (a JetStream message)."""
         route = dispatcher.route
         started = self.clock()
         outcome = await self.attempt(route, event, attempt)
@@ -232,8 +232,9 @@ class Engine:
             dispatcher.breaker.success()
             dispatcher.delivered += 1
             self.metrics.delivered(name, broker, max(outcome.elapsed, now - started))
-            if scheduled or attempt > 1 or dlq_id is not None:
-                self._forget(name, seq, dlq_id)
+            await self.deliveries.succeeded(
+                name, seq, token, scheduled=scheduled or attempt > 1, dlq_id=dlq_id
+            )
             logger.debug("route %s: delivered seq %d id %s (attempt %d)", name, seq, event.id, attempt)
             return Settled(True)
         was_tripped = dispatcher.breaker.tripped
@@ -248,9 +249,11 @@ class Engine:
             wait = next_wait(route.delivery, max(spent, 1), outcome)
             wait = max(wait, dispatcher.breaker.reopen_in(now))
             due = now + wait
-            self._schedule(
-                Retry(name, seq, spent, due, first, outcome.status, route.mask(outcome.error or ""), dlq_id)
+            await self.deliveries.retry(
+                Retry(name, seq, spent, due, first, outcome.status, route.mask(outcome.error or ""), dlq_id),
+                token,
             )
+            self.retrier.notify()
             self.metrics.retried(name, broker)
             logger.warning(
                 "route %s: seq %d id %s attempt %d/%d failed: %s; retry in %.1fs",
@@ -263,20 +266,10 @@ class Engine:
                 wait,
             )
             return Settled(not ordered, spent, due, first)
-        self.dead_letter(route, seq, event, attempt, outcome, first, now, dlq_id)
+        await self.dead_letter(route, seq, event, attempt, outcome, first, now, dlq_id, token)
         return Settled(True)
 
-    def _schedule(self, retry: Retry) -> None:
-        retries.schedule(self.store, [retry])
-        self.retrier.notify()
-
-    def _forget(self, route: str, seq: int, dlq_id: int | None) -> None:
-        with self.store.write() as conn:
-            conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (route, seq))
-            if dlq_id is not None:
-                conn.execute("DELETE FROM dead_letters WHERE id = ?", (dlq_id,))
-
-    def dead_letter(
+    async def dead_letter(
         self,
         route: Route,
         seq: int,
@@ -286,6 +279,7 @@ class Engine:
         first_failed_at: float,
         now: float,
         replaced: int | None,
+        token: Any = None,
     ) -> int:
         # A subscriber that echoes its credentials (a 401 page quoting the Authorization header,
         # a program printing its key) must not put them in `dlq show` or the dead-letter sink.
@@ -309,11 +303,7 @@ class Engine:
             first_failed_at=first_failed_at,
             dead_at=now,
         )
-        [dlq_id] = deadletters.add(self.store, [letter])
-        with self.store.write() as conn:
-            conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (route.name, seq))
-            if replaced is not None:
-                conn.execute("DELETE FROM dead_letters WHERE id = ?", (replaced,))
+        dlq_id = await self.deliveries.dead_letter(letter, token, replaced)
         self.metrics.dead_lettered(route.name, route.broker)
         logger.warning(
             "route %s: seq %d id %s dead-lettered after %d attempt%s (%s: %s) as dlq %d",
@@ -358,7 +348,7 @@ class Engine:
                 break
             await asyncio.sleep(next_wait(policy, attempt, outcome))
         try:
-            deadletters.set_dls_outcome(self.store, dlq_id, result)
+            await self.deliveries.dls_outcome(dlq_id, result)
         except StoreError as exc:
             logger.warning("route %s: cannot record dead-letter-sink outcome: %s", route.name, exc)
         if not result.startswith("delivered"):
@@ -371,15 +361,15 @@ class Engine:
 
     # ------------------------------------------------------------------ background loops
 
-    def commit(self) -> None:
+    async def commit(self) -> None:
         everyone = [*self.dispatchers.values(), *self.retiring]
         pending = [(d, p) for d in everyone if (p := d.progress()) is not None]
         if not pending:
             return
-        moved = cursors.commit(self.store, [p for _, p in pending], now=self.clock())
+        moved = await self.deliveries.commit([p for _, p in pending], self.clock())
         for d, p in pending:
             if p.route in moved:
-                cursor = cursors.get(self.store, p.route)
+                cursor = await self.deliveries.cursor(p.route)
                 if cursor is not None:
                     d.reset(cursor)
             else:
@@ -390,12 +380,12 @@ class Engine:
         while True:
             await asyncio.sleep(COMMIT_INTERVAL)
             try:
-                self.commit()
+                await self.commit()
                 now = time.monotonic()
                 if now - last_lag >= LAG_INTERVAL:
                     last_lag = now
                     for d in self.dispatchers.values():
-                        lag = event_log.count_after(self.store, d.route.broker, d.committed)
+                        lag = await self.deliveries.lag(d.route.broker, d.committed)
                         self.metrics.set_lag(d.route.name, d.route.broker, lag)
                 for d in self.dispatchers.values():
                     self.metrics.set_in_flight(d.route.name, d.route.broker, d.in_flight)
@@ -403,29 +393,21 @@ class Engine:
                 logger.warning("cannot commit cursors (will retry): %s", exc)
 
     async def _checkpoint_loop(self) -> None:
-        path = self.store.path
-
-        def checkpoint() -> None:
-            conn = sqlite3.connect(path, timeout=1.0)
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            finally:
-                conn.close()
-
+        """The store's housekeeping off the delivery path (SQLite: a WAL checkpoint in a thread)."""
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL)
             try:
-                await asyncio.to_thread(checkpoint)
-            except sqlite3.Error as exc:
-                logger.debug("checkpoint skipped: %s", exc)
+                await self.deliveries.housekeep()
+            except Exception as exc:
+                logger.debug("housekeeping skipped: %s", exc)
 
     async def _poll_loop(self) -> None:
         """Notice commits by other processes (publishers, `dlq replay`, `subscribe reset`)."""
-        version = self.store.data_version()
+        version = self.deliveries.version()
         last_epochs = 0.0
         while True:
             await asyncio.sleep(POLL_INTERVAL)
-            current = self.store.data_version()
+            current = self.deliveries.version()
             if current == version:
                 continue
             version = current
@@ -436,21 +418,20 @@ class Engine:
             now = time.monotonic()
             if now - last_epochs >= EPOCH_CHECK_INTERVAL:
                 last_epochs = now
-                self._check_epochs()
+                await self._check_epochs()
                 self.retrier.notify()
 
-    def _check_epochs(self) -> None:
-        rows = self.store.conn.execute("SELECT route, epoch FROM cursors").fetchall()
-        for name, epoch in rows:
+    async def _check_epochs(self) -> None:
+        for name, epoch in (await self.deliveries.epochs()).items():
             d = self.dispatchers.get(name)
             if d is not None and epoch != d.epoch:
-                cursor = cursors.get(self.store, name)
+                cursor = await self.deliveries.cursor(name)
                 if cursor is not None:
                     d.reset(cursor)
 
     # ------------------------------------------------------------------ --once / --drain
 
-    def idle(self, drain: bool) -> bool:
+    async def idle(self, drain: bool) -> bool:
         """Nothing left to do now (``--once``), or at all (``--drain``)."""
         if any(not d.idle or d.in_flight for d in self.dispatchers.values()):
             return False
@@ -458,17 +439,17 @@ class Engine:
             return False
         names = [n for n, d in self.dispatchers.items() if not d.route.paused]
         if drain:
-            return retries.count(self.store, names) == 0
-        due = retries.due(self.store, self.clock(), names, limit=1)
+            return await self.deliveries.waiting(names) == 0
+        due = await self.deliveries.due(self.clock(), names, limit=1)
         return not due
 
     async def run_until_idle(self, drain: bool) -> None:
         quiet = 0
         while True:
             await asyncio.sleep(0.01)
-            self.commit()
+            await self.commit()
             # Two quiet looks in a row: a reply or a retry scheduled in between is not missed.
-            quiet = quiet + 1 if self.idle(drain) else 0
+            quiet = quiet + 1 if await self.idle(drain) else 0
             if quiet >= 3:
                 return
 

@@ -13,9 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from evroute.cloudevent import CloudEvent
-from evroute.store import deadletters, retries
-from evroute.store import log as event_log
-from evroute.store.retries import Retry
+from evroute.store.base import Retry
 
 if TYPE_CHECKING:
     from evroute.worker.dispatcher import Dispatcher
@@ -60,11 +58,11 @@ class Retrier:
             return None  # the ordered dispatcher retries its head event itself
         return d
 
-    def step(self, now: float) -> float:
+    async def step(self, now: float) -> float:
         """Start every due retry that may start now; return seconds until the next look."""
         engine = self.engine
         names = list(engine.dispatchers)
-        due = retries.due(engine.store, now, names, limit=512)
+        due = await engine.deliveries.due(now, names, limit=512)
         started = 0
         for row in due:
             key = (row.route, row.seq)
@@ -73,7 +71,7 @@ class Retrier:
             d = self._owner(row)
             if d is None or d.sem.locked() or not d.breaker.allow(now):
                 continue
-            event = self._event(row)
+            event = await self._event(row)
             if event is None:
                 continue
             self.running.add(key)
@@ -81,7 +79,7 @@ class Retrier:
             task = asyncio.get_running_loop().create_task(self._deliver(d, row, event))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-        following = retries.next_due(engine.store, names)
+        following = await engine.deliveries.next_due(names)
         if following is None:
             return MAX_WAIT
         wait = min(MAX_WAIT, max(0.0, following - now))
@@ -89,17 +87,11 @@ class Retrier:
         # look again shortly; a finishing delivery wakes us sooner.
         return wait if wait > 0 or started else 0.02
 
-    def _event(self, row: Retry) -> CloudEvent | None:
-        store = self.engine.store
-        if row.dlq_id is not None:
-            letter = deadletters.find(store, row.dlq_id)
-            if letter is not None:
-                return letter.event
-        stored = event_log.get(store, row.seq) if row.seq > 0 else None
+    async def _event(self, row: Retry) -> CloudEvent | None:
+        stored = await self.engine.deliveries.retry_event(row)
         if stored is not None:
             return stored.event
         logger.warning("route %s: event seq %d is no longer stored; its retry is dropped", row.route, row.seq)
-        retries.remove(store, [(row.route, row.seq)])
         return None
 
     async def _deliver(self, d: Dispatcher, row: Retry, event: CloudEvent) -> None:
@@ -130,7 +122,7 @@ class Retrier:
     async def _run(self) -> None:
         while not self.stopped:
             try:
-                wait = self.step(self.engine.clock())
+                wait = await self.step(self.engine.clock())
             except Exception:
                 logger.exception("retry scheduler fault; trying again in 1s")
                 wait = 1.0

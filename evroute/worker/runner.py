@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from evroute.errors import EvrouteError, LeaseHeld, RoutesInvalid, RuntimeFault
-from evroute.routes.load import load_routes
+from evroute.routes.load import load_routes, load_routes_text
 from evroute.routes.model import RouteSet
-from evroute.store import Store, lease
-from evroute.store import log as event_log
+from evroute.store import lease
+from evroute.store.base import EventStore
+from evroute.store.opener import Credentials, StoreURL, open_store
 from evroute.worker.engine import Engine
 
 logger = logging.getLogger("evroute.worker")
@@ -33,12 +34,13 @@ GC_EVERY = 60.0
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    db: str
+    store: StoreURL
     routes: str
     once: bool = False
     drain: bool = False
     listen: str | None = None
     token: str | None = None
+    credentials: Credentials | None = None
 
 
 def run(options: WorkerOptions) -> int:
@@ -71,13 +73,18 @@ class Runner:
             from evroute.worker.ingress import parse_listen
 
             address = parse_listen(opts.listen)  # a bad --listen is refused before anything starts
-        routeset = load_routes(opts.routes)  # an invalid file at start is an error: exit 2
-        store = Store(opts.db, durability=routeset.settings.durability)
+        if opts.store.kind == "sqlite":
+            routeset = load_routes(opts.routes)  # an invalid file at start is an error: exit 2
+            store = open_store(opts.store, durability=routeset.settings.durability)
+        else:  # the routes live in the store: one source of truth for every worker
+            store = open_store(opts.store, credentials=opts.credentials)
+            routeset = self._stored_routes(store)
         self._install_signals()
-        if not await self._take_lease(store):
+        engine = Engine(store, routeset, once=opts.once)
+        if not await self._take_lease(engine, store):
+            await engine.deliveries.close()
             store.close()
             return 0
-        engine = Engine(store, routeset, once=opts.once)
         self.engine = engine
         runner = None
         observer = None
@@ -91,10 +98,10 @@ class Runner:
             if address is not None:
                 runner = await self._listen(engine, *address)
             if opts.once or opts.drain:
-                await self._burst(engine, store, drain=opts.drain)
+                await self._burst(engine, drain=opts.drain)
                 return 0
             observer = self._watch()
-            return await self._serve(engine, store)
+            return await self._serve(engine)
         finally:
             await engine.stop()
             if runner is not None:
@@ -103,21 +110,36 @@ class Runner:
                 observer.stop()
                 observer.join(timeout=2)
             try:
-                lease.release(store, self.holder)
+                await engine.deliveries.leave(self.holder)
             except EvrouteError:
                 pass
+            await engine.deliveries.close()
             store.close()
             logger.info("worker stopped; cursors committed")
 
-    async def _burst(self, engine: Engine, store: Store, drain: bool) -> None:
+    def _stored_routes(self, store: EventStore) -> RouteSet:
+        doc = store.routes(self.options.routes)
+        if doc is None:
+            return RouteSet()
+        return load_routes_text(doc.text, self.options.routes)
+
+    async def _burst(self, engine: Engine, drain: bool) -> None:
         waiter = asyncio.ensure_future(engine.run_until_idle(drain))
         stopper = asyncio.ensure_future(self.stop.wait())
         await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         stopper.cancel()
-        lease.renew(store, self.holder)
+        await engine.deliveries.beat(self.holder, time.time(), self._counters(engine))
 
-    async def _serve(self, engine: Engine, store: Store) -> int:
+    def _counters(self, engine: Engine) -> dict[str, int]:
+        """What a heartbeat carries (a JetStream store sums these over its workers)."""
+        everyone = list(engine.dispatchers.values())
+        return {
+            "routes": len(everyone),
+            "in_flight": sum(d.in_flight for d in everyone),
+        }
+
+    async def _serve(self, engine: Engine) -> int:
         last_beat = last_summary = last_gc = time.monotonic()
         stopper = asyncio.ensure_future(self.stop.wait())
         try:
@@ -132,12 +154,12 @@ class Runner:
                 now = time.monotonic()
                 if now - last_beat >= HEARTBEAT:
                     last_beat = now
-                    if not lease.renew(store, self.holder):
+                    if not await engine.deliveries.beat(self.holder, time.time(), self._counters(engine)):
                         logger.error("lost the worker lease to another worker; stopping")
                         return 1
                 if now - last_summary >= SUMMARY_EVERY:
                     last_summary = now
-                    self._summary(engine)
+                    await self._summary(engine)
                 if now - last_gc >= GC_EVERY and engine.settings.retention:
                     last_gc = now
                     await self._collect(engine)
@@ -147,15 +169,18 @@ class Runner:
 
     # ------------------------------------------------------------------ lease
 
-    async def _take_lease(self, store: Store) -> bool:
-        if lease.acquire(store, self.holder):
+    async def _take_lease(self, engine: Engine, store: EventStore) -> bool:
+        """Join the store's workers; an exclusive store (SQLite's lease) may make us stand by."""
+        deliveries = engine.deliveries
+        if await deliveries.join(self.holder, time.time()):
             return True
-        holder = lease.current(store)
+        live = [w for w in store.workers(time.time()) if w.alive]
+        holder = live[0] if live else None
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.since)) if holder else "?"
         who = f"pid {holder.pid} on {holder.host}" if holder else "another worker"
         if self.options.once or self.options.drain:
             raise LeaseHeld(
-                f"another worker ({who}, since {since}) is delivering from {store.path}; stop it first"
+                f"another worker ({who}, since {since}) is delivering from {_where(store)}; stop it first"
             )
         logger.info("standing by: another worker (%s) holds the lease since %s", who, since)
         while not self.stop.is_set():
@@ -163,7 +188,7 @@ class Runner:
                 await asyncio.wait_for(self.stop.wait(), STANDBY_POLL)
             except TimeoutError:
                 pass
-            if not self.stop.is_set() and lease.acquire(store, self.holder):
+            if not self.stop.is_set() and await deliveries.join(self.holder, time.time()):
                 logger.info("took over the lease; delivering")
                 return True
         return False
@@ -229,7 +254,7 @@ class Runner:
             return
         if routeset == engine.routeset:
             return
-        engine.apply(routeset)
+        await engine.apply(routeset)
         logger.info(
             "routes reloaded: %d route%s", len(routeset.routes), "" if len(routeset.routes) == 1 else "s"
         )
@@ -241,7 +266,7 @@ class Runner:
 
         token = self.options.token or os.environ.get("EVROUTE_TOKEN") or None
         app = make_app(
-            store=engine.store,
+            store=engine.deliveries,
             max_event_bytes=engine.settings.max_event_bytes,
             token=token,
             metrics=engine.metrics,
@@ -251,11 +276,12 @@ class Runner:
         logger.info("ingress listening on http://%s:%d/%s", host, port, " (token required)" if token else "")
         return runner
 
-    def _banner(self, store: Store, routeset: RouteSet) -> None:
+    def _banner(self, store: EventStore, routeset: RouteSet) -> None:
         logger.info(
-            "evroute worker pid %d: database %s (durability %s), routes %s",
+            "evroute worker pid %d: %s %s (durability %s), routes %s",
             os.getpid(),
-            os.path.abspath(store.path),
+            "database" if store.kind == "sqlite" else "store",
+            _where(store),
             routeset.settings.durability,
             os.path.abspath(self.options.routes),
         )
@@ -272,9 +298,9 @@ class Runner:
                 " (paused)" if r.paused else "",
             )
 
-    def _summary(self, engine: Engine) -> None:
-        for d in engine.dispatchers.values():
-            lag = event_log.count_after(engine.store, d.route.broker, d.committed)
+    async def _summary(self, engine: Engine) -> None:
+        for d in list(engine.dispatchers.values()):
+            lag = await engine.deliveries.lag(d.route.broker, d.committed)
             logger.info(
                 "route %s: cursor %d, lag %d, in flight %d, breaker %s",
                 d.route.name,
@@ -292,8 +318,11 @@ class Runner:
         routeset = engine.routeset
 
         def work() -> int:
-            with Store(self.options.db) as store:
+            store = open_store(self.options.store, credentials=self.options.credentials)
+            try:
                 return collect(store, routeset, time.time())
+            finally:
+                store.close()
 
         try:
             deleted = await asyncio.to_thread(work)
@@ -301,6 +330,11 @@ class Runner:
                 logger.info("retention: deleted %d events every route has passed", deleted)
         except EvrouteError as exc:
             logger.warning("retention pass failed: %s", exc)
+
+
+def _where(store: EventStore) -> str:
+    path = getattr(store, "path", None)
+    return os.path.abspath(path) if store.kind == "sqlite" and path else store.url
 
 
 __all__ = ["RuntimeFault", "WorkerOptions", "run"]

@@ -86,9 +86,22 @@ class StoreCase:
                 store.append(broker, events[i : i + 100])
 
     def drain(self, routeset: RouteSet, drain: bool = True, timeout: float = 60.0) -> None:
-        """Run the delivery engine in this process until nothing is left (``--drain``) or
-        nothing is due (``--once``)."""
-        raise NotImplementedError
+        """Run the delivery engine in this process on a store of its own until nothing is left
+        (``--drain``) or nothing is due (``--once``), as ``evroute worker`` does."""
+        from evroute.worker.engine import Engine
+
+        async def run() -> None:
+            store = self.open()
+            engine = Engine(store, routeset, once=not drain)
+            await engine.start()
+            try:
+                await engine.run_until_idle(drain)
+            finally:
+                await engine.stop()
+                await engine.deliveries.close()
+                store.close()
+
+        asyncio.run(asyncio.wait_for(run(), timeout))
 
     def cli(self, *args: str) -> tuple[int, str, str]:
         """``evroute --store URL --routes FILE ARGS`` through the real entry point."""
@@ -135,22 +148,6 @@ class SqliteCase(StoreCase):
     @property
     def url(self) -> str:
         return f"sqlite://{self.dir / 'ev.db'}"
-
-    def drain(self, routeset: RouteSet, drain: bool = True, timeout: float = 60.0) -> None:
-        from evroute.store import Store
-        from evroute.worker.engine import Engine
-
-        async def run() -> None:
-            store = Store(str(self.dir / "ev.db"))
-            engine = Engine(store, routeset, once=not drain)
-            await engine.start()
-            try:
-                await engine.run_until_idle(drain)
-            finally:
-                await engine.stop()
-                store.close()
-
-        asyncio.run(asyncio.wait_for(run(), timeout))
 
 
 # Contract tests that write a route's state the way only SQLite keeps it, each with why.
