@@ -34,7 +34,8 @@ from evroute.store.records import AppendResult, StoredEvent
 log = logging.getLogger("evroute.store.nats")
 
 READ_WAIT = 0.25  # how long one read waits on the server for a first message (a long poll)
-EPOCH_CHECK = 1.0  # seconds between looks at the consumers' creation times
+EPOCH_CHECK = 1.0
+SAVE_EVERY = 1.0  # seconds between writes of the route counters outside heartbeats  # seconds between looks at the consumers' creation times
 
 
 class NatsDeliveries:
@@ -52,7 +53,15 @@ class NatsDeliveries:
         # messages handed to the engine and not settled yet, per route by stream seq: the
         # engine finishes a filtered-out event without a call, so a commit acks those it covers
         self.unsettled: dict[str, dict[int, Any]] = {}
+        # ordered heads waiting to be retried in place: (keep-alive task, message, due time)
+        self.kept: dict[tuple[str, int], tuple[asyncio.Task[None], Any, float]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        # presence: the holder id the runner joins with (a private one until then)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.live = False
+        self.counters: dict[str, int] = {}
+        self._dirty = False
+        self._saved = 0.0
 
     async def _connect(self) -> Any:
         """The worker's own connection, on the loop that attached (reconnecting forever)."""
@@ -70,6 +79,18 @@ class NatsDeliveries:
         return await asyncio.wrap_future(self.store._submit(fn, *args))
 
     async def close(self) -> None:
+        try:
+            await self._save_counters(force=True)
+        except Exception:
+            log.warning("could not store the route counters in %s", names.WORKERS_BUCKET)
+        # An ordered head still waiting for its retry: the server takes the schedule over.
+        for (_route, _seq), (task, msg, due) in list(self.kept.items()):
+            task.cancel()
+            try:
+                await consumers.nak(msg, due - time.time())
+            except Exception:
+                pass  # gone with the connection: AckWait gives it back
+        self.kept.clear()
         for p in self.pullers.values():
             await p.stop()
         self.pullers.clear()
@@ -121,6 +142,8 @@ class NatsDeliveries:
             if p.last_error is not None:
                 r["last_error"], r["last_error_at"] = p.last_error, p.last_error_at
             r["in_flight"], r["breaker"] = p.in_flight, p.breaker
+        self._dirty = self._dirty or any(p.delivered or p.failed or p.last_error for p in progress)
+        await self._save_counters()
         before = dict(self._epochs)
         after = await self.epochs()
         return [route for route, epoch in after.items() if route in before and before[route] != epoch]
@@ -154,6 +177,19 @@ class NatsDeliveries:
         held = self.unsettled.get(route)
         if held is not None:
             held.pop(seq, None)
+        keeper = self.kept.pop((route, seq), None)
+        if keeper is not None:
+            keeper[0].cancel()
+
+    async def _keep(self, msg: Any, every: float) -> None:
+        """An ordered head retried in place: tell the server it is still being worked on, so
+        AckWait never hands it to another worker meanwhile."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await msg.in_progress()
+            except Exception:
+                pass  # reconnecting: the next beat tries again
 
     async def _not_an_event(self, route: str, broker: str, msg: Any, published: float) -> None:
         """A message on the subject that is no CloudEvent: dead-lettered with the reason, as
@@ -206,6 +242,17 @@ class NatsDeliveries:
             from evroute.errors import StoreError
 
             raise StoreError("on JetStream a retry is a NAK of a message read from the route's consumer")
+        spec = self.store.specs.get(retry.route)
+        if spec is not None and spec.ordered:
+            # the dispatcher keeps the head and retries it in place after the delay
+            if (retry.route, retry.seq) not in self.kept:
+                task = asyncio.get_running_loop().create_task(self._keep(token, spec.ack_wait / 3))
+                self.kept[(retry.route, retry.seq)] = (task, token, retry.due_at)
+            else:
+                task, _, _ = self.kept[(retry.route, retry.seq)]
+                self.kept[(retry.route, retry.seq)] = (task, token, retry.due_at)
+            await token.in_progress()
+            return
         self._settled(retry.route, retry.seq)
         await consumers.nak(token, retry.due_at - time.time())
 
@@ -252,22 +299,34 @@ class NatsDeliveries:
     # ------------------------------------------------------------------ presence
 
     async def join(self, holder: str, now: float) -> bool:
-        self.since = now
+        self.since, self.holder, self.live = now, holder, True
         await self.beat(holder, now, {})
         return True
 
     def _record(self, holder: str, now: float, counters: Mapping[str, int]) -> dict[str, Any]:
+        self.counters = dict(counters) or self.counters
         return status.heartbeat_record(
-            holder, os.getpid(), socket.gethostname(), self.since, now, counters, self.routes
+            holder, os.getpid(), socket.gethostname(), self.since, now, self.counters, self.routes
         )
 
     async def beat(self, holder: str, now: float, counters: Mapping[str, int]) -> bool:
-        await self._io(_beat, holder, self._record(holder, now, counters))
+        self.holder = holder
+        await self._io(_beat, holder, self._record(holder, now if self.live else 0, counters))
+        self._saved = time.monotonic()
+        self._dirty = False
         return True
 
+    async def _save_counters(self, force: bool = False) -> None:
+        """The route counters reach KV with the heartbeat, and at most a second after a
+        commit even where no heartbeat runs (an engine driven without the worker's runner)."""
+        if self._dirty and (force or time.monotonic() - self._saved >= SAVE_EVERY):
+            await self.beat(self.holder, time.time(), self.counters)
+
     async def leave(self, holder: str) -> None:
+        self.live = False
         try:
             await self._io(_leave, holder, self._record(holder, time.time(), {}))
+            self._dirty = False
         finally:
             await self.close()
 

@@ -244,7 +244,7 @@ class NatsStore:
         from evroute.store.nats.status import redelivering
 
         found: dict[str, tuple[int, float | None]] = self._run(redelivering)
-        return {r: v for r, v in found.items() if routes is None or r in routes}
+        return {r: v for r, v in found.items() if v[0] and (routes is None or r in routes)}
 
     # ------------------------------------------------------------------ dead letters
 
