@@ -35,8 +35,13 @@ settings:
 routes:
   - name: orders
     subscriber: {receiver.url}/orders
+    headers: {{x-worker: "${{WORKER_NAME}}"}}
     start: earliest
-    delivery: {{timeout: PT1S, ordering: {"ordered" if ordered else "unordered"}, concurrency: 16}}
+    delivery:
+      timeout: PT1S
+      backoffDelay: 50ms
+      ordering: {"ordered" if ordered else "unordered"}
+      concurrency: 16
 """
 
 
@@ -56,9 +61,10 @@ def publish(store, n: int, start: int = 0) -> list[str]:  # type: ignore[no-unty
 
 
 def worker(url: str, name: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    """``evroute --store URL worker`` as a real process; its routes come from the store."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WORKER_NAME": name}
     return subprocess.Popen(
-        [sys.executable, str(HERE / "store_worker.py"), url, name],
+        [sys.executable, "-m", "evroute", "--store", url, "worker"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
