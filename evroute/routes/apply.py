@@ -72,7 +72,6 @@ def apply_routes(store: Any, text: str, source: str, target: str) -> Applied:
     else:
         revision = store.put_routes(target, text, current.revision if current is not None else None)
         unchanged = False
-    if hasattr(store, "use_routes"):
-        store.use_routes(routeset.routes, routeset.settings)
+    store.use_routes(routeset.routes, routeset.settings)
     created = tuple(store.ensure_routes(starts(routeset.routes)))
     return Applied(revision, names, created, unchanged)

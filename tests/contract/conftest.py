@@ -194,7 +194,6 @@ class NatsCase(StoreCase):
         return super().routes(text)
 
 
-
 STORES: dict[str, type[StoreCase]] = {"sqlite": SqliteCase, "nats": NatsCase}
 
 

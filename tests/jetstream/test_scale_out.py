@@ -254,3 +254,29 @@ def test_a_plain_nats_client_publishing_a_structured_cloudevent_reaches_the_rout
     [stored] = store.find("interop-1")
     assert stored.event.source == "/other-sdk" and stored.event.data == b'{"order":42}'
     store.close()
+
+
+def test_every_worker_applies_a_new_revision_of_the_routes_in_kv(nats_server, receiver, tmp_path):
+    from evroute.routes.apply import apply_routes
+
+    audit = Receiver().start()
+    store = setup(nats_server.url, routes_text(receiver))
+    procs = [worker(nats_server.url, "a"), worker(nats_server.url, "b")]
+    try:
+        wait_workers(store, 2)
+        more = routes_text(receiver) + (
+            f"  - name: audit\n    subscriber: {audit.url}/audit\n"
+            '    headers: {x-worker: "${WORKER_NAME}"}\n'
+        )
+        t0 = time.monotonic()
+        apply_routes(store, more, "routes.yaml", "routes.yaml")
+        # published right after the apply: `start: latest` counts from the apply itself
+        ids = publish(store, 200)
+        audit.wait_for(lambda reqs: {r.ce_id for r in reqs} >= set(ids), timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        stop(*procs)
+        store.close()
+        audit.stop()
+    assert {r.headers["x-worker"] for r in audit.requests} == {"a", "b"}  # both reloaded
+    assert took < 10, took

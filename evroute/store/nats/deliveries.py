@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from evroute.cloudevent import CloudEvent, make_event
@@ -295,6 +295,30 @@ class NatsDeliveries:
     async def append(self, broker: str, events: Sequence[CloudEvent], now: float) -> AppendResult:
         result: AppendResult = await self._io(self.store._append, broker, events)
         return result
+
+    # ------------------------------------------------------------------ routes
+
+    async def watch_routes(self, changed: Callable[[], None]) -> None:
+        """Until cancelled: ``changed()`` for every revision of the routes in KV (the current
+        one first), so every worker reloads a new revision as soon as it is applied."""
+        from nats.errors import TimeoutError as NatsTimeout
+
+        js = await self._connect()
+        bucket = await kv.bucket(js, names.ROUTES_BUCKET, 1)
+        watcher = await bucket.watch(names.ROUTES_KEY)
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=3600)
+                except NatsTimeout:
+                    continue
+                if entry is not None and entry.value:
+                    changed()
+        finally:
+            try:
+                await watcher.stop()
+            except Exception:
+                pass  # the connection is going too
 
     # ------------------------------------------------------------------ presence
 
