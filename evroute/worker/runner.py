@@ -253,8 +253,8 @@ class Runner:
         try:
             if self.options.store.kind == "sqlite":
                 routeset = load_routes(self.options.routes)
-            else:
-                routeset = self._stored_routes(engine.store)
+            else:  # a network round trip: off the delivery loop
+                routeset = await asyncio.to_thread(self._stored_routes, engine.store)
         except RoutesInvalid as exc:
             logger.error("routes file rejected; keeping the last good routes:")
             for problem in exc.problems:

@@ -24,6 +24,10 @@ routes:
     subscriber: http://127.0.0.1:9/pay
     delivery: {ordering: ordered}
     start: earliest
+  - name: seq
+    subscriber: http://127.0.0.1:9/seq
+    delivery: {ordering: ordered, timeout: 100ms}
+    start: earliest
 """
 
 
@@ -124,13 +128,7 @@ def test_worker_half_settles_by_ack_nak_and_term(store):
         assert cursors["pay"].position == 0
         [a] = await _read(d, "pay", 1)
         assert (a.seq, a.attempt, a.event.id) == (1, 1, "e0")
-        # retriable failure: NAK with the delay; ordered, so nothing else comes meanwhile
-        due = time.time() + 0.3
-        await d.retry(Retry("pay", a.seq, 1, due, time.time(), 503, "503", None), a.token)
-        assert await d.waiting(["pay"]) == 3
-        [again] = await _read(d, "pay", 1)
-        assert (again.seq, again.attempt) == (1, 2) and time.time() >= due - 0.05
-        await d.succeeded("pay", again.seq, again.token, scheduled=True, dlq_id=None)
+        await d.succeeded("pay", a.seq, a.token, scheduled=False, dlq_id=None)
         [b] = await _read(d, "pay", 1)
         letter = NewDeadLetter(
             "pay",
@@ -171,6 +169,54 @@ def test_worker_half_settles_by_ack_nak_and_term(store):
     assert store.cursor("pay").position == 3
 
 
+def test_an_unordered_retry_is_a_nak_with_the_delay(store):
+    store.put_routes("routes.yaml", ROUTES, None)
+    store.append("default", [ev(i) for i in range(3)])
+
+    async def main():
+        d = store.deliveries()
+        await d.attach([RouteStart("inv", "default", "earliest")])
+        got = await _read(d, "inv", 3)
+        due = time.time() + 0.3
+        await d.retry(Retry("inv", 1, 1, due, time.time(), 503, "503", None), got[0].token)
+        for other in got[1:]:
+            await d.succeeded("inv", other.seq, other.token, scheduled=False, dlq_id=None)
+        assert await d.waiting(["inv"]) >= 1
+        [again] = await _read(d, "inv", 1)
+        assert (again.seq, again.attempt) == (1, 2) and time.time() >= due - 0.05
+        await d.succeeded("inv", again.seq, again.token, scheduled=True, dlq_id=None)
+        await asyncio.sleep(0.2)
+        assert await d.waiting(["inv"]) == 0
+        await d.close()
+
+    run(main())
+
+
+def test_an_ordered_head_retried_in_place_is_kept_then_handed_back(store):
+    """The dispatcher retries an ordered head itself: no other worker may get it meanwhile,
+    even past AckWait (2.1 s here); a worker that stops hands it back with a NAK."""
+    store.put_routes("routes.yaml", ROUTES, None)
+    store.append("default", [ev(i) for i in range(2)])
+
+    async def main():
+        d = store.deliveries()
+        await d.attach([RouteStart("seq", "default", "earliest")])
+        [head] = await _read(d, "seq", 1)
+        other = store.deliveries()
+        await other.attach([RouteStart("seq", "default", "earliest")])
+        await d.retry(Retry("seq", 1, 1, time.time() + 0.5, time.time(), 503, "503", None), head.token)
+        assert await _read(other, "seq", 1, timeout=3.0) == []  # kept: nobody else, nothing after it
+        await d.close()  # stopping with the retry pending: the server takes the schedule over
+        [back] = await _read(other, "seq", 1)
+        assert (back.seq, back.attempt) == (1, 2)
+        await other.succeeded("seq", back.seq, back.token, scheduled=True, dlq_id=None)
+        [nxt] = await _read(other, "seq", 1)
+        assert nxt.seq == 2
+        await other.close()
+
+    run(main())
+
+
 def test_replay_reaches_only_its_route_with_a_fresh_count(store):
     store.put_routes("routes.yaml", ROUTES, None)
     store.ensure_routes([RouteStart("inv", "default", "latest"), RouteStart("pay", "default", "earliest")])
@@ -182,9 +228,6 @@ def test_replay_reaches_only_its_route_with_a_fresh_count(store):
         for route in ("pay", "inv"):
             [m] = await _read(d, route, 1)
             if route == "pay":
-                await d.retry(Retry("pay", m.seq, 1, time.time(), None, 500, "x", None), m.token)
-                [m] = await _read(d, route, 1)
-                assert m.attempt == 2
                 await d.dead_letter(
                     NewDeadLetter(
                         "pay",

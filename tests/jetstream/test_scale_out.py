@@ -62,13 +62,17 @@ def publish(store, n: int, start: int = 0) -> list[str]:  # type: ignore[no-unty
 
 def worker(url: str, name: str) -> subprocess.Popen[bytes]:
     """``evroute --store URL worker`` as a real process; its routes come from the store."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WORKER_NAME": name}
-    return subprocess.Popen(
-        [sys.executable, "-m", "evroute", "--store", url, "worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "WORKER_NAME": name}
+    log = open(os.environ.get("EVROUTE_TEST_WORKER_LOG", os.devnull), "ab")  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "evroute", "--store", url, "worker", "-v"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    finally:
+        log.close()
 
 
 def stop(*procs: subprocess.Popen[bytes]) -> None:
@@ -81,8 +85,6 @@ def stop(*procs: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(5)
-        if p.stderr is not None:
-            p.stderr.close()
 
 
 def wait_until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]

@@ -110,10 +110,10 @@ async def connect(opts: NatsOptions, *, name: str = "evroute", keep_trying: bool
         state["nc"] = nc
         return nc
     except (OSError, NoServersError, TimeoutError) as exc:
-        reason = "no server answered" if isinstance(exc, NoServersError) else _reason(exc)
-        raise StoreError(f"cannot reach NATS at {opts.address}: {reason}")
+        why = "no server answered" if isinstance(exc, NoServersError) else reason(exc)
+        raise StoreError(f"cannot reach NATS at {opts.address}: {why}")
     except Exception as exc:
-        raise StoreError(f"cannot connect to NATS at {opts.address}: {_reason(exc)}")
+        raise StoreError(f"cannot connect to NATS at {opts.address}: {reason(exc)}")
 
 
 async def _first(kwargs: dict[str, Any]) -> Any:
@@ -130,7 +130,7 @@ async def _first(kwargs: dict[str, Any]) -> Any:
     return nc
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     text = str(exc).strip()
     if isinstance(exc, TimeoutError) or not text:
         return "no answer within the connect timeout" if isinstance(exc, TimeoutError) else type(exc).__name__

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,8 +154,9 @@ class Puller:
     ``PULL_EXPIRES``); :meth:`next` hands over what has arrived as soon as there is anything.
     """
 
-    def __init__(self, nc: Any, route: str, broker: str) -> None:
+    def __init__(self, nc: Any, route: str, broker: str, arrived: Callable[[], None] | None = None) -> None:
         self.nc = nc
+        self.arrived = arrived
         self.route = route
         self.broker = broker
         self.api = f"$JS.API.CONSUMER.MSG.NEXT.{names.stream(broker)}.{names.consumer(route)}"
@@ -168,6 +170,8 @@ class Puller:
     async def start(self) -> None:
         async def on_msg(msg: Any) -> None:
             self.queue.put_nowait(msg)
+            if self.arrived is not None:
+                self.arrived()
 
         self.sub = await self.nc.subscribe(self.inbox, cb=on_msg)
 

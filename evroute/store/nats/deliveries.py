@@ -49,7 +49,9 @@ class NatsDeliveries:
         self.since = time.time()
         self._epochs: dict[str, int] = {}
         self._epochs_at = 0.0
-        self._reads = 0
+        self._epoch_task: asyncio.Future[None] | None = None
+        self._reported: dict[str, int] = {}  # epochs as the last commit reported them
+        self._arrivals = 0  # bumped by every message on a puller's inbox: the wake-up signal
         # messages handed to the engine and not settled yet, per route by stream seq: the
         # engine finishes a filtered-out event without a call, so a commit acks those it covers
         self.unsettled: dict[str, dict[int, Any]] = {}
@@ -62,6 +64,8 @@ class NatsDeliveries:
         self.counters: dict[str, int] = {}
         self._dirty = False
         self._saved = 0.0
+        self._beat_failing = False
+        self._saving: asyncio.Future[bool] | None = None
 
     async def _connect(self) -> Any:
         """The worker's own connection, on the loop that attached (reconnecting forever)."""
@@ -110,11 +114,12 @@ class NatsDeliveries:
                 await self.pullers.pop(name).stop()
         for name, broker in wanted.items():
             if name not in self.pullers:
-                p = Puller(self.nc, name, broker)
+                p = Puller(self.nc, name, broker, self._arrived)
                 await p.start()
                 self.pullers[name] = p
         found = await status.cursors(js)
         self._epochs = {r: c.epoch for r, c in found.items()}
+        self._reported = dict(self._epochs)
         self._epochs_at = time.monotonic()
         return {name: found[name] for name in wanted if name in found}
 
@@ -123,11 +128,22 @@ class NatsDeliveries:
         return found.get(route)
 
     async def epochs(self) -> dict[str, int]:
-        if time.monotonic() - self._epochs_at >= EPOCH_CHECK:
-            found = await self._io(status.route_consumers)
-            self._epochs = {route: status.epoch_of(info) for route, _, info in found}
+        """The consumers' creation times as last seen; looked up again beside the delivery
+        path at most every second (a cluster electing leaders may take seconds to answer)."""
+        if time.monotonic() - self._epochs_at >= EPOCH_CHECK and (
+            self._epoch_task is None or self._epoch_task.done()
+        ):
             self._epochs_at = time.monotonic()
+            self._epoch_task = asyncio.ensure_future(self._refresh_epochs())
         return dict(self._epochs)
+
+    async def _refresh_epochs(self) -> None:
+        try:
+            found = await self._io(status.route_consumers)
+        except Exception as exc:  # no answer now: the last known epochs stand
+            log.debug("consumer info unavailable: %s", exc)
+            return
+        self._epochs = {route: status.epoch_of(info) for route, _, info in found}
 
     async def commit(self, progress: Sequence[Progress], now: float) -> list[str]:
         for p in progress:
@@ -144,9 +160,10 @@ class NatsDeliveries:
             r["in_flight"], r["breaker"] = p.in_flight, p.breaker
         self._dirty = self._dirty or any(p.delivered or p.failed or p.last_error for p in progress)
         await self._save_counters()
-        before = dict(self._epochs)
         after = await self.epochs()
-        return [route for route, epoch in after.items() if route in before and before[route] != epoch]
+        moved = [r for r, e in after.items() if r in self._reported and self._reported[r] != e]
+        self._reported = after
+        return moved
 
     async def lag(self, broker: str, position: int) -> int:
         return max(0, int(await self._io(streams.last_seq, broker)) - position)
@@ -157,7 +174,6 @@ class NatsDeliveries:
         puller = self.pullers.get(route)
         if puller is None:
             return []
-        self._reads += 1
         out = []
         for msg in await puller.next(limit, self.read_wait):
             meta = msg.metadata
@@ -304,7 +320,7 @@ class NatsDeliveries:
         from nats.errors import TimeoutError as NatsTimeout
 
         js = await self._connect()
-        bucket = await kv.bucket(js, names.ROUTES_BUCKET, 1)
+        bucket = await kv.bucket(js, names.ROUTES_BUCKET, self._replicas())
         watcher = await bucket.watch(names.ROUTES_KEY)
         try:
             while True:
@@ -334,31 +350,68 @@ class NatsDeliveries:
         )
 
     async def beat(self, holder: str, now: float, counters: Mapping[str, int]) -> bool:
+        """Always True: there is no lease to lose. A heartbeat that cannot be written now (the
+        cluster electing a leader, a reconnect) is one log line; the next one tries again."""
         self.holder = holder
-        await self._io(_beat, holder, self._record(holder, now if self.live else 0, counters))
+        try:
+            await self._io(
+                _beat, holder, self._record(holder, now if self.live else 0, counters), self._replicas()
+            )
+        except Exception as exc:
+            if not self._beat_failing:
+                log.warning(
+                    "cannot write the heartbeat to %s now (%s); trying again", names.WORKERS_BUCKET, exc
+                )
+            self._beat_failing = True
+            return True
+        if self._beat_failing:
+            log.warning("heartbeats to %s written again", names.WORKERS_BUCKET)
+        self._beat_failing = False
         self._saved = time.monotonic()
         self._dirty = False
         return True
 
+    def _replicas(self) -> int:
+        return self.store.settings.replicas if self.store.settings is not None else 1
+
     async def _save_counters(self, force: bool = False) -> None:
         """The route counters reach KV with the heartbeat, and at most a second after a
-        commit even where no heartbeat runs (an engine driven without the worker's runner)."""
-        if self._dirty and (force or time.monotonic() - self._saved >= SAVE_EVERY):
+        commit even where no heartbeat runs (an engine driven without the worker's runner).
+        A commit never waits for it: the write runs beside the delivery path."""
+        if not self._dirty or (not force and time.monotonic() - self._saved < SAVE_EVERY):
+            return
+        if force:
+            if self._saving is not None:
+                await asyncio.gather(self._saving, return_exceptions=True)
             await self.beat(self.holder, time.time(), self.counters)
+        elif self._saving is None or self._saving.done():
+            self._saved = time.monotonic()
+            self._saving = asyncio.ensure_future(self.beat(self.holder, time.time(), self.counters))
 
     async def leave(self, holder: str) -> None:
         self.live = False
         try:
-            await self._io(_leave, holder, self._record(holder, time.time(), {}))
+            await self._io(_leave, holder, self._record(holder, time.time(), {}), self._replicas())
             self._dirty = False
+        except Exception as exc:
+            log.warning("cannot mark this worker gone in %s (%s)", names.WORKERS_BUCKET, exc)
         finally:
             await self.close()
 
     def version(self) -> int:
-        """Always moves: a JetStream read is a long poll on the server, so the worker should
-        always read rather than wait for a local signal."""
-        self._reads += 1
-        return self._reads
+        """Moves when a route has something to read: messages (or a status) arrived on a
+        puller's inbox, or its pull request ran out (or was lost with a connection), so the
+        route must read again to have one waiting on the server."""
+        now = time.monotonic()
+        for p in self.pullers.values():
+            if p.expires_at and now >= p.expires_at:
+                p.expires_at = 0.0
+                p.outstanding = 0
+                self._arrivals += 1
+        return self._arrivals
+
+    def _arrived(self) -> None:
+        self._arrivals += 1
 
     def problem(self) -> str | None:
         """None while connected; while the client reconnects, says so (``/healthz`` 503)."""
@@ -373,9 +426,9 @@ class NatsDeliveries:
         pass
 
 
-async def _beat(js: Any, holder: str, record: dict[str, Any]) -> None:
-    await kv.beat(await kv.bucket(js, names.WORKERS_BUCKET, 1, kv.WORKERS_MAX_AGE), holder, record)
+async def _beat(js: Any, holder: str, record: dict[str, Any], replicas: int) -> None:
+    await kv.beat(await kv.bucket(js, names.WORKERS_BUCKET, replicas, kv.WORKERS_MAX_AGE), holder, record)
 
 
-async def _leave(js: Any, holder: str, record: dict[str, Any]) -> None:
-    await kv.leave(await kv.bucket(js, names.WORKERS_BUCKET, 1, kv.WORKERS_MAX_AGE), holder, record)
+async def _leave(js: Any, holder: str, record: dict[str, Any], replicas: int) -> None:
+    await kv.leave(await kv.bucket(js, names.WORKERS_BUCKET, replicas, kv.WORKERS_MAX_AGE), holder, record)

@@ -12,6 +12,7 @@ still add up in ``status``) until the bucket's max age drops it.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,21 +23,36 @@ WORKERS_MAX_AGE = 86400.0  # a stopped worker's counters stay in `status` for a 
 LIVE_FOR = 15.0  # a heartbeat older than this is a worker that has gone
 
 
-async def bucket(js: Any, name: str, replicas: int, max_age: float | None = None) -> Any:
+_buckets: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+async def bucket(js: Any, name: str, replicas: int | None, max_age: float | None = None) -> Any:
+    """The bucket, made with ``replicas`` copies if it does not exist yet (``None``: only look,
+    and None when it does not exist). Looked up once per connection."""
     from nats.js.api import KeyValueConfig, StorageType
     from nats.js.errors import BucketNotFoundError, NotFoundError
 
+    known = _buckets.setdefault(js, {})
+    if name in known:
+        return known[name]
     try:
-        return await js.key_value(name)
+        found = await js.key_value(name)
     except (BucketNotFoundError, NotFoundError):
-        pass
-    config = KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE, replicas=replicas, ttl=max_age)
-    return await js.create_key_value(config)
+        if replicas is None:
+            return None
+        config = KeyValueConfig(
+            bucket=name, history=1, storage=StorageType.FILE, replicas=replicas, ttl=max_age
+        )
+        found = await js.create_key_value(config)
+    known[name] = found
+    return found
 
 
 async def get_routes(kv: Any) -> tuple[str, int] | None:
     from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
+    if kv is None:
+        return None
     try:
         entry = await kv.get(names.ROUTES_KEY)
     except (KeyNotFoundError, KeyDeletedError):
@@ -83,6 +99,8 @@ async def leave(kv: Any, holder: str, record: Mapping[str, Any]) -> None:
 async def workers(kv: Any) -> list[dict[str, Any]]:
     from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError
 
+    if kv is None:
+        return []
     try:
         keys = await kv.keys()
     except NoKeysError:

@@ -52,7 +52,7 @@ async def route_consumers(js: Any) -> list[tuple[str, str, Any]]:
 
 
 async def heartbeats(js: Any) -> list[dict[str, Any]]:
-    return await kv.workers(await kv.bucket(js, names.WORKERS_BUCKET, 1, kv.WORKERS_MAX_AGE))
+    return await kv.workers(await kv.bucket(js, names.WORKERS_BUCKET, None))
 
 
 async def cursors(js: Any) -> dict[str, Cursor]:

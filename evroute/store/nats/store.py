@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from evroute.cloudevent import CloudEvent
+from evroute.errors import StoreError
 from evroute.store.base import Cursor, DeadLetter, Presence, Retry, RoutesDoc, RouteStart
 from evroute.store.nats import connection, consumers, deadletters, kv, names, streams
 from evroute.store.nats.consumers import ConsumerSpec
@@ -61,10 +62,16 @@ class NatsStore:
         return asyncio.run_coroutine_threadsafe(self._call(coro_fn, *args, **kwargs), self._loop.loop)
 
     async def _call(self, coro_fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from nats.errors import Error as NatsError
+
         if self._js is None:
             self._nc = await connection.connect(self.options, name="evroute")
             self._js = self._nc.jetstream()
-        return await coro_fn(self._js, *args, **kwargs)
+        try:
+            return await coro_fn(self._js, *args, **kwargs)
+        except (NatsError, TimeoutError) as exc:
+            # one error path: a server that does not answer now is a run-time fault, one line
+            raise StoreError(f"NATS at {self.options.address} did not answer: {connection.reason(exc)}")
 
     def close(self) -> None:
         if self._loop is not None:
@@ -96,7 +103,7 @@ class NatsStore:
 
     async def _learn(self, js: Any) -> None:
         """The routes in KV give the delivery policies and ``settings.nats`` (structure only)."""
-        found = await kv.get_routes(await kv.bucket(js, names.ROUTES_BUCKET, 1))
+        found = await kv.get_routes(await kv.bucket(js, names.ROUTES_BUCKET, None))
         if found is None:
             return
         parsed = parse_routes(found[0])
@@ -279,7 +286,7 @@ class NatsStore:
 
     def routes(self, path: str) -> RoutesDoc | None:
         async def get(js: Any) -> tuple[str, int] | None:
-            return await kv.get_routes(await kv.bucket(js, names.ROUTES_BUCKET, await self._replicas(js)))
+            return await kv.get_routes(await kv.bucket(js, names.ROUTES_BUCKET, None))
 
         found = self._run(get)
         return None if found is None else RoutesDoc(found[0], found[1])
