@@ -62,7 +62,11 @@ def publish(store, n: int, start: int = 0) -> list[str]:  # type: ignore[no-unty
 
 def worker(url: str, name: str) -> subprocess.Popen[bytes]:
     """``evroute --store URL worker`` as a real process; its routes come from the store."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "WORKER_NAME": name}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "WORKER_NAME": name,
+    }
     log = open(os.environ.get("EVROUTE_TEST_WORKER_LOG", os.devnull), "ab")  # noqa: SIM115
     try:
         return subprocess.Popen(
@@ -272,9 +276,14 @@ def test_every_worker_applies_a_new_revision_of_the_routes_in_kv(nats_server, re
         )
         t0 = time.monotonic()
         apply_routes(store, more, "routes.yaml", "routes.yaml")
-        # published right after the apply: `start: latest` counts from the apply itself
-        ids = publish(store, 200)
-        audit.wait_for(lambda reqs: {r.ce_id for r in reqs} >= set(ids), timeout=30)
+        # published right after the apply: `start: latest` counts from the apply itself; in
+        # waves until both workers have delivered some (each reloaded the new revision)
+        ids: list[str] = []
+        while {r.headers["x-worker"] for r in audit.requests} != {"a", "b"}:
+            assert time.monotonic() - t0 < 15, "a worker did not pick up the new routes"
+            ids += publish(store, 50, start=len(ids))
+            want = set(ids)
+            audit.wait_for(lambda reqs, want=want: {r.ce_id for r in reqs} >= want, timeout=30)
         took = time.monotonic() - t0
     finally:
         stop(*procs)
