@@ -243,7 +243,10 @@ class Runner:
             if not self.reload.is_set():
                 break
         try:
-            routeset = load_routes(self.options.routes)
+            if engine.store.kind == "sqlite":
+                routeset = load_routes(self.options.routes)
+            else:
+                routeset = self._stored_routes(engine.store)
         except RoutesInvalid as exc:
             logger.error("routes file rejected; keeping the last good routes:")
             for problem in exc.problems:
