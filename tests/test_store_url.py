@@ -122,12 +122,15 @@ def test_cli_nats_url_is_recognised_and_refused_while_unavailable(
     else:
         pytest.skip("the NATS store is present: tested with its own server")
     monkeypatch.chdir(tmp_path)
-    for command in (
+    commands = (
         ["publish", "--type", "t"],
         ["status"],
         ["dlq", "list"],
         ["subscribe", "reset", "a", "--to", "latest"],
-    ):
+        ["worker", "--once"],
+        ["init"],
+    )
+    for command in commands:
         code, _, err = run("--store", "nats://127.0.0.1:4222", *command)
         assert code == 2, (command, err)
         assert err.startswith("Error: ") and "NATS" in err and err.count("\n") == 1, err

@@ -29,6 +29,7 @@ def init_cmd() -> None:
     from evroute.store import Store
 
     obj = ctx_obj()
+    db = obj.db  # a store that is no SQLite file is refused before anything is written
     if os.path.exists(obj.routes):
         click.echo(f"{obj.routes} exists, left as is")
     else:
@@ -47,9 +48,9 @@ def init_cmd() -> None:
             raise RuntimeFault(f"cannot write {obj.routes}: {exc.strerror} (check --routes)") from None
         else:
             click.echo(f"wrote {obj.routes}: routes inventory and payment on order.placed (edit it)")
-    existed = os.path.exists(obj.db)
-    Store(obj.db).close()
-    click.echo(f"database {obj.db} {'ready' if existed else 'created'}")
+    existed = os.path.exists(db)
+    Store(db).close()
+    click.echo(f"database {db} {'ready' if existed else 'created'}")
 
 
 @click.command()

@@ -8,7 +8,6 @@ imported only where they are built, so a single ``publish`` does not define them
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -404,6 +403,8 @@ class SqliteDeliveries:
     async def housekeep(self) -> None:
         """A passive WAL checkpoint in a thread with its own connection: copying pages back
         into the database file can take tens of milliseconds, never inside the delivery loop."""
+        import asyncio
+
         path = self.db.path
 
         def checkpoint() -> None:

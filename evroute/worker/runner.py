@@ -251,7 +251,7 @@ class Runner:
             if not self.reload.is_set():
                 break
         try:
-            if self.options.store.kind == "sqlite":
+            if engine.store.kind == "sqlite":
                 routeset = load_routes(self.options.routes)
             else:  # a network round trip: off the delivery loop
                 routeset = await asyncio.to_thread(self._stored_routes, engine.store)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import StoreCase
 
+from contract.stores import StoreCase
 from evroute.cloudevent import make_event
 from evroute.errors import NotFound
 from evroute.store.base import NewDeadLetter, RouteStart

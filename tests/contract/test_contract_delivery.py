@@ -9,8 +9,7 @@ import json
 import threading
 from collections import Counter
 
-from conftest import StoreCase
-
+from contract.stores import StoreCase
 from evroute.cloudevent import make_event, to_binary
 
 from receiver import Reply, Request

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import StoreCase
 
+from contract.stores import StoreCase
 from evroute.clock import parse_time
 from evroute.cloudevent import make_event
 from evroute.store.base import DeadLetter, NewDeadLetter, RouteStart

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import StoreCase
-
+from contract.stores import StoreCase
 from evroute.cloudevent import make_event
 
 

@@ -7,8 +7,8 @@ import asyncio
 from dataclasses import replace
 
 import pytest
-from conftest import StoreCase
 
+from contract.stores import StoreCase
 from evroute.cloudevent import make_event
 from evroute.errors import InvalidInput, NotFound
 from evroute.store.base import NewDeadLetter, Progress, Retry, RouteStart

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 from collections import Counter
 
-from conftest import StoreCase
+from contract.stores import StoreCase
 
 from receiver import Receiver, Reply
 

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from conftest import StoreCase
 
+from contract.stores import StoreCase
 from evroute.clock import parse_time
 from evroute.cloudevent import make_event
 from evroute.errors import NotFound
