@@ -72,3 +72,27 @@ def test_a_concurrent_edit_is_refused_never_lost(nats_server, tmp_path: Path) ->
         assert store.routes("routes.yaml").text.endswith("# someone else\n")
         info = store._run(lambda js: js.consumer_info("EVROUTE_DEFAULT", "evroute-pay"))
         assert info.config.max_ack_pending == 1  # ordered, from the applied routes
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["publish", "--type", "t"],
+        ["status"],
+        ["dlq", "list"],
+        ["events", "list"],
+        ["routes", "apply"],
+        ["worker", "--once"],
+    ],
+)
+def test_an_unreachable_server_is_one_error_line_exit_1(
+    command: list[str], tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from natsserver import free_port
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "routes.yaml").write_text(ROUTES)
+    url = f"nats://127.0.0.1:{free_port()}"
+    code, _, err = cli("--store", url, *command)
+    assert code == 1, (command, err)
+    assert err.startswith(f"Error: cannot reach NATS at {url}") and err.count("\n") == 1, err
