@@ -549,6 +549,15 @@ FILTER_CASES: list[tuple[dict[str, str], list[Any]]] = [
     ({}, [{"prefix": {"source": "/shop/"}}, {"suffix": {"subject": "-eu"}}]),
     ({}, [{"any": [{"exact": {"region": "eu"}}, {"not": {"prefix": {"subject": "t-"}}}]}]),
     ({}, [{"not": {"all": [{"exact": {"type": "order.placed"}}, {"exact": {"region": "us"}}]}}]),
+    (
+        {},
+        [
+            {"exact": {"type": "order.placed", "region": "eu"}},
+            {"prefix": {"source": "/shop/", "subject": "o"}},
+        ],
+    ),
+    ({}, [{"any": [{"exact": {"region": "eu"}}, {"not": {}}]}, {}, {"all": []}]),
+    ({}, [{"suffix": {"subject": "-eu", "source": "eu"}}, {"any": []}]),
 ]
 EVENTS: list[dict[str, str]] = [
     {"id": "1", "source": "/shop/eu", "type": "order.placed", "specversion": "1.0"},

@@ -432,6 +432,31 @@ def test_both_filter_and_filters_gives_a_note() -> None:
     )
 
 
+def test_multi_attribute_maps_load_and_empty_expressions_are_noted() -> None:
+    rs = load("""\
+        apiVersion: eventing.knative.dev/v1
+        kind: Trigger
+        metadata: {name: t}
+        spec:
+          broker: default
+          filters:
+            - exact: {type: order.placed, source: /shop}
+            - {}
+            - any:
+                - not: {}
+          subscriber: {uri: http://h/}
+        """)
+    m = rs.routes[0].matcher
+    assert m.matches({"type": "order.placed", "source": "/shop"})
+    assert not m.matches({"type": "order.placed", "source": "/warehouse"})
+    assert rs.notes == (
+        "routes.yaml:8: route 't': spec.filters[1]: an empty expression is Knative's no filter "
+        "(it lets every event through)",
+        "routes.yaml:10: route 't': spec.filters[2].any[0].not: an empty expression is Knative's no "
+        "filter (it lets every event through)",
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -321,18 +321,25 @@ def filter_to_cel(filter: Mapping[str, str], filters: Sequence[Any]) -> tuple[st
 
 def _conjuncts(item: Any) -> list[str]:
     """``item`` as a list of CEL expressions that must all hold."""
+    if not item:
+        return []  # Knative's "no filter": {} , not: {}, all: [], any: []
     if not isinstance(item, Mapping) or len(item) != 1:
         raise _Untranslatable(item)
     ((dialect, value),) = item.items()
+    if not value:
+        return []
     if dialect in ("exact", "prefix", "suffix"):
         return [_compare(dialect, str(k), v) for k, v in value.items()]
     if dialect == "all":
         return [part for sub in value for part in _conjuncts(sub)]
     if dialect == "any":
-        parts = [f"({p})" if _has_top_level_and(p) else p for p in (_expr(sub) for sub in value)]
-        return ["(" + " || ".join(parts) + ")" if len(parts) > 1 else parts[0]] if parts else ["false"]
+        # An empty alternative is left out of the list, as Knative leaves it out.
+        exprs = [_expr(sub) for sub in value if _conjuncts(sub)]
+        parts = [f"({p})" if _has_top_level_and(p) else p for p in exprs]
+        return ["(" + " || ".join(parts) + ")" if len(parts) > 1 else parts[0]] if parts else []
     if dialect == "not":
-        return [f"!({_expr(value)})"]
+        inner = _conjuncts(value)
+        return [f"!({_expr(value)})"] if inner else []
     raise _Untranslatable(item)
 
 

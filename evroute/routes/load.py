@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from evroute.errors import InvalidInput, RoutesInvalid
-from evroute.filters import as_text, check, compile_filters
+from evroute.filters import as_text, check, compile_filters, empty_expressions
 from evroute.routes import knative
 from evroute.routes.fields import Checker, RawRoute, Where, show
 from evroute.routes.model import DEFAULT_MAX_EVENT_BYTES, Delivery, Route, RouteSet, Settings
@@ -259,12 +259,23 @@ class _Loader:
             broker = c.name(v["broker"], at["broker"], scope) or "default"
 
         filt, filters = v.get("filter"), v.get("filters")
-        for problem in check(filt, filters):
+        filter_problems = check(filt, filters)
+        for problem in filter_problems:
             head, *rest = problem.path
             where = at[str(head)]
             for part in rest:
                 where = where / part
             c.problem(where, scope, problem.message, problem.key)
+        if not filter_problems:
+            for _, *rest in empty_expressions(filters):
+                where = at["filters"]
+                for part in rest:
+                    where = where / part
+                c.note(
+                    where,
+                    scope,
+                    f"{where.label}: an empty expression is Knative's no filter (it lets every event through)",
+                )
         if filt and filters:
             c.note(
                 at["filters"], scope, "both filter and filters are set; filters is used and filter is ignored"
