@@ -161,9 +161,7 @@ def empty_expressions(filters: Sequence[Any] | None) -> list[tuple[str | int, ..
             found.append(path)
             return
         dialect, body = next(iter(item.items()))
-        if dialect in ("all", "any", "not") and not body:
-            found.append((*path, dialect))
-        elif dialect in STRING_DIALECTS and not body:
+        if not body:
             found.append((*path, dialect))
         elif dialect in ("all", "any"):
             for i, sub in enumerate(body):
