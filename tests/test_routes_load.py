@@ -376,7 +376,7 @@ def test_every_problem_at_once_with_line_and_column() -> None:
         "routes.yaml:8:17: route 'Bad_Name': subscriber: 'ftp://x/' is not an absolute http(s) URI "
         "(allowed: http://HOST[:PORT]/PATH or https://…)",
         "routes.yaml:10:5: route 'a': unknown key 'filtr' (did you mean 'filter'? allowed: name, broker, "
-        "filter, filters, subscriber, delivery, headers, signing, start, paused)",
+        "filter, filters, subscriber, delivery, headers, signing, start, paused, transform)",
         "routes.yaml:13:22: route 'a': delivery.backoffPolicy: unknown policy 'fibonacci' (allowed: exponential, linear)",
         "routes.yaml:14:21: route 'a': delivery.backoffDelay: bad duration 'soon' "
         "(ISO 8601 like PT0.5S, PT1M, P1D, or 500ms, 2s, 1m, 1h, 1d)",

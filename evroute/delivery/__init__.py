@@ -20,6 +20,7 @@ from evroute.delivery.command import deliver_command
 from evroute.delivery.http import USER_AGENT, deliver_http
 from evroute.delivery.outcome import Kind, Outcome, failure, one_line
 from evroute.routes.model import Delivery, Subscriber
+from evroute.transform import Transform
 
 logger = logging.getLogger("evroute.delivery")
 
@@ -38,13 +39,30 @@ async def deliver(
     signing_secret: str | None,
     session: aiohttp.ClientSession,
     extra_attributes: Mapping[str, str] | None = None,
+    transform: Transform | None = None,
 ) -> Outcome:
     """One attempt to deliver ``event`` to ``target`` (an HTTP URI or a command).
 
     ``extra_attributes`` are set on the event as sent (the dead-letter sink's
     ``knativeerror*`` extensions, for instance); ``headers`` and ``signing_secret`` apply to
-    HTTP subscribers only.
+    HTTP subscribers only. ``transform`` reshapes the event before it is encoded (see
+    :mod:`evroute.delivery.transformed`).
     """
+    if transform is not None:
+        from evroute.delivery.transformed import deliver_transformed
+
+        return await deliver_transformed(
+            transform,
+            target,
+            event,
+            route=route,
+            broker=broker,
+            attempt=attempt,
+            delivery=delivery,
+            headers=headers,
+            signing_secret=signing_secret,
+            session=session,
+        )
     started = asyncio.get_running_loop().time()
     try:
         if extra_attributes:

@@ -139,6 +139,21 @@ def invalid_reply(reason: str, *, status: int, elapsed: float, raw: bytes | None
     )
 
 
+def transform_failed(reason: str, elapsed: float) -> Outcome:
+    """A transform that cannot make a valid CloudEvent of this event (``reason`` names it):
+    permanent, since the same event fails the same way on every retry."""
+    return failure(Kind.PERMANENT, one_line(reason), elapsed)
+
+
+def transformed_reply(parent: CloudEvent, reply: CloudEvent, elapsed: float) -> Outcome:
+    """An EventTransform without a sink: its result goes back to the broker as a reply, with
+    the reply's hop count (or a permanent ``hop limit``). No subscriber was called: no status."""
+    hops = hops_for_reply(parent)
+    if hops > HOP_LIMIT:
+        return failure(Kind.PERMANENT, "hop limit", elapsed)
+    return Outcome(Kind.SUCCESS, None, None, None, reply.with_attributes(**{HOPS: hops}), None, elapsed)
+
+
 def dls_event(event: CloudEvent, dest: str, status: int | None, body: bytes | None) -> CloudEvent:
     """The event as sent to a ``deadLetterSink``, with Knative's error extensions (SPEC 5.4):
     the failed subscriber, the final status (500 when there was no response), and the base64
@@ -170,4 +185,6 @@ __all__ = [
     "invalid_reply",
     "next_wait",
     "parse_retry_after",
+    "transform_failed",
+    "transformed_reply",
 ]

@@ -29,6 +29,7 @@ from evroute.filters import as_text, check, compile_filters, empty_expressions
 from evroute.routes import knative
 from evroute.routes.fields import Checker, RawRoute, Where, show
 from evroute.routes.model import DEFAULT_MAX_EVENT_BYTES, Delivery, Route, RouteSet, Settings
+from evroute.routes.transforms import Transforms, is_eventtransform, refers_to_transform
 from evroute.routes.yamltree import Doc, MalformedYaml, parse_stream
 
 DOC_KEYS = ("services", "defaults", "settings", "routes")
@@ -43,6 +44,7 @@ ROUTE_KEYS = (
     "signing",
     "start",
     "paused",
+    "transform",
 )
 SETTINGS_KEYS = ("retention", "durability", "maxEventBytes")
 
@@ -85,6 +87,7 @@ class _Loader:
         self.brokers: dict[str, Layer] = {}
         self.seen: dict[str, int] = {}  # route name -> line
         self.once: dict[str, int] = {}  # defaults/settings -> line
+        self.transforms = Transforms(self.c, text)
 
     def run(self) -> RouteSet:
         c = self.c
@@ -124,6 +127,8 @@ class _Loader:
             kind = knative.kind_of(doc.data)
             if kind == "Broker":
                 self.broker(doc)
+            elif is_eventtransform(doc.data):
+                self.transforms.read(doc)
             elif kind is None:
                 knative.ignored(c, doc)
         for doc in docs:
@@ -283,14 +288,27 @@ class _Loader:
 
         secrets: set[str] = set()
         subscriber = None
+        transform = None
         if v.get("subscriber") is None:
             c.problem(
                 raw.where,
                 scope,
                 "subscriber is required (allowed: a URI, {uri: …}, {command: […]} or {ref: …})",
             )
+        elif refers_to_transform(v["subscriber"]):
+            if "transform" in v:
+                c.problem(
+                    at["transform"],
+                    scope,
+                    "both transform and a subscriber ref to an EventTransform are set (allowed: one of them)",
+                )
+            else:
+                found = self.transforms.resolve(v["subscriber"], at["subscriber"], scope, secrets)
+                subscriber, transform = found if found is not None else (None, None)
         else:
             subscriber = c.sink(v["subscriber"], at["subscriber"], scope, secrets)
+        if "transform" in v:
+            transform = self.transforms.route_transform(v["transform"], at["transform"], scope)
 
         layers = [self.defaults, self.brokers.get(broker, ({}, frozenset()))]
         if "delivery" in v:
@@ -326,4 +344,5 @@ class _Loader:
             paused=bool(paused),
             secrets=frozenset(s for s in secrets if len(s) >= MIN_SECRET),
             line=line,
+            transform=transform,
         )

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evroute.filters.matcher import Matcher, match_all
+
+if TYPE_CHECKING:
+    from evroute.transform import Transform
 
 # Built-in delivery defaults (SPEC 3.1), in seconds where they are durations.
 BUILTIN_DELIVERY: dict[str, Any] = {
@@ -83,6 +86,7 @@ class Route:
     paused: bool = False
     secrets: frozenset[str] = frozenset()  # expanded ${VAR} values, masked in every output
     line: int = field(default=0, compare=False)  # where it is written: moving it changes nothing
+    transform: Transform | None = None  # JSONata reshaping before delivery (evroute.transform)
 
     def mask(self, text: str) -> str:
         """``text`` with every secret of this route replaced by ``***``."""

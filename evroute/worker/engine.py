@@ -189,6 +189,7 @@ class Engine:
             headers=route.headers,
             signing_secret=route.signing_secret,
             session=self.session,
+            transform=route.transform,
         )
         if outcome.kind is Kind.SUCCESS and outcome.reply is not None:
             try:
