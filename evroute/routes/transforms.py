@@ -100,12 +100,12 @@ class Transforms:
         source = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
         block = source[col - 1 : col] in ("|", ">")
         if not block:
-            return (line, col + offset) if newlines == 0 else (line + newlines, 1)
+            quoted = source[col - 1 : col] in ("'", '"')
+            return (line, col + quoted + offset) if newlines == 0 else (line + newlines, 1)
         # A block scalar: the text starts on the next line, indented.
-        target = line + 1 + newlines
-        text_line = self.lines[target - 1] if 0 < target <= len(self.lines) else ""
-        indent = len(text_line) - len(text_line.lstrip(" "))
-        return target, indent + len(before) - (before.rfind("\n") + 1) + 1
+        first = self.lines[line] if line < len(self.lines) else ""
+        indent = len(first) - len(first.lstrip(" "))  # the block's indentation, not in its text
+        return line + 1 + newlines, indent + len(before) - (before.rfind("\n") + 1) + 1
 
     def route_transform(self, value: object, where: Where, scope: str) -> Transform | None:
         """A route's ``transform: {jsonata: EXPR}``."""
