@@ -154,6 +154,12 @@ def _notes_for(route: Route, notes: list[str]) -> None:
     def add(what: str, why: str) -> None:
         notes.append(_note(route, what, why))
 
+    if route.transform is not None:
+        add(
+            "a JSONata transform",
+            "Dapr delivers events as they were published; the app receives them untransformed "
+            "and must reshape them itself",
+        )
     if route.paused:
         add("paused: true", "a Subscription cannot be paused; it is exported and will deliver")
     if route.start == "earliest":
