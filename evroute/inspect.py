@@ -19,6 +19,7 @@ from evroute.clock import rfc3339
 from evroute.cloudevent import CloudEvent, to_dict
 from evroute.errors import NotFound, RoutesInvalid
 from evroute.routes.model import Route, RouteSet
+from evroute.routes.show import subscriber_text
 from evroute.store import Store, cursors, deadletters, lease, retries
 from evroute.store import log as event_log
 from evroute.store.cursors import Cursor
@@ -105,7 +106,7 @@ def _route_row(
     return {
         "name": name,
         "broker": broker,
-        "subscriber": route.mask(route.subscriber.describe()) if route is not None else None,
+        "subscriber": subscriber_text(route) if route is not None else None,
         "cursor": None if cursor is None else cursor.position,
         "lag": lag,
         "in_flight": in_flight,

@@ -408,3 +408,52 @@ def test_the_sinks_reply_is_reshaped_or_discarded(tmp_path: Path) -> None:
     finally:
         ledger.stop()
         audit.stop()
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def cli(tmp_path: Path, *args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from evroute.cli import main
+
+    with CliRunner().isolation() as (out, _err, _):
+        try:
+            main(["--db", str(tmp_path / "ev.db"), "--routes", str(tmp_path / "routes.yaml"), *args])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue().decode()
+
+
+def test_routes_check_and_test_show_the_transform(tmp_path: Path) -> None:
+    (tmp_path / "routes.yaml").write_text(
+        textwrap.dedent(EVENTTRANSFORM)
+        + textwrap.dedent("""\
+        ---
+        routes:
+          - name: broken
+            subscriber: http://127.0.0.1:9/broken
+            transform: {jsonata: '{"type": "x"}'}
+        """)
+    )
+    code, out = cli(tmp_path, "routes", "check")
+    assert code == 0
+    assert "EventTransform summary -> http://127.0.0.1:9/summary" in out
+    assert "transform -> http://127.0.0.1:9/broken" in out
+    code, out = cli(tmp_path, "routes", "check", "--json")
+    shown = {r["name"]: r for r in json.loads(out)["routes"]}
+    assert shown["t"]["transform"]["eventTransform"] == "summary"
+    assert "transform" in shown["broken"] and "replyIntoBroker" not in shown["broken"]["transform"]
+
+    event = tmp_path / "order.json"
+    event.write_text(json.dumps(to_dict(ORDER)))
+    code, out = cli(tmp_path, "routes", "test", str(event))
+    assert code == 0
+    assert "route t: the transformed event:" in out
+    assert '"type": "order.summary"' in out
+    assert (
+        "route broken: transform gave an invalid CloudEvent: missing required attribute 'id' "
+        "(a delivery would fail permanently)"
+    ) in out

@@ -21,6 +21,16 @@ def sink_dict(sink: Subscriber | None, route: Route) -> dict[str, Any] | None:
     return {"uri": route.mask(sink.uri or "")}
 
 
+def subscriber_text(route: Route) -> str:
+    """Where a route delivers, masked; a transform says so (``EventTransform x -> URI``)."""
+    text = route.mask(route.subscriber.describe())
+    t = route.transform
+    if t is None:
+        return text
+    via = f"EventTransform {t.name}" if t.name else "transform"
+    return f"{via} -> reply into {route.broker}" if t.reply else f"{via} -> {text}"
+
+
 def route_dict(route: Route) -> dict[str, Any]:
     """The route in routes.yaml vocabulary, every delivery field resolved, secrets masked."""
     d = route.delivery
@@ -53,7 +63,23 @@ def route_dict(route: Route) -> dict[str, Any]:
         "signing": None if route.signing_secret is None else {"secret": "***"},
         "start": route.start,
         "paused": route.paused,
+        **({} if route.transform is None else {"transform": _transform_dict(route)}),
     }
+
+
+def _transform_dict(route: Route) -> dict[str, Any]:
+    t = route.transform
+    assert t is not None
+    out: dict[str, Any] = {"jsonata": t.expression}
+    if t.name:
+        out["eventTransform"] = t.name
+    if t.reply:
+        out["replyIntoBroker"] = True
+    if t.reply_expression is not None:
+        out["replyJsonata"] = t.reply_expression
+    if t.discard_reply:
+        out["discardReply"] = True
+    return out
 
 
 def route_row(route: Route) -> list[str]:
@@ -67,7 +93,7 @@ def route_row(route: Route) -> list[str]:
         route.name,
         route.broker,
         route.matcher.description,
-        route.mask(route.subscriber.describe()),
+        subscriber_text(route),
         retry,
         ordering,
         "yes" if route.paused else "",
