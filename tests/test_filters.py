@@ -200,6 +200,7 @@ def test_string_dialects_with_several_attributes_need_every_one() -> None:
         [{"any": []}],
         [{"not": {"not": {}}}],
         [{"all": [{}, {"any": []}]}],
+        [{"cesql": ""}, {"exact": {}}],
     ],
 )
 def test_empty_expressions_are_no_filter(filters: list[object]) -> None:

@@ -6,7 +6,7 @@
   ``exact`` / ``prefix`` / ``suffix`` (a map of one or more attributes, every one must match;
   a missing attribute never matches), ``all``, ``any``, ``not`` and ``cesql``.
 - Empty expressions are Knative's "no filter": ``{}``, ``not: {}``, ``all: []``, ``any: []``
-  (and an empty ``exact`` / ``prefix`` / ``suffix`` map). Knative leaves them out of the list
+  (and an empty ``exact`` / ``prefix`` / ``suffix`` map or ``cesql: ""``). Knative leaves them out of the list
   they stand in, so they count for nothing inside ``all`` / ``any``; a ``filters`` list holding
   nothing else lets every event through.
 
@@ -142,6 +142,8 @@ def _check_item(path: tuple[str | int, ...], item: object) -> list[FilterProblem
         return [p for i, sub in enumerate(body) for p in _check_item((*where, i), sub)]
     if dialect == "not":
         return _check_item(where, body)
+    if body is None or body == "":
+        return []  # Knative: a missing expression is no filter
     if not isinstance(body, str) or not body.strip():
         return [FilterProblem(where, "must be a CloudEvents SQL expression (text)")]
     try:
