@@ -151,7 +151,7 @@ def test_description_names_every_part() -> None:
         ([{"exact": {"": "x"}}], "empty attribute name (allowed: a CloudEvents attribute name)"),
         ([{"prefix": {"Type": "x"}}], "attribute name 'Type' is invalid (allowed: lowercase letters and digits, starting with a letter)"),
         ([{"exact": {"type": "a"}, "prefix": {"source": "/"}}], "more than one dialect in one filter: exact, prefix (allowed: exactly one per item; combine them with all: [...])"),
-        ([{"regex": {"type": "a"}}], "unknown filter dialect 'regex' (allowed: exact, prefix, suffix, all, any, not, cesql)"),
+        ([{"regex": {"type": "a"}}], "unknown filter dialect 'regex' (allowed: exact, prefix, suffix, all, any, not, cesql, cel)"),
         ([{"cesql": "type = "}], "CESQL: expected an expression but found end of expression at column 8 (allowed: CloudEvents SQL v1)"),
         ([{"any": []}], "must be a non-empty list of filter expressions"),
         ([{"exact": {"type": "a", "source": "b"}}], "has 2 attributes (allowed: exactly one, as in Knative; use all: [...] to require several)"),

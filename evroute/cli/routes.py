@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from evroute.cli.common import ctx_obj, echo_json, echo_table, open_store
+
+if TYPE_CHECKING:
+    from evroute.cloudevent import CloudEvent
 
 
 @click.group()
@@ -113,16 +116,16 @@ def test(
     if event_file is None and type_ is None:
         raise InvalidInput("give an EVENT-FILE (structured CloudEvent JSON) or --type TYPE [--source S …]")
     if event_file is not None:
-        attributes = _event_from_file(event_file)
+        event = _event_from_file(event_file)
     else:
-        attributes = _event_from_flags(type_ or "", source, subject, id_, exts)
+        event = _event_from_flags(type_ or "", source, subject, id_, exts)
     routeset = load_routes(ctx_obj().routes)
     results: list[dict[str, Any]] = []
     paused: dict[str, bool] = {}
     for route in routeset.routes:
         if route.broker != broker:
             continue
-        why = route.matcher.explain(attributes)
+        why = route.matcher.explain_event(event)
         results.append({"route": route.name, "matched": why is None, "failed_filter": why})
         paused[route.name] = route.paused
     if as_json:
@@ -140,7 +143,7 @@ def test(
     echo_table(rows, ["route", "result", "failed filter"])
 
 
-def _event_from_file(path: str) -> dict[str, Any]:
+def _event_from_file(path: str) -> CloudEvent:
     from evroute.cloudevent import from_dict
     from evroute.errors import InvalidInput
 
@@ -163,12 +166,12 @@ def _event_from_file(path: str) -> dict[str, Any]:
     obj.setdefault("specversion", "1.0")
     obj.setdefault("id", "evroute-routes-test")
     obj.setdefault("source", "/evroute/cli")
-    return dict(from_dict(obj, f"{path}: ").attributes)
+    return from_dict(obj, f"{path}: ")
 
 
 def _event_from_flags(
     type_: str, source: str, subject: str | None, id_: str, exts: tuple[str, ...]
-) -> dict[str, Any]:
+) -> CloudEvent:
     from evroute.cloudevent import make_event
     from evroute.errors import InvalidInput
 
@@ -178,5 +181,4 @@ def _event_from_flags(
         if not sep or not key:
             raise InvalidInput(f"--ext {item!r} must be KEY=VALUE")
         extensions[key] = value
-    event = make_event(type=type_, source=source, id=id_, subject=subject, extensions=extensions)
-    return dict(event.attributes)
+    return make_event(type=type_, source=source, id=id_, subject=subject, extensions=extensions)

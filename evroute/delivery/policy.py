@@ -14,11 +14,27 @@ exit 65 (EX_DATAERR)                permanent
 
 404 and 409 are retried, as Knative does: a subscriber that is being deployed answers 404 for
 a moment, and 409 is a conflict that a later attempt may not hit.
+
+Routes read from Dapr Subscriptions (``Delivery.contract == "dapr"``) are judged as Dapr's
+sidecar judges an app (dapr/dapr ``pkg/runtime/subscription/postman/http``):
+
+==========================================  ===========================================
+2xx, body empty, not JSON, or no status     success
+2xx with ``{"status": "SUCCESS"}``          success
+2xx with ``{"status": "RETRY"}``            retriable
+2xx with ``{"status": "DROP"}``             permanent, reason ``dropped by subscriber``
+2xx with any other status value             retriable (Dapr: "unknown status")
+404                                         permanent (Dapr drops the message)
+every other status, connection errors       retriable
+==========================================  ===========================================
+
+A Dapr app never replies with an event: its 2xx bodies are read for the status only.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import datetime as _dt
 import math
 from email.utils import parsedate_to_datetime
@@ -45,6 +61,35 @@ def classify_status(status: int) -> Kind:
     if 500 <= status <= 599 or status in RETRIABLE_STATUSES:
         return Kind.RETRIABLE
     return Kind.PERMANENT
+
+
+DROPPED = "dropped by subscriber"  # reason of a Dapr DROP; kept as the dead letter's reason
+DAPR_STATUS_BYTES = 64 * 1024  # largest 2xx body read for Dapr's {"status": …}
+
+
+def classify_dapr(status: int) -> Kind:
+    """Dapr's judgement of an HTTP status (the 2xx body is judged by :func:`dapr_answer`)."""
+    if 200 <= status <= 299:
+        return Kind.SUCCESS
+    if status == 404:
+        return Kind.PERMANENT
+    return Kind.RETRIABLE
+
+
+def dapr_answer(body: bytes) -> tuple[Kind, str | None]:
+    """What a Dapr app's 2xx body says: (kind, error). Unparseable or empty means success."""
+    try:
+        answer = json.loads(body) if body.strip() else None
+    except ValueError:
+        return Kind.SUCCESS, None
+    value = answer.get("status") if isinstance(answer, dict) else None
+    if value is None or value == "" or value == "SUCCESS":
+        return Kind.SUCCESS, None
+    if value == "RETRY":
+        return Kind.RETRIABLE, "subscriber answered RETRY"
+    if value == "DROP":
+        return Kind.PERMANENT, DROPPED
+    return Kind.RETRIABLE, one_line(f"unknown status {value!r} from subscriber (allowed: SUCCESS, RETRY, DROP)")
 
 
 def classify_exit(code: int) -> Kind:
@@ -82,6 +127,14 @@ def backoff(delivery: Delivery, retry_number: int) -> float:
     delay = max(0.0, delivery.backoff_delay)
     if delivery.backoff_policy == "linear":
         wait = delay * k
+    elif delivery.backoff_policy == "constant":  # Dapr's constant retry policy
+        wait = delay
+    elif delivery.backoff_multiplier != 2.0:
+        # Dapr's exponential policy (×1.5); past the float range every cap applies anyway.
+        try:
+            wait = delay * delivery.backoff_multiplier ** min(k - 1, 1000)
+        except OverflowError:
+            wait = math.inf
     else:
         # 2.0 ** 1024 overflows; any exponent this large is far past every cap anyway.
         wait = delay * 2.0 ** min(k - 1, 1000)
@@ -139,6 +192,13 @@ def invalid_reply(reason: str, *, status: int, elapsed: float, raw: bytes | None
     )
 
 
+def dead_letter_copy(event: CloudEvent, route: str, topic: str) -> CloudEvent:
+    """The event as published to a Dapr ``deadLetterTopic``: ``topic`` is the dead-letter topic,
+    so subscriptions on it receive it. Its id derives from the original and the route, since a
+    broker stores one event per (source, id) and redoing a dead letter must not double it."""
+    return event.with_attributes(id=f"{event.id}.deadletter.{route}", topic=topic)
+
+
 def dls_event(event: CloudEvent, dest: str, status: int | None, body: bytes | None) -> CloudEvent:
     """The event as sent to a ``deadLetterSink``, with Knative's error extensions (SPEC 5.4):
     the failed subscriber, the final status (500 when there was no response), and the base64
@@ -157,14 +217,19 @@ __all__ = [
     "ERROR_DATA",
     "ERROR_DEST",
     "EX_DATAERR",
+    "DAPR_STATUS_BYTES",
+    "DROPPED",
     "EX_TEMPFAIL",
     "HOP_LIMIT",
     "RETRIABLE_STATUSES",
     "RETRY_AFTER_STATUSES",
     "accept_reply",
     "backoff",
+    "classify_dapr",
     "classify_exit",
     "classify_status",
+    "dapr_answer",
+    "dead_letter_copy",
     "dls_event",
     "hops_for_reply",
     "invalid_reply",

@@ -4,7 +4,8 @@
   present and non-empty.
 - ``filters`` (SubscriptionsAPI): a list read as ``all``; each item has exactly one dialect:
   ``exact`` / ``prefix`` / ``suffix`` (one attribute each, as Knative's webhook requires; a
-  missing attribute never matches), ``all``, ``any``, ``not`` and ``cesql``.
+  missing attribute never matches), ``all``, ``any``, ``not``, ``cesql`` and ``cel`` (CEL over
+  attributes and JSON data, :mod:`evroute.filters.cel`).
 
 String matching is case-sensitive. Attribute values that are not strings (integer and boolean
 extensions) are compared by their text, as in the HTTP binding: ``true``, ``false``, ``42``.
@@ -30,7 +31,7 @@ Attrs = Mapping[str, object]
 Match = Callable[[Attrs], bool]
 Explain = Callable[[Attrs], str | None]
 
-DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "cesql")
+DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "cesql", "cel")
 STRING_DIALECTS = ("exact", "prefix", "suffix")
 ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9]*\Z")  # \Z: `$` would pass a trailing newline
 NAME_RULE = "allowed: lowercase letters and digits, starting with a letter"
@@ -141,6 +142,11 @@ def _check_item(path: tuple[str | int, ...], item: object) -> list[FilterProblem
         return [p for i, sub in enumerate(body) for p in _check_item((*where, i), sub)]
     if dialect == "not":
         return _check_item(where, body)
+    if dialect == "cel":
+        from evroute.filters import cel  # cel-python loads only for routes that use CEL
+
+        problem = cel.check(body)
+        return [] if problem is None else [FilterProblem(where, problem)]
     if not isinstance(body, str) or not body.strip():
         return [FilterProblem(where, "must be a CloudEvents SQL expression (text)")]
     try:
@@ -185,7 +191,9 @@ def compile_filters(filter: Mapping[str, str], filters: Sequence[Any]) -> Matche
     if filters:
         parts = [_compile_item(item, f"filters[{i}]") for i, item in enumerate(filters)]
         top = _all(parts, "filters")
-        return Matcher(top.match, top.explain, ", ".join(p.describe for p in parts))
+        return Matcher(
+            top.match, top.explain, ", ".join(p.describe for p in parts), needs_event=_uses_cel(filters)
+        )
     if filter:
         part = _attributes({k: _scalar_text(v) or "" for k, v in filter.items()})
         return Matcher(part.match, part.explain, part.describe)
@@ -286,7 +294,36 @@ def _compile_item(item: Mapping[str, Any], label: str) -> _Part:
             return None if not inner_match(a) else f"{label} not: the event matches ({inner.describe})"
 
         return _Part(negated, explain_not, f"not({inner.describe})")
+    if dialect == "cel":
+        return _cel(body, label)
     return _cesql(parse(body), label)
+
+
+def _uses_cel(items: Sequence[Any]) -> bool:
+    """True when any item (at any depth) is a ``cel`` expression: the matcher needs the data."""
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        for dialect, body in item.items():
+            if dialect == "cel":
+                return True
+            if dialect in ("all", "any") and isinstance(body, list) and _uses_cel(body):
+                return True
+            if dialect == "not" and _uses_cel([body]):
+                return True
+    return False
+
+
+def _cel(source: str, label: str) -> _Part:
+    from evroute.filters.cel import compile_cel
+
+    expression = compile_cel(source)
+
+    def explain(a: Attrs) -> str | None:
+        why = expression.explain(a)
+        return None if why is None else f'{label} cel "{source}" ({why})'
+
+    return _Part(expression.matches, explain, f'cel "{source}"')
 
 
 def _cesql(expression: Expression, label: str) -> _Part:
