@@ -390,6 +390,7 @@ class Resiliency:
                 scope,
                 "retry matching is not supported (evroute decides what is retried by Dapr's answer "
                 "contract; allowed: leave matching out)",
+                True,
             )
             return None
         policy = c.choice(body.get("policy", "constant"), ("constant", "exponential"), at / "policy", scope, "policy")
