@@ -111,9 +111,9 @@ def envelope(
         **trace,
     }
     for key in OVERRIDABLE:
-        value = meta.get(f"cloudevent.{key}")
-        if value:
-            attrs[key] = value
+        override = meta.get(f"cloudevent.{key}")
+        if override:
+            attrs[key] = override
     if meta.get("cloudevent.traceparent"):  # Dapr: traceid follows an overridden traceparent
         attrs["traceid"] = meta["cloudevent.traceparent"]
     attrs.update(topic_attributes(topic, pubsubname))

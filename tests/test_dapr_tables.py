@@ -141,7 +141,8 @@ def test_dapr_resiliency_testdata_parses_as_dapr_does(tmp_path: Path) -> None:
     )
     doc = policies + "  targets:\n    components:\n" + targets
     routes = "routes:\n" + "".join(
-        f"  - {{name: r-{n.lower()}, broker: p-{n.lower()}, subscriber: {APP}/}}\n" for n in expected["maxRetries"]
+        f"  - {{name: r-{n.lower()}, broker: p-{n.lower()}, subscriber: {APP}/}}\n"
+        for n in expected["maxRetries"]
     )
     rs = _routes(doc + "---\n" + routes, tmp_path / "routes.yaml")
     for name, want in expected["maxRetries"].items():

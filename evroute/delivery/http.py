@@ -236,7 +236,9 @@ async def _judge_dapr(response: aiohttp.ClientResponse, attempt: _Attempt) -> Ou
         kind, error = dapr_answer(raw if state == "eof" else b"")
         if kind is Kind.SUCCESS:
             return success(status, attempt.elapsed())
-        return failure(kind, error or f"HTTP {status}", attempt.elapsed(), status=status, body=raw[:BODY_KEEP])
+        return failure(
+            kind, error or f"HTTP {status}", attempt.elapsed(), status=status, body=raw[:BODY_KEEP]
+        )
     kept, _ = await _read(response, attempt.deadline, keep=BODY_KEEP, limit=DRAIN_BYTES)
     return failure(kind, f"HTTP {status}", attempt.elapsed(), status=status, body=kept)
 

@@ -34,8 +34,8 @@ A Dapr app never replies with an event: its 2xx bodies are read for the status o
 from __future__ import annotations
 
 import base64
-import json
 import datetime as _dt
+import json
 import math
 from email.utils import parsedate_to_datetime
 
@@ -89,7 +89,9 @@ def dapr_answer(body: bytes) -> tuple[Kind, str | None]:
         return Kind.RETRIABLE, "subscriber answered RETRY"
     if value == "DROP":
         return Kind.PERMANENT, DROPPED
-    return Kind.RETRIABLE, one_line(f"unknown status {value!r} from subscriber (allowed: SUCCESS, RETRY, DROP)")
+    return Kind.RETRIABLE, one_line(
+        f"unknown status {value!r} from subscriber (allowed: SUCCESS, RETRY, DROP)"
+    )
 
 
 def classify_exit(code: int) -> Kind:
@@ -213,12 +215,12 @@ def dls_event(event: CloudEvent, dest: str, status: int | None, body: bytes | No
 
 
 __all__ = [
+    "DAPR_STATUS_BYTES",
+    "DROPPED",
     "ERROR_CODE",
     "ERROR_DATA",
     "ERROR_DEST",
     "EX_DATAERR",
-    "DAPR_STATUS_BYTES",
-    "DROPPED",
     "EX_TEMPFAIL",
     "HOP_LIMIT",
     "RETRIABLE_STATUSES",

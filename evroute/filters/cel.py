@@ -57,8 +57,8 @@ def _environment() -> tuple[Any, dict[str, Any]]:
                     and not isinstance(b, celtypes.BoolType)
                     and type(a) is not type(b)
                 ):
-                    # int vs double: Python compares an int and a float exactly.
-                    return celtypes.BoolType(op(float(a) if isinstance(a, float) else int(a), b))
+                    # int vs double: plain Python numbers compare an int and a float exactly.
+                    return celtypes.BoolType(op(_plain(a), _plain(b)))
                 return fallback(a, b)
 
             return compare
@@ -76,6 +76,10 @@ def _environment() -> tuple[Any, dict[str, Any]]:
         }
         _ENV = celpy.Environment()
     return _ENV, _FUNCTIONS
+
+
+def _plain(n: Any) -> int | float:
+    return float(n) if isinstance(n, float) else int(n)
 
 
 def event_view(event: CloudEvent) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class Matcher:
 
 
 def _with_event(event: CloudEvent) -> Mapping[str, object]:
-    attrs = dict(event.attributes)
+    attrs: dict[str, object] = dict(event.attributes)
     attrs[EVENT_KEY] = event
     return attrs
 

@@ -136,7 +136,9 @@ def read_subscription(c: Checker, doc: Doc) -> list[RawRoute]:
             c.problem(spec_at / "deadLetterTopic", scope, f"must be a topic name, got {show(value)}")
         elif value == topic:
             c.problem(
-                spec_at / "deadLetterTopic", scope, "is the subscription's own topic (dead letters would loop)"
+                spec_at / "deadLetterTopic",
+                scope,
+                "is the subscription's own topic (dead letters would loop)",
             )
         else:
             dead_letter_topic = value
@@ -200,10 +202,14 @@ def _refuse_unsupported(c: Checker, spec: Mapping[str, Any], spec_at: Where, sco
             c.problem(
                 spec_at / "metadata" / key,
                 scope,
-                "raw payloads are not supported (evroute delivers CloudEvents; allowed: rawPayload: \"false\")",
+                'raw payloads are not supported (evroute delivers CloudEvents; allowed: rawPayload: "false")',
             )
         elif key != "rawPayload":
-            c.note(spec_at / "metadata" / key, scope, f"metadata.{key} is ignored (it configures a pubsub component)")
+            c.note(
+                spec_at / "metadata" / key,
+                scope,
+                f"metadata.{key} is ignored (it configures a pubsub component)",
+            )
 
 
 def _rules(
@@ -212,7 +218,9 @@ def _rules(
     if version == "dapr.io/v1alpha1":
         path = spec.get("route")
         if not isinstance(path, str):
-            c.problem(spec_at / "route" if "route" in spec else spec_at, scope, "route is required (the app path)")
+            c.problem(
+                spec_at / "route" if "route" in spec else spec_at, scope, "route is required (the app path)"
+            )
             return None
         return (PathRule(None, path),)
     routes_at = spec_at / "routes"
@@ -291,7 +299,7 @@ def topic_matcher(topic: str, rules: tuple[PathRule, ...]) -> Matcher:
             return False
         if always:
             return True
-        for test in tests:
+        for test in tests:  # noqa: SIM110 - a plain loop: no generator frame per event
             if test is not None and test(a):
                 return True
         return False
@@ -349,14 +357,18 @@ class Resiliency:
             return
         root = Where(doc, ())
         if "scopes" in doc.data:
-            c.note(root / "scopes", scope, "scopes is ignored: the policies apply to every route of the pubsub")
+            c.note(
+                root / "scopes", scope, "scopes is ignored: the policies apply to every route of the pubsub"
+            )
         spec_at = root / "spec"
         spec = c.mapping(doc.data.get("spec"), spec_at, scope, "policies, targets")
         if not spec or not c.keys(spec, ("policies", "targets"), spec_at, scope):
             return
         policies_at = spec_at / "policies"
         policies = c.mapping(spec.get("policies"), policies_at, scope, "timeouts, retries, circuitBreakers")
-        if policies is None or not c.keys(policies, ("timeouts", "retries", "circuitBreakers"), policies_at, scope):
+        if policies is None or not c.keys(
+            policies, ("timeouts", "retries", "circuitBreakers"), policies_at, scope
+        ):
             return
         timeouts = self._named(c, policies, "timeouts", policies_at, scope, self._timeout)
         retries = self._named(c, policies, "retries", policies_at, scope, self._retry)
@@ -364,7 +376,9 @@ class Resiliency:
         known = {"timeout": timeouts, "retry": retries, "circuitBreaker": breakers}
         self._targets(c, spec.get("targets"), spec_at / "targets", scope, known)
 
-    def _named(self, c: Checker, policies: Mapping[str, Any], key: str, at: Where, scope: str, parse: Any) -> dict[str, dict[str, Any] | None]:
+    def _named(
+        self, c: Checker, policies: Mapping[str, Any], key: str, at: Where, scope: str, parse: Any
+    ) -> dict[str, dict[str, Any] | None]:
         body = c.mapping(policies.get(key), at / key, scope, "name: policy")
         out: dict[str, dict[str, Any] | None] = {}
         for name, value in (body or {}).items():
@@ -393,7 +407,9 @@ class Resiliency:
                 True,
             )
             return None
-        policy = c.choice(body.get("policy", "constant"), ("constant", "exponential"), at / "policy", scope, "policy")
+        policy = c.choice(
+            body.get("policy", "constant"), ("constant", "exponential"), at / "policy", scope, "policy"
+        )
         retries = RETRY_FOREVER
         if "maxRetries" in body:
             raw = body["maxRetries"]
@@ -446,7 +462,11 @@ class Resiliency:
                 return None
             failures = int(found[2]) + (1 if found[1] == ">" else 0)
             if failures < 1:
-                c.problem(at / "trip", scope, f"trip {show(trip)} would trip before any failure ({TRIP_ALLOWED}, N >= 1)")
+                c.problem(
+                    at / "trip",
+                    scope,
+                    f"trip {show(trip)} would trip before any failure ({TRIP_ALLOWED}, N >= 1)",
+                )
                 return None
         if "maxRequests" in body and body["maxRequests"] != 1:
             c.problem(
@@ -479,7 +499,9 @@ class Resiliency:
                     scope,
                     f"targets.{key}.{target} governs service invocation, not deliveries: not applied",
                 )
-        components = c.mapping(body.get("components"), at / "components", scope, "pubsub: {inbound, outbound}")
+        components = c.mapping(
+            body.get("components"), at / "components", scope, "pubsub: {inbound, outbound}"
+        )
         for pubsub, names in (components or {}).items():
             where = at / "components" / pubsub
             directions = c.mapping(names, where, scope, "inbound, outbound")
@@ -507,7 +529,9 @@ class Resiliency:
             self.layers[pubsub] = (layer, frozenset())
             self.targeted_at[pubsub] = where.pos(True)[0]
 
-    def _inbound(self, c: Checker, value: object, at: Where, scope: str, known: dict[str, Any]) -> dict[str, Any] | None:
+    def _inbound(
+        self, c: Checker, value: object, at: Where, scope: str, known: dict[str, Any]
+    ) -> dict[str, Any] | None:
         names = c.mapping(value, at, scope, "timeout, retry, circuitBreaker")
         if names is None or not c.keys(names, POLICY_NAME_KEYS, at, scope):
             return None

@@ -208,7 +208,7 @@ def _styled(value: Any, depth: int, key: str | None = "") -> Any:
         if all(not isinstance(v, Mapping | list) for v in value):
             seq.fa.set_flow_style()
         return seq
-    if key == "cesql" and isinstance(value, str):
+    if key in ("cesql", "cel") and isinstance(value, str):
         return DoubleQuotedScalarString(value)
     return value
 

@@ -214,7 +214,9 @@ class Ingress:
             return web.Response(body=body, headers={"Content-Type": content_type})
         if path.startswith(DAPR_PUBLISH):
             if method != "POST":
-                return _error(405, f"method {method} is not allowed on {path}: publish with POST", {"Allow": "POST"})
+                return _error(
+                    405, f"method {method} is not allowed on {path}: publish with POST", {"Allow": "POST"}
+                )
             return await self.publish_dapr(request)
         broker = "default" if path == "/" else path[1:]
         if not BROKER_NAME.match(broker):
