@@ -2,9 +2,11 @@
 ``dapr.io/v1alpha1`` ``Resiliency`` holding every route's retry, timeout and circuit breaker policy.
 
 A broker becomes a topic of one pub/sub component; a route's filter becomes the CEL ``match`` of a
-routing rule; its subscriber URI becomes the rule's path, and the app that serves it (found through
+routing rule (a ``cel`` filter is written as it is); its subscriber URI becomes the rule's path, and the app that serves it (found through
 ``services:``) the Subscription's ``scopes``. A dead-letter sink becomes a ``<route>-dlq`` topic
-plus a Subscription that delivers that topic to the sink. See docs/export.md.
+plus a Subscription that delivers that topic to the sink. A route read from a Dapr Subscription
+is written back as that Subscription (pubsub, topic, rules, default, deadLetterTopic). See
+docs/export.md.
 """
 
 from __future__ import annotations
@@ -111,9 +113,27 @@ def _subscription(
     return doc
 
 
+def _from_dapr(route: Route, services: Mapping[str, str], namespace: str | None) -> dict[str, Any]:
+    """A route read from a Dapr Subscription, written back as one: its CEL rules and paths,
+    default, topic, pubsub and dead-letter topic as they were."""
+    rules = [{"match": r.source, "path": r.path} for r in route.subscriber.rules if r.match is not None]
+    routes: dict[str, Any] = {"rules": rules} if rules else {}
+    last = route.subscriber.rules[-1]
+    if last.match is None:
+        routes["default"] = last.path
+    doc = _subscription(
+        route.name, route.filter["topic"], routes, _app(route, services), namespace, route.broker
+    )
+    if route.dead_letter_topic is not None:
+        doc["spec"]["deadLetterTopic"] = route.dead_letter_topic
+    return masked(doc, route)
+
+
 def _subscriptions(
     route: Route, services: Mapping[str, str], namespace: str | None, pubsub: str, notes: list[str]
 ) -> list[dict[str, Any]]:
+    if route.subscriber.rules:
+        return [_from_dapr(route, services, namespace)]
     path, app = _target(route, route.subscriber, services, "subscriber", notes)
     match, left_out = filter_to_cel(route.filter, route.filters)
     for part in left_out:
@@ -333,6 +353,8 @@ def _conjuncts(item: Any) -> list[str]:
         return ["(" + " || ".join(parts) + ")" if len(parts) > 1 else parts[0]] if parts else ["false"]
     if dialect == "not":
         return [f"!({_expr(value)})"]
+    if dialect == "cel":  # already Dapr's language: written back as it is
+        return [f"({value.strip()})"]
     raise _Untranslatable(item)
 
 
