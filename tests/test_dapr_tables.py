@@ -177,3 +177,15 @@ def test_resiliency_retry_policies_space_retries_as_dapr(tmp_path: Path) -> None
     assert [backoff(steady, k) for k in (1, 2, 3)] == [2.0, 2.0, 2.0]
     # Dapr's exponential: 500ms × 1.5^(k-1), capped at maxInterval.
     assert [backoff(growing, k) for k in (1, 2, 3, 4, 5, 6)] == [0.5, 0.75, 1.125, 1.6875, 2.53125, 3.0]
+
+
+def test_loading_the_same_dapr_documents_twice_gives_equal_routes(tmp_path: Path) -> None:
+    # The worker compares route sets to decide whether a reload changed anything.
+    text = f"services: {{pubsub-subscriber-routing: {APP}}}\n---\n" + _subscription_yaml(ROUTING[0])
+    text += "\n---\n" + (DATA / "resiliency.yaml").read_text().replace(
+        '        matching:\n          httpStatusCodes: "500"\n', ""
+    )
+    first = _routes(text, tmp_path / "routes.yaml")
+    assert first == _routes(text, tmp_path / "routes.yaml")
+    changed = _routes(text.replace("myevent.E", "myevent.X"), tmp_path / "routes.yaml")
+    assert first != changed

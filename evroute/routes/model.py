@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 class PathRule:
     """A Dapr routing rule: events ``match`` accepts (None: every event) go to ``path``."""
 
-    match: Matcher | None
-    path: str
+    match: Matcher | None = field(compare=False)  # compiled per load; ``source`` says what it is
+    path: str = ""
     source: str = ""  # the CEL as written, for export and messages
 
 
