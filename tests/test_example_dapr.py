@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import yaml
-
 from test_examples import EXAMPLES, Example, free_port, lines
 
 
