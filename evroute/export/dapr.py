@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evroute.export import chosen, masked, plain, service_for, url_path
-from evroute.routes.model import Route, RouteSet, Subscriber
+from evroute.routes.model import RETRY_FOREVER, Route, RouteSet, Subscriber
 
 SUBSCRIPTION_API = "dapr.io/v2alpha1"
 RESILIENCY_API = "dapr.io/v1alpha1"
@@ -198,7 +198,7 @@ def _notes_for(route: Route, notes: list[str]) -> None:
             "backoffPolicy: linear",
             "Dapr retries are constant or exponential; exported as exponential with maxInterval = backoffMax",
         )
-    elif d.retry > 1 and chosen("backoffDelay", d.backoff_delay):
+    elif d.retry > 1 and d.backoff_policy != "constant" and chosen("backoffDelay", d.backoff_delay):
         add(
             f"backoffDelay: {go_duration(d.backoff_delay)}",
             "Dapr's exponential policy starts at its own 500ms and grows ×1.5 with jitter; only "
@@ -227,13 +227,15 @@ def _policies(route: Route) -> tuple[dict[str, Any], str, dict[str, Any] | None]
     """(retry policy, timeout, circuit breaker) in Dapr's shapes."""
     d = route.delivery
     retry: dict[str, Any]
-    if d.retry <= 1:
+    if d.backoff_policy == "constant":  # from a Dapr Resiliency: the same wait every time
+        retry = {"policy": "constant", "duration": go_duration(d.backoff_delay)}
+    elif d.retry <= 1:
         # With at most one retry every evroute policy is a single wait of backoffDelay
         # (capped), which Dapr's constant policy says exactly.
         retry = {"policy": "constant", "duration": go_duration(min(d.backoff_delay, d.backoff_max))}
     else:
         retry = {"policy": "exponential", "maxInterval": go_duration(d.backoff_max)}
-    retry["maxRetries"] = d.retry
+    retry["maxRetries"] = -1 if d.retry >= RETRY_FOREVER else d.retry
     breaker = None
     if d.circuit_breaker is not None:
         breaker = {
