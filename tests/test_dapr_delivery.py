@@ -430,3 +430,35 @@ scopes: [orders]
     assert breaker("consecutiveFailures > 8") == (9, 30.0, 3.0)
     assert breaker("consecutiveFailures >= 5") == (5, 30.0, 3.0)
     assert breaker("consecutiveFailures>=2") == (2, 30.0, 3.0)
+
+
+def test_dead_letter_topics_failing_into_each_other_stop_at_the_hop_limit(tmp_path: Path, app) -> None:  # type: ignore[no-untyped-def]
+    broken = app(lambda r: Reply(404))
+    rs = routes_of(
+        tmp_path,
+        f"""
+        services: {{a: {broken.url}, b: {broken.url}}}
+        ---
+        apiVersion: dapr.io/v1alpha1
+        kind: Subscription
+        metadata: {{name: first}}
+        spec: {{pubsubname: pubsub, topic: one, route: /one, deadLetterTopic: two}}
+        scopes: [a]
+        ---
+        apiVersion: dapr.io/v1alpha1
+        kind: Subscription
+        metadata: {{name: second}}
+        spec: {{pubsubname: pubsub, topic: two, route: /two, deadLetterTopic: one}}
+        scopes: [b]
+        """,
+    )
+    db = str(tmp_path / "ev.db")
+    prepare(db, rs)
+    publish(db, "pubsub", [("x", "one", {})])
+    drain(db, rs)
+    from evroute.delivery.policy import HOP_LIMIT
+
+    # The original, then one copy per hop up to the limit: each dead-lettered once (404).
+    assert len(broken.requests) == HOP_LIMIT + 1
+    with Store(db) as store:
+        assert len(deadletters.listing(store)) == HOP_LIMIT + 1

@@ -194,11 +194,17 @@ def invalid_reply(reason: str, *, status: int, elapsed: float, raw: bytes | None
     )
 
 
-def dead_letter_copy(event: CloudEvent, route: str, topic: str) -> CloudEvent:
+def dead_letter_copy(event: CloudEvent, route: str, topic: str) -> CloudEvent | None:
     """The event as published to a Dapr ``deadLetterTopic``: ``topic`` is the dead-letter topic,
     so subscriptions on it receive it. Its id derives from the original and the route, since a
-    broker stores one event per (source, id) and redoing a dead letter must not double it."""
-    return event.with_attributes(id=f"{event.id}.deadletter.{route}", topic=topic)
+    broker stores one event per (source, id) and redoing a dead letter must not double it.
+
+    The copy counts as a hop (``evroutehops`` + 1, as a reply does): dead-letter topics whose
+    subscribers fail into each other's topics stop at the hop limit (None: not published)."""
+    hops = hops_for_reply(event)
+    if hops > HOP_LIMIT:
+        return None
+    return event.with_attributes(id=f"{event.id}.deadletter.{route}", topic=topic, **{HOPS: hops})
 
 
 def dls_event(event: CloudEvent, dest: str, status: int | None, body: bytes | None) -> CloudEvent:

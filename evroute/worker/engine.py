@@ -337,6 +337,11 @@ class Engine:
 
     def _publish_dead_letter_topic(self, route: Route, event: CloudEvent) -> None:
         copy = dead_letter_copy(event, route.name, route.dead_letter_topic or "")
+        if copy is None:
+            logger.warning(
+                "route %s: %s not published to its deadLetterTopic (hop limit)", route.name, event.id
+            )
+            return
         event_log.append(self.store, route.broker, [copy], now=self.clock())
         self.metrics.published(route.broker)
         self.notify(route.broker)
