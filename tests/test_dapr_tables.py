@@ -189,3 +189,64 @@ def test_loading_the_same_dapr_documents_twice_gives_equal_routes(tmp_path: Path
     assert first == _routes(text, tmp_path / "routes.yaml")
     changed = _routes(text.replace("myevent.E", "myevent.X"), tmp_path / "routes.yaml")
     assert first != changed
+
+
+SUB = """\
+services: {app: 'http://127.0.0.1:6001'}
+---
+apiVersion: dapr.io/v2alpha1
+kind: Subscription
+metadata:
+  name: orders
+spec:
+  pubsubname: pubsub
+  topic: orders
+  routes:
+    default: /orders
+EXTRA
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "says"),
+    [
+        (
+            "  bulkSubscribe:\n    enabled: true\n    maxMessagesCount: 100\nscopes: [app]",
+            12,
+            "bulk subscriptions are not supported",
+        ),
+        ("  metadata:\n    rawPayload: 'true'\nscopes: [app]", 13, "raw payloads are not supported"),
+        ("  deadLetterTopic: orders\nscopes: [app]", 12, "dead letters would loop"),
+        ("  priority: high\nscopes: [app]", 12, "unknown key 'priority'"),
+        ("scopes: [nobody]", 12, "service 'nobody' is not defined"),
+        ("", 3, "scopes is required"),
+    ],
+)
+def test_subscription_fields_evroute_cannot_honour_are_refused_with_their_line(
+    extra: str, line: int, says: str
+) -> None:
+    with pytest.raises(RoutesInvalid) as info:
+        load_routes_text(SUB.replace("EXTRA", extra), "routes.yaml")
+    [problem] = info.value.problems
+    assert problem.startswith(f"routes.yaml:{line}:"), problem
+    assert says in problem
+
+
+def test_several_scopes_give_one_route_per_app_named_after_it(tmp_path: Path) -> None:
+    text = SUB.replace(
+        "services: {app: 'http://127.0.0.1:6001'}",
+        "services: {a: 'http://127.0.0.1:1/x/', b: 'http://127.0.0.1:2'}",
+    )
+    rs = load_routes_text(
+        text.replace("EXTRA", "  bulkSubscribe: {enabled: false}\nscopes: [a, b]"), "routes.yaml"
+    )
+    assert [(r.name, r.broker, r.subscriber.uri) for r in rs.routes] == [
+        ("orders-a", "pubsub", "http://127.0.0.1:1/x/"),
+        ("orders-b", "pubsub", "http://127.0.0.1:2"),
+    ]
+    event = cloudevent.make_event(type="t", source="/s", extensions={"topic": "orders"})
+    assert [r.subscriber.for_event(event).uri for r in rs.routes] == [  # type: ignore[union-attr]
+        "http://127.0.0.1:1/x/orders",
+        "http://127.0.0.1:2/orders",
+    ]
+    assert all(r.delivery.contract == "dapr" and r.delivery.format == "json" for r in rs.routes)

@@ -188,8 +188,9 @@ def _refuse_unsupported(c: Checker, spec: Mapping[str, Any], spec_at: Where, sco
         c.problem(
             spec_at / "bulkSubscribe",
             scope,
-            "bulk subscriptions are not supported (evroute delivers one event per request; "
-            "allowed: leave bulkSubscribe out or set enabled: false)",
+            "bulkSubscribe: bulk subscriptions are not supported (evroute delivers one event per "
+            "request; allowed: leave bulkSubscribe out or set enabled: false)",
+            True,
         )
     metadata = spec.get("metadata")
     if metadata is None:
