@@ -167,3 +167,12 @@ def test_cli_publish_topic_cannot_go_with_file(tmp_path: Path) -> None:
     (tmp_path / "e.jsonl").write_text("")
     code, out = _cli(tmp_path, "publish", "--file", str(tmp_path / "e.jsonl"), "--topic", "orders")
     assert code == 2 and "--topic" in out
+
+
+def test_cli_publish_topic_with_url_names_the_broker_of_the_url(tmp_path: Path) -> None:
+    with IngressThread(tmp_path / "ev.db") as srv:
+        for url, broker in ((f"{srv.url}/", "default"), (f"{srv.url}/pubsub", "pubsub")):
+            code, out = _cli(tmp_path, "publish", "--url", url, "--topic", "orders", "--data", "{}")
+            assert code == 0, out
+            [stored_event] = event_log.read_after(srv.store, broker, 0)
+            assert stored_event.event.attributes["pubsubname"] == broker

@@ -155,7 +155,12 @@ def publish(
 
         if not topic:
             raise InvalidInput("--topic must not be empty")
-        pubsub = broker_name if url is None else url.rstrip("/").rsplit("/", 1)[-1] or lib.DEFAULT_BROKER
+        if url is None:
+            pubsub = broker_name
+        else:  # the URL's path names the broker: http://HOST:PORT/BROKER, or / for default
+            from urllib.parse import urlsplit
+
+            pubsub = urlsplit(url).path.strip("/") or lib.DEFAULT_BROKER
         extensions.update(topic_attributes(topic, pubsub))
         type_ = DAPR_TYPE if type_ is None else type_
     event = lib.event_from_options(
