@@ -176,3 +176,21 @@ def test_cli_publish_topic_with_url_names_the_broker_of_the_url(tmp_path: Path) 
             assert code == 0, out
             [stored_event] = event_log.read_after(srv.store, broker, 0)
             assert stored_event.event.attributes["pubsubname"] == broker
+
+
+def test_publish_endpoint_takes_daprs_api_token_header(tmp_path: Path) -> None:
+    with IngressThread(tmp_path / "ev.db", token="s3cret-token") as srv:
+        url = f"{srv.url}/v1.0/publish/pubsub/orders"
+        assert httpx.post(url, content=b"x").status_code == 401
+        assert httpx.post(url, content=b"x", headers={"dapr-api-token": "wrong"}).status_code == 401
+        assert httpx.post(url, content=b"x", headers={"dapr-api-token": "s3cret-token"}).status_code == 204
+        assert (
+            httpx.post(url, content=b"x", headers={"Authorization": "Bearer s3cret-token"}).status_code == 204
+        )
+        # Only on Dapr's API: the CloudEvents paths keep their bearer token.
+        assert (
+            httpx.post(
+                f"{srv.url}/pubsub", content=b"x", headers={"dapr-api-token": "s3cret-token"}
+            ).status_code
+            == 401
+        )

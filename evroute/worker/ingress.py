@@ -7,6 +7,7 @@
     POST /v1.0/publish/<pubsubname>/<topic>
                       Dapr's publish API (:mod:`evroute.dapr_api`): the body is wrapped into a
                       CloudEvent as Dapr does, stored in broker <pubsubname>; 204 once stored
+                      (with a token, Dapr's ``dapr-api-token`` header is accepted as well)
     GET  /healthz     200 {"status": "ok"} while the database is writable, 503 otherwise
     GET  /metrics     Prometheus text exposition of the worker's metrics
 
@@ -232,8 +233,14 @@ class Ingress:
         return await self.publish(request, broker)
 
     def _authorized(self, request: web.Request) -> bool:
+        if self._token is None:
+            return False
+        dapr_token = request.headers.get("dapr-api-token")
+        if dapr_token is not None and request.path.startswith(DAPR_PUBLISH):
+            # A Dapr app authenticates to its sidecar with Dapr's API token header.
+            return hmac.compare_digest(dapr_token.strip().encode("utf-8", "surrogateescape"), self._token)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or self._token is None:
+        if scheme.lower() != "bearer":
             return False
         # compare_digest: the time taken does not tell how much of a guess was right.
         return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self._token)
