@@ -212,7 +212,7 @@ def _state(store: Store, route: Route, cursor: Cursor | None, found: FoundEvent)
         letter = letters[-1]
         entry.update(state="dead", attempt=letter.attempts, last_error=letter.error, dlq_id=letter.id)
         return entry
-    failed = route.matcher.explain(found.event.attributes)
+    failed = route.matcher.explain_event(found.event)
     if failed is not None:
         entry.update(state="filtered", failed_filter=failed)
         return entry

@@ -40,6 +40,11 @@ def subscribe() -> None:
     help="Exact attribute match (repeatable; all must hold).",
 )
 @click.option("--cesql", metavar="EXPR", help="A CloudEvents SQL filter, e.g. \"subject LIKE 'eu-%'\".")
+@click.option(
+    "--cel",
+    metavar="EXPR",
+    help="A CEL filter over attributes and JSON data (Dapr's language), e.g. 'event.data.amount > 100'.",
+)
 @click.option("--retry", type=click.IntRange(min=0), help="Retries after the first attempt.")
 @click.option("--backoff-policy", type=click.Choice(["exponential", "linear"]), help="How waits grow.")
 @click.option("--backoff-delay", metavar="DURATION", help="First wait, e.g. PT0.5S or 500ms.")
@@ -57,6 +62,7 @@ def add(
     broker: str,
     filters: tuple[str, ...],
     cesql: str | None,
+    cel: str | None,
     retry: int | None,
     backoff_policy: str | None,
     backoff_delay: str | None,
@@ -75,6 +81,7 @@ def add(
       evroute subscribe add payment --sink http://127.0.0.1:8082/ --filter type=order.placed \\
               --retry 5 --dead-letter http://127.0.0.1:8089/payment-dlq
       evroute subscribe add audit --command 'python3 audit.py' --cesql "subject LIKE 'eu-%'" --from earliest
+      evroute subscribe add large --sink http://127.0.0.1:8083/ --cel 'event.data.amount > 100'
     """
     from evroute.routes.edit import add_route
     from evroute.store import cursors
@@ -82,7 +89,7 @@ def add(
     obj = ctx_obj()
     entry = build_entry(
         obj.routes, name, sink, command, broker, filters, cesql, retry, backoff_policy,
-        backoff_delay, timeout, dead_letter, ordered, concurrency, start,
+        backoff_delay, timeout, dead_letter, ordered, concurrency, start, cel=cel,
     )  # fmt: skip
     routeset = add_route(obj.routes, entry)
     with open_store() as store:
@@ -110,6 +117,7 @@ def build_entry(
     ordered: bool,
     concurrency: int | None,
     start: str | None,
+    cel: str | None = None,
 ) -> dict[str, Any]:
     """The route as routes.yaml writes it; every flag is checked here, so a bad one is named."""
     import shlex
@@ -137,16 +145,26 @@ def build_entry(
                 f"--filter {item!r} must be KEY=VALUE with a lowercase attribute name, like type=order.placed"
             )
         attributes[key] = value
-    if cesql is not None:
-        try:
-            parse(cesql)
-        except InvalidInput as exc:
-            raise InvalidInput(f"--cesql: {exc.message}") from None
-        # filters overrides filter, so the attribute matches join the CESQL expression there.
+    if cesql is not None or cel is not None:
+        expressions: list[dict[str, str]] = []
+        if cesql is not None:
+            try:
+                parse(cesql)
+            except InvalidInput as exc:
+                raise InvalidInput(f"--cesql: {exc.message}") from None
+            expressions.append({"cesql": cesql})
+        if cel is not None:
+            from evroute.filters import cel as cel_filter
+
+            problem = cel_filter.check(cel)
+            if problem is not None:
+                raise InvalidInput(f"--cel: {problem}")
+            expressions.append({"cel": cel})
+        # filters overrides filter, so the attribute matches join the expressions there.
         exact = [
             {"exact": {k: v}} if v else {"cesql": f"EXISTS {k} AND {k} <> ''"} for k, v in attributes.items()
         ]
-        entry["filters"] = [*exact, {"cesql": cesql}]
+        entry["filters"] = [*exact, *expressions]
     elif attributes:
         entry["filter"] = attributes
     if sink is not None:

@@ -67,6 +67,11 @@ async def deliver(
     try:
         if extra_attributes:
             event = event.with_attributes(**dict(extra_attributes))
+        if target.rules:  # a Dapr Subscription: the first rule that matches picks the path
+            chosen = target.for_event(event)
+            if chosen is None:
+                return failure(Kind.PERMANENT, "no matching rule", 0.0)
+            target = chosen
         if target.uri is not None:
             return await deliver_http(
                 target.uri,

@@ -38,9 +38,12 @@ from evroute.cloudevent import CloudEvent, from_http, http_mode, to_binary, to_s
 from evroute.delivery import signing
 from evroute.delivery.outcome import BODY_KEEP, Kind, Outcome, failure, one_line, seconds, success
 from evroute.delivery.policy import (
+    DAPR_STATUS_BYTES,
     RETRY_AFTER_STATUSES,
     accept_reply,
+    classify_dapr,
     classify_status,
+    dapr_answer,
     invalid_reply,
     parse_retry_after,
 )
@@ -142,6 +145,8 @@ async def deliver_http(
         except (aiohttp.ClientError, OSError) as exc:
             error = f"{type(exc).__name__} talking to {_where(uri)}: {exc}"
             return failure(Kind.RETRIABLE, one_line(error), attempt_.elapsed())
+        if delivery.contract == "dapr":
+            return await _judge_dapr(response, attempt_)
         return await _judge(response, event, attempt_, max_reply_bytes, clock)
     finally:
         if response is not None:
@@ -218,6 +223,24 @@ async def _judge(
     return failure(
         kind, one_line(error), attempt.elapsed(), status=status, body=kept, retry_after=retry_after
     )
+
+
+async def _judge_dapr(response: aiohttp.ClientResponse, attempt: _Attempt) -> Outcome:
+    """Dapr's contract (a route from a Dapr Subscription): the body's status, then 404."""
+    status = response.status
+    kind = classify_dapr(status)
+    if kind is Kind.SUCCESS:
+        raw, state = await _read(response, attempt.deadline, keep=DAPR_STATUS_BYTES, limit=DAPR_STATUS_BYTES)
+        if state in ("timeout", "broken"):
+            return failure(Kind.RETRIABLE, f"HTTP {status}: body cut short", attempt.elapsed(), status=status)
+        kind, error = dapr_answer(raw if state == "eof" else b"")
+        if kind is Kind.SUCCESS:
+            return success(status, attempt.elapsed())
+        return failure(
+            kind, error or f"HTTP {status}", attempt.elapsed(), status=status, body=raw[:BODY_KEEP]
+        )
+    kept, _ = await _read(response, attempt.deadline, keep=BODY_KEEP, limit=DRAIN_BYTES)
+    return failure(kind, f"HTTP {status}", attempt.elapsed(), status=status, body=kept)
 
 
 def _looks_like_event(response: aiohttp.ClientResponse) -> bool:

@@ -208,7 +208,7 @@ def _styled(value: Any, depth: int, key: str | None = "") -> Any:
         if all(not isinstance(v, Mapping | list) for v in value):
             seq.fa.set_flow_style()
         return seq
-    if key == "cesql" and isinstance(value, str):
+    if key in ("cesql", "cel") and isinstance(value, str):
         return DoubleQuotedScalarString(value)
     return value
 
@@ -309,7 +309,28 @@ class _Editor:
                 named = _get(meta[1], "name")
                 if named and isinstance(named[1], ScalarNode) and named[1].value == name:
                     return "trigger", (index, node, meta[1])
+        self.refuse_dapr(name)
         raise NotFound(f"route '{name}' is not in {self.path} (see `evroute subscribe list`)")
+
+    def refuse_dapr(self, name: str) -> None:
+        """A route read from a Dapr Subscription is edited in that document, not here."""
+        for node in self.docs:
+            if not isinstance(node, MappingNode):
+                continue
+            kind, api, meta = _get(node, "kind"), _get(node, "apiVersion"), _get(node, "metadata")
+            if not (kind and api and meta) or kind[1].value != "Subscription":
+                continue
+            named = _get(meta[1], "name")
+            sub = named[1].value if named and isinstance(named[1], ScalarNode) else None
+            if (
+                str(api[1].value).startswith("dapr.io/")
+                and sub
+                and (name == sub or name.startswith(f"{sub}-"))
+            ):
+                raise Unsupported(
+                    f"route '{name}' comes from the Dapr Subscription '{sub}' in {self.path}: edit that "
+                    "document (remove it, or the app id from its scopes); a Subscription has no paused field"
+                )
 
     # ---------------------------------------------------------- add
 

@@ -16,14 +16,14 @@ import os
 import re
 import shlex
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from evroute.durations import parse_duration
 from evroute.errors import InvalidDuration
-from evroute.routes.model import CircuitBreaker, Subscriber
+from evroute.routes.model import CircuitBreaker, Route, Subscriber
 from evroute.routes.yamltree import Doc, Path, Pos
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: `$` would pass a trailing newline
@@ -449,6 +449,9 @@ class RawRoute:
     where: Where  # the route itself
     scope: str  # "route 'NAME': "
     overrides: dict[str, Any] = field(default_factory=dict)  # Delivery fields set by annotations
+    # Applied to the built route: what a foreign document sets beyond routes.yaml's vocabulary
+    # (a Dapr Subscription's path rules and dead-letter topic).
+    finish: Callable[[Route], Route] | None = None
 
 
 def is_http_uri(text: str) -> bool:

@@ -6,9 +6,10 @@ problem, each as ``routes.yaml:LINE:COL: route 'NAME': field: what is wrong (wha
 An evroute document holds any of ``services`` (names for Knative refs), ``defaults``
 (``delivery`` merged under every route), ``settings`` and ``routes``; several may appear in
 one stream (``services`` and ``routes`` add up, ``defaults`` and ``settings`` appear once).
-Knative documents are read by :mod:`evroute.routes.knative`. Delivery settings merge field by
-field: built-in < ``defaults.delivery`` < the Broker's ``spec.delivery`` (for every route on that
-broker) < the route's own < annotations.
+Knative documents are read by :mod:`evroute.routes.knative`, Dapr Subscription and Resiliency
+documents by :mod:`evroute.routes.dapr`. Delivery settings merge field by field: built-in <
+``defaults.delivery`` < the Broker's ``spec.delivery`` (for every route on that broker) < a Dapr
+Resiliency's inbound policies for that pubsub < the route's own < annotations.
 
 ::
 
@@ -26,7 +27,7 @@ from typing import Any
 
 from evroute.errors import InvalidInput, RoutesInvalid
 from evroute.filters import as_text, check, compile_filters, empty_expressions
-from evroute.routes import knative
+from evroute.routes import dapr, knative
 from evroute.routes.fields import Checker, RawRoute, Where, show
 from evroute.routes.model import DEFAULT_MAX_EVENT_BYTES, Delivery, Route, RouteSet, Settings
 from evroute.routes.transforms import Transforms, is_eventtransform, refers_to_transform
@@ -88,6 +89,7 @@ class _Loader:
         self.seen: dict[str, int] = {}  # route name -> line
         self.once: dict[str, int] = {}  # defaults/settings -> line
         self.transforms = Transforms(self.c, text)
+        self.resiliency = dapr.Resiliency()  # Dapr Resiliency policies per pubsub (broker)
 
     def run(self) -> RouteSet:
         c = self.c
@@ -129,7 +131,9 @@ class _Loader:
                 self.broker(doc)
             elif is_eventtransform(doc.data):
                 self.transforms.read(doc)
-            elif kind is None:
+            elif dapr.kind_of(doc.data) == "Resiliency":
+                self.resiliency.read(c, doc)
+            elif kind is None and dapr.kind_of(doc.data) is None:
                 knative.ignored(c, doc)
         for doc in docs:
             if doc in ours:
@@ -138,6 +142,8 @@ class _Loader:
                 trigger = knative.read_trigger(c, doc)
                 if trigger is not None:
                     raws.append(trigger)
+            elif isinstance(doc.data, Mapping) and dapr.kind_of(doc.data) == "Subscription":
+                raws += dapr.read_subscription(c, doc)
         routes = [r for r in (self.route(raw) for raw in raws) if r is not None]
         if c.problems:
             raise RoutesInvalid([text for _, text in sorted(c.problems, key=lambda p: p[0])])
@@ -310,7 +316,11 @@ class _Loader:
         if "transform" in v:
             transform = self.transforms.route_transform(v["transform"], at["transform"], scope)
 
-        layers = [self.defaults, self.brokers.get(broker, ({}, frozenset()))]
+        layers = [
+            self.defaults,
+            self.brokers.get(broker, ({}, frozenset())),
+            self.resiliency.layers.get(broker, ({}, frozenset())),
+        ]
         if "delivery" in v:
             layers.append(c.delivery(v["delivery"], at["delivery"], scope))
         merged: dict[str, Any] = {}
@@ -330,7 +340,7 @@ class _Loader:
         paused = c.boolean(v.get("paused", False), at.get("paused", raw.where), scope)
         if len(c.problems) > before or subscriber is None or not isinstance(name, str):
             return None
-        return Route(
+        route = Route(
             name=name,
             broker=broker,
             subscriber=subscriber,
@@ -346,3 +356,4 @@ class _Loader:
             line=line,
             transform=transform,
         )
+        return raw.finish(route) if raw.finish is not None else route

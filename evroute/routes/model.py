@@ -30,20 +30,53 @@ BUILTIN_DELIVERY: dict[str, Any] = {
     "circuitBreaker": None,
 }
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
+RETRY_FOREVER = 2**31 - 1  # Dapr's maxRetries -1: retry until it succeeds
+
+if TYPE_CHECKING:
+    from evroute.cloudevent import CloudEvent
+
+
+@dataclass(frozen=True, slots=True)
+class PathRule:
+    """A Dapr routing rule: events ``match`` accepts (None: every event) go to ``path``."""
+
+    match: Matcher | None = field(compare=False)  # compiled per load; ``source`` says what it is
+    path: str = ""
+    source: str = ""  # the CEL as written, for export and messages
 
 
 @dataclass(frozen=True, slots=True)
 class Subscriber:
-    """Where a route delivers: an absolute http(s) ``uri`` or a ``command`` argv (never a shell)."""
+    """Where a route delivers: an absolute http(s) ``uri`` or a ``command`` argv (never a shell).
+
+    With ``rules`` (a Dapr Subscription's ``routes``), ``uri`` is the app's base URL and each
+    event goes to the path of the first rule that matches it, joined to that base."""
 
     uri: str | None = None
     command: tuple[str, ...] | None = None
     cwd: str | None = None  # the routes file's folder, for commands
+    rules: tuple[PathRule, ...] = ()
 
     def describe(self) -> str:
         if self.uri is not None:
-            return self.uri
+            return self.uri if not self.rules else f"{self.uri} ({len(self.rules)} path rules)"
         return " ".join(self.command or ())
+
+    def for_event(self, event: CloudEvent) -> Subscriber | None:
+        """The subscriber this event is sent to: the first matching rule's path, or None."""
+        if not self.rules:
+            return self
+        for rule in self.rules:
+            if rule.match is None or rule.match.matches_event(event):
+                return Subscriber(uri=join_path(self.uri or "", rule.path))
+        return None
+
+
+def join_path(base: str, path: str) -> str:
+    """A Dapr app path under the app's base URL (Dapr calls ``http://app:port/<path>``)."""
+    if not path:
+        return base
+    return base.rstrip("/") + "/" + path.lstrip("/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +98,9 @@ class Delivery:
     ordering: str = "unordered"  # unordered | ordered
     concurrency: int = 32
     circuit_breaker: CircuitBreaker | None = None
+    # How the subscriber's answer is judged: "knative" (SPEC 5.1) or "dapr" (Dapr's contract).
+    contract: str = "knative"
+    backoff_multiplier: float = 2.0  # exponential growth per retry (Dapr's exponential: 1.5)
 
     @property
     def ordered(self) -> bool:
@@ -87,6 +123,7 @@ class Route:
     secrets: frozenset[str] = frozenset()  # expanded ${VAR} values, masked in every output
     line: int = field(default=0, compare=False)  # where it is written: moving it changes nothing
     transform: Transform | None = None  # JSONata reshaping before delivery (evroute.transform)
+    dead_letter_topic: str | None = None  # Dapr: dead letters are also published to this topic
 
     def mask(self, text: str) -> str:
         """``text`` with every secret of this route replaced by ``***``."""

@@ -18,6 +18,11 @@ def sink_dict(sink: Subscriber | None, route: Route) -> dict[str, Any] | None:
         return None
     if sink.command is not None:
         return {"command": [route.mask(a) for a in sink.command]}
+    if sink.rules:  # a Dapr Subscription's path rules (match None: the default)
+        return {
+            "uri": route.mask(sink.uri or ""),
+            "rules": [{"match": r.source or None, "path": r.path} for r in sink.rules],
+        }
     return {"uri": route.mask(sink.uri or "")}
 
 
@@ -35,7 +40,7 @@ def route_dict(route: Route) -> dict[str, Any]:
     """The route in routes.yaml vocabulary, every delivery field resolved, secrets masked."""
     d = route.delivery
     breaker = d.circuit_breaker
-    return {
+    out = {
         "name": route.name,
         "broker": route.broker,
         "filter": dict(route.filter),
@@ -65,6 +70,9 @@ def route_dict(route: Route) -> dict[str, Any]:
         "paused": route.paused,
         **({} if route.transform is None else {"transform": _transform_dict(route)}),
     }
+    if route.dead_letter_topic is not None:
+        out["deadLetterTopic"] = route.dead_letter_topic
+    return out
 
 
 def _transform_dict(route: Route) -> dict[str, Any]:

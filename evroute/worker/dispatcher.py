@@ -176,12 +176,12 @@ class Dispatcher:
 
     async def _unordered(self, batch: list[StoredEvent], generation: int) -> None:
         engine = self.engine
-        matches = self.route.matcher.matches
+        matches = self.route.matcher.matches_event
         for stored in batch:
             if self.stopped or generation != self.generation:
                 return
             mark = self.mark
-            if not matches(stored.event.attributes):
+            if not matches(stored.event):
                 mark.skip(stored.seq)
                 continue
             await self.sem.acquire()
@@ -225,12 +225,12 @@ class Dispatcher:
 
     async def _ordered(self, batch: list[StoredEvent], generation: int) -> None:
         engine = self.engine
-        matches = self.route.matcher.matches
+        matches = self.route.matcher.matches_event
         for stored in batch:
             if self.stopped or generation != self.generation:
                 return
             mark = self.mark
-            if not matches(stored.event.attributes):
+            if not matches(stored.event):
                 mark.skip(stored.seq)
                 continue
             mark.start(stored.seq)

@@ -20,7 +20,7 @@ from typing import Any
 from evroute.cloudevent import CloudEvent, check_size
 from evroute.delivery import deliver, new_session
 from evroute.delivery.outcome import Kind, Outcome
-from evroute.delivery.policy import dls_event, next_wait
+from evroute.delivery.policy import DROPPED, dead_letter_copy, dls_event, next_wait
 from evroute.errors import EvrouteError, StoreError
 from evroute.routes.model import Route, RouteSet, Settings
 from evroute.store import Store, cursors, deadletters, retries
@@ -291,8 +291,8 @@ class Engine:
         # A subscriber that echoes its credentials (a 401 page quoting the Authorization header,
         # a program printing its key) must not put them in `dlq show` or the dead-letter sink.
         outcome = replace(outcome, body=_mask_body(route, outcome.body))
-        if outcome.error == "hop limit":
-            reason = "hop limit"
+        if outcome.error in ("hop limit", DROPPED):
+            reason = outcome.error
         elif outcome.kind is Kind.PERMANENT:
             reason = "permanent failure"
         else:
@@ -310,6 +310,10 @@ class Engine:
             first_failed_at=first_failed_at,
             dead_at=now,
         )
+        if route.dead_letter_topic is not None:
+            # Dapr's deadLetterTopic: the copy is stored before the dead letter, so a crash
+            # in between redoes both and the copy's derived id keeps it from doubling.
+            self._publish_dead_letter_topic(route, event)
         [dlq_id] = deadletters.add(self.store, [letter])
         with self.store.write() as conn:
             conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (route.name, seq))
@@ -331,6 +335,17 @@ class Engine:
         if sink is not None:
             self._side(self._forward(route, dlq_id, event, outcome))
         return dlq_id
+
+    def _publish_dead_letter_topic(self, route: Route, event: CloudEvent) -> None:
+        copy = dead_letter_copy(event, route.name, route.dead_letter_topic or "")
+        if copy is None:
+            logger.warning(
+                "route %s: %s not published to its deadLetterTopic (hop limit)", route.name, event.id
+            )
+            return
+        event_log.append(self.store, route.broker, [copy], now=self.clock())
+        self.metrics.published(route.broker)
+        self.notify(route.broker)
 
     async def _forward(self, route: Route, dlq_id: int, event: CloudEvent, failed: Outcome) -> None:
         """Send the dead letter to the route's deadLetterSink with Knative's error extensions."""

@@ -4,6 +4,10 @@
 
     POST /            publish to broker ``default``
     POST /<broker>    publish to <broker> (names ^[a-z0-9][a-z0-9-]{0,62}$; anything else is 404)
+    POST /v1.0/publish/<pubsubname>/<topic>
+                      Dapr's publish API (:mod:`evroute.dapr_api`): the body is wrapped into a
+                      CloudEvent as Dapr does, stored in broker <pubsubname>; 204 once stored
+                      (with a token, Dapr's ``dapr-api-token`` header is accepted as well)
     GET  /healthz     200 {"status": "ok"} while the database is writable, 503 otherwise
     GET  /metrics     Prometheus text exposition of the worker's metrics
 
@@ -72,10 +76,16 @@ STRUCTURED_FACTOR = 2  # a structured body may be up to 2 × maxEventBytes; the 
 BATCH_FACTOR = 100  # a batch body may be up to 100 × maxEventBytes, each event ≤ 1 ×
 GROUP_EVENTS = 8  # see GroupCommit: log.append reports per-event seqs for appends this small
 _READ_ONLY = "GET, HEAD"
+DAPR_PUBLISH = "/v1.0/publish/"
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _dapr_error(status: int, code: str, message: str) -> web.Response:
+    """An error in Dapr's shape (``errorCode``, ``message``) plus evroute's ``error``."""
+    return web.json_response({"errorCode": code, "message": message, "error": message}, status=status)
 
 
 _Pending = tuple[str, Sequence[CloudEvent], asyncio.Future[tuple[int, int]]]
@@ -203,6 +213,12 @@ class Ingress:
                 return _error(405, f"method {method} is not allowed on /metrics", {"Allow": _READ_ONLY})
             body, content_type = self.metrics.render()
             return web.Response(body=body, headers={"Content-Type": content_type})
+        if path.startswith(DAPR_PUBLISH):
+            if method != "POST":
+                return _error(
+                    405, f"method {method} is not allowed on {path}: publish with POST", {"Allow": "POST"}
+                )
+            return await self.publish_dapr(request)
         broker = "default" if path == "/" else path[1:]
         if not BROKER_NAME.match(broker):
             return _error(
@@ -217,8 +233,14 @@ class Ingress:
         return await self.publish(request, broker)
 
     def _authorized(self, request: web.Request) -> bool:
+        if self._token is None:
+            return False
+        dapr_token = request.headers.get("dapr-api-token")
+        if dapr_token is not None and request.path.startswith(DAPR_PUBLISH):
+            # A Dapr app authenticates to its sidecar with Dapr's API token header.
+            return hmac.compare_digest(dapr_token.strip().encode("utf-8", "surrogateescape"), self._token)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or self._token is None:
+        if scheme.lower() != "bearer":
             return False
         # compare_digest: the time taken does not tell how much of a guess was right.
         return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self._token)
@@ -282,6 +304,48 @@ class Ingress:
                 503, f"cannot store the events now, nothing was stored: {type(exc).__name__}: {exc}"
             )
         return web.json_response({"stored": stored, "duplicates": duplicates}, status=202)
+
+    async def publish_dapr(self, request: web.Request) -> web.Response:
+        """Dapr's ``POST /v1.0/publish/<pubsubname>/<topic>``: 204 once stored, as Dapr answers."""
+        from evroute.dapr_api import envelope, metadata_from_query
+
+        pubsub, _, topic = request.path[len(DAPR_PUBLISH) :].partition("/")
+        if not BROKER_NAME.match(pubsub) or not topic:
+            return _dapr_error(
+                404 if not BROKER_NAME.match(pubsub) else 400,
+                "ERR_PUBSUB_NOT_FOUND" if not BROKER_NAME.match(pubsub) else "ERR_TOPIC_NAME_EMPTY",
+                f"publish to /v1.0/publish/<pubsubname>/<topic>: pubsubname {pubsub!r} must be a broker "
+                "name (lower-case letters, digits and '-') and the topic must not be empty",
+            )
+        limit = self.max_event_bytes * STRUCTURED_FACTOR
+        if request.content_length is not None and request.content_length > limit:
+            return self._too_large("structured", limit)
+        try:
+            body = await _read_capped(request, limit)
+        except Exception as exc:
+            return _error(400, f"cannot read the request body: {exc or type(exc).__name__}")
+        if body is None:
+            return self._too_large("structured", limit)
+        try:
+            event = envelope(
+                body,
+                content_type=request.headers.get("Content-Type"),
+                topic=topic,
+                pubsubname=pubsub,
+                metadata=metadata_from_query(request.query),
+                traceparent=request.headers.get("traceparent"),
+            )
+            check_size(event, self.max_event_bytes)
+        except EventTooLarge as exc:
+            return _error(413, exc.message)
+        except InvalidInput as exc:
+            return _dapr_error(400, "ERR_PUBSUB_CLOUD_EVENTS_SER", exc.message)
+        try:
+            await self.committer.submit(pubsub, [event])
+        except Exception as exc:
+            logger.error("ingress: cannot store an event in broker %s: %s", pubsub, exc)
+            return _dapr_error(503, "ERR_PUBSUB_PUBLISH_MESSAGE", f"cannot store the event now: {exc}")
+        return web.Response(status=204)
 
     def _too_large(self, mode: str, limit: int) -> web.Response:
         what = {"batch": "batch", "structured": "structured-mode"}.get(mode, "binary-mode")
