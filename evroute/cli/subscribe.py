@@ -211,7 +211,7 @@ def list_(as_json: bool) -> None:
     from evroute.routes.load import load_routes
     from evroute.routes.show import HEADERS, route_dict, route_row
 
-    routeset = load_routes(ctx_obj().routes)
+    routeset = load_routes(ctx_obj().routes, resolve=False)
     if as_json:
         echo_json([route_dict(r) for r in routeset.routes])
     else:
@@ -304,7 +304,7 @@ def reset(name: str, to: str) -> None:
     obj = ctx_obj()
     with open_store() as store:
         try:  # a route written but never seen by a command yet has no cursor: create it first
-            routeset = load_routes(obj.routes)
+            routeset = load_routes(obj.routes, resolve=False)
             cursors.ensure(store, [(r.name, r.broker, r.start) for r in routeset.routes])
         except EvrouteError:
             pass

@@ -5,6 +5,13 @@ A :class:`Checker` collects every problem of one file (it never stops at the fir
 fields into model values: delivery layers, sinks, headers, signing secrets. ``${VAR}``
 expansion happens here; every expanded value is returned as a secret, so a route can mask
 it in every line evroute prints.
+
+Two passes share this code. The structure pass (``resolve=False``) reads what every command
+needs (names, brokers, start, filters) and the same from any shell: an unset ``${VAR}``
+stays as written, programs are not looked up, and a value that holds a variable is checked only for
+what it can be checked without it (a variable that is set is expanded, and masked, as
+usual). The delivering pass (``resolve=True``: the worker,
+``routes check``) expands every variable and finds every program, or says which is missing.
 """
 
 from __future__ import annotations
@@ -90,10 +97,11 @@ def show(value: object) -> str:
 class Checker:
     """Collects the problems and notes of one routes file and validates its fields."""
 
-    def __init__(self, path: str, env: Mapping[str, str]) -> None:
+    def __init__(self, path: str, env: Mapping[str, str], resolve: bool = True) -> None:
         self.path = path
         self.folder = os.path.dirname(os.path.abspath(path))
         self.env = env
+        self.resolve = resolve
         self.problems: list[tuple[Pos, str]] = []
         self.notes: list[str] = []
         self.services: dict[str, tuple[str, frozenset[str]]] = {}  # name -> (base URI, secrets)
@@ -190,6 +198,8 @@ class Checker:
             if match.group(0) == "$${":
                 return "${"
             var = match.group(1)
+            if _VAR_NAME.match(var) and var not in self.env and not self.resolve:
+                return match.group(0)  # the structure pass keeps an unset ${VAR} as written
             if not _VAR_NAME.match(var) or var not in self.env:
                 missing.append(var)
                 return ""
@@ -214,7 +224,13 @@ class Checker:
                 )
         return None if missing else out
 
+    def deferred(self, raw: str) -> bool:
+        """True when ``raw`` holds a variable the structure pass leaves for the delivering one."""
+        return not self.resolve and any(m.group(1) and m.group(1) not in self.env for m in _VAR.finditer(raw))
+
     def http_uri(self, raw: str, value: str, where: Where, scope: str) -> str | None:
+        if self.deferred(raw):
+            return value
         if not is_http_uri(value):
             self.problem(
                 where,
@@ -290,7 +306,7 @@ class Checker:
         expanded = self.expand(rel, where / "uri", scope, secrets)
         if expanded is None:
             return None
-        if urlsplit(expanded).scheme:
+        if urlsplit(expanded).scheme and not self.deferred(rel):
             self.problem(
                 where / "uri",
                 scope,
@@ -318,6 +334,8 @@ class Checker:
         if not argv or not argv[0]:
             self.problem(where, scope, "empty (allowed: [program, arg, …])")
             return None
+        if not self.resolve:
+            return tuple(argv)  # PATH differs from shell to shell: looked up where it runs
         program = find_program(argv[0], self.folder)
         if program is None:
             self.problem(
@@ -426,6 +444,8 @@ class Checker:
         if secret is None:
             return None
         secrets.add(secret)
+        if self.deferred(raw):
+            return secret
         key = secret[len("whsec_") :] if secret.startswith("whsec_") else secret
         try:
             ok = bool(base64.b64decode(key, validate=True))

@@ -52,8 +52,12 @@ Layer = tuple[dict[str, Any], frozenset[str]]
 MIN_SECRET = 3
 
 
-def load_routes(path: str, env: Mapping[str, str] | None = None) -> RouteSet:
-    """The routes of the file at ``path``; ``${VAR}`` expands from ``env`` (default os.environ)."""
+def load_routes(path: str, env: Mapping[str, str] | None = None, *, resolve: bool = True) -> RouteSet:
+    """The routes of the file at ``path``; ``${VAR}`` expands from ``env`` (default os.environ).
+
+    ``resolve=False`` reads the structure only (names, brokers, start, filters), the same from
+    any shell: variables stay as written and programs are not looked up. Commands that do not
+    deliver use it, so a variable only the worker has never stops them."""
     try:
         with open(path, "rb") as fh:  # closed explicitly: a refcount close still warns (ResourceWarning)
             raw = fh.read()
@@ -69,18 +73,20 @@ def load_routes(path: str, env: Mapping[str, str] | None = None) -> RouteSet:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise RoutesInvalid([f"{path}:{line}:1: the file is not UTF-8 text (save it as UTF-8)"]) from None
-    return load_routes_text(text, path, env)
+    return load_routes_text(text, path, env, resolve=resolve)
 
 
-def load_routes_text(text: str, path: str, env: Mapping[str, str] | None = None) -> RouteSet:
+def load_routes_text(
+    text: str, path: str, env: Mapping[str, str] | None = None, *, resolve: bool = True
+) -> RouteSet:
     """The routes written in ``text``; ``path`` names the file in messages and anchors commands."""
-    return _Loader(text, path, os.environ if env is None else env).run()
+    return _Loader(text, path, os.environ if env is None else env, resolve).run()
 
 
 class _Loader:
-    def __init__(self, text: str, path: str, env: Mapping[str, str]) -> None:
+    def __init__(self, text: str, path: str, env: Mapping[str, str], resolve: bool) -> None:
         self.text = text
-        self.c = Checker(path, env)
+        self.c = Checker(path, env, resolve)
         self.defaults: Layer = ({}, frozenset())
         self.brokers: dict[str, Layer] = {}
         self.seen: dict[str, int] = {}  # route name -> line
@@ -137,7 +143,7 @@ class _Loader:
         if c.problems:
             raise RoutesInvalid([text for _, text in sorted(c.problems, key=lambda p: p[0])])
         services = {name: uri for name, (uri, _) in c.services.items()}
-        return RouteSet(tuple(routes), settings, services, c.path, tuple(c.notes))
+        return RouteSet(tuple(routes), settings, services, c.path, tuple(c.notes), c.resolve)
 
     def first(self, key: str, doc: Doc) -> bool:
         if key in self.once:

@@ -108,6 +108,7 @@ class RouteSet:
     services: Mapping[str, str] = field(default_factory=dict)
     path: str | None = None
     notes: tuple[str, ...] = ()  # warnings and ignored documents, for `routes check`
+    resolved: bool = True  # False: the structure only (variables as written, programs not looked up)
 
     def by_name(self) -> dict[str, Route]:
         return {r.name: r for r in self.routes}
