@@ -355,11 +355,13 @@ def test_stdout_flood_is_drained_without_growing_memory(tmp_path: Path) -> None:
             tracemalloc.stop()
 
     outcome, peak = asyncio.run(main())
-    assert (outcome.kind, outcome.status, outcome.reply) == (
-        Kind.SUCCESS,
+    # it began as a CloudEvent and ran past the cap: a reply too large to take
+    assert (outcome.kind, outcome.status, outcome.reply, outcome.error) == (
+        Kind.PERMANENT,
         0,
         None,
-    )  # over the cap: not a reply
+        "invalid reply: stdout is over 65536 bytes",
+    )
     assert peak < 8 << 20, f"peak {peak} bytes while 48 MiB went through stdout"
 
 
@@ -420,3 +422,45 @@ def test_event_content_is_never_run_by_a_shell(tmp_path: Path) -> None:
     assert seen["env"]["CE_TYPE"] == "order.placed;touch type-pwned"
     assert seen["env"]["CE_SUBJECT"] == nasty.subject
     assert seen["stdin"].encode() == to_json(nasty)
+
+
+def test_stdout_reply_over_max_event_bytes_is_an_invalid_reply(tmp_path: Path) -> None:
+    big = to_json(make_event(type="order.audited", source="/audit", id="big-1", data=b"z" * 5000)).decode()
+    sub = script(tmp_path, "big.py", f"import sys\nsys.stdin.read()\nprint({big!r})\n")
+
+    async def main(limit: int) -> Outcome:
+        session = new_session()
+        try:
+            return await deliver(
+                sub,
+                event(),
+                route="audit",
+                broker="shop",
+                attempt=1,
+                delivery=Delivery(timeout=30.0),
+                headers={},
+                signing_secret=None,
+                session=session,
+                max_event_bytes=limit,
+            )
+        finally:
+            await session.close()
+
+    over = asyncio.run(main(4096))
+    assert (over.kind, over.status, over.reply) == (Kind.PERMANENT, 0, None)
+    assert over.error is not None and over.error.startswith("invalid reply: event is ")
+    assert over.error.endswith(" bytes, over maxEventBytes 4096")
+    # stdout far past the limit that begins as a CloudEvent is a reply that cannot be taken
+    far = asyncio.run(main(1000))
+    assert (far.kind, far.error) == (
+        Kind.PERMANENT,
+        "invalid reply: stdout is over 2000 bytes (maxEventBytes 1000)",
+    )
+    under = asyncio.run(main(8192))
+    assert under.kind is Kind.SUCCESS and under.reply is not None and under.reply.id == "big-1"
+
+
+def test_stdout_past_the_cap_that_is_no_event_is_plain_output(tmp_path: Path) -> None:
+    sub = script(tmp_path, "chatty.py", "import sys\nsys.stdout.write('log line\\n' * 30000)\n")
+    outcome = run(sub, max_reply_bytes=65536)
+    assert (outcome.kind, outcome.reply, outcome.error) == (Kind.SUCCESS, None, None)

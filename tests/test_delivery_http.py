@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -696,3 +697,79 @@ def test_deliver_to_an_empty_subscriber_is_permanent() -> None:
 
     outcome = asyncio.run(main())
     assert (outcome.kind, outcome.error) == (Kind.PERMANENT, "the subscriber has neither a uri nor a command")
+
+
+# --------------------------------------------------------------------------- maxEventBytes
+
+
+def big_reply(size: int) -> CloudEvent:
+    return make_event(type="order.reserved", source="/inventory", id="big-1", data=b"z" * size)
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_reply_over_max_event_bytes_is_an_invalid_reply(mode: str) -> None:
+    reply = big_reply(5000)
+    headers, body = to_binary(reply) if mode == "binary" else to_structured(reply)
+
+    async def main() -> tuple[Outcome, Outcome]:
+        async with Server(answer(200, body, headers)) as server:
+            session = new_session()
+            try:
+                results = []
+                for limit in (4096, 8192):
+                    results.append(
+                        await deliver(
+                            Subscriber(uri=server.url + "/hook"),
+                            event(),
+                            route="inventory",
+                            broker="default",
+                            attempt=1,
+                            delivery=Delivery(timeout=10.0),
+                            headers={},
+                            signing_secret=None,
+                            session=session,
+                            max_event_bytes=limit,
+                        )
+                    )
+                return results[0], results[1]
+            finally:
+                await session.close()
+
+    over, under = asyncio.run(main())
+    assert (over.kind, over.status, over.reply) == (Kind.PERMANENT, 200, None)
+    # measured as it would be stored: the reply with its evroutehops stamp
+    assert over.error is not None
+    size = re.fullmatch(r"invalid reply: event is (\d+) bytes, over maxEventBytes 4096", over.error)
+    assert size is not None and int(size.group(1)) > reply.size()
+    assert over.body is not None and len(over.body) == 1024
+    assert under.kind is Kind.SUCCESS and under.reply is not None and under.reply.data == reply.data
+
+
+def test_reply_body_far_over_max_event_bytes_is_not_read_to_the_end() -> None:
+    handler, sent = endless(200, {"Content-Type": STRUCTURED_CT})
+
+    async def main() -> Outcome:
+        async with Server(handler) as server:
+            session = new_session()
+            try:
+                return await deliver(
+                    Subscriber(uri=server.url + "/hook"),
+                    event(),
+                    route="inventory",
+                    broker="default",
+                    attempt=1,
+                    delivery=Delivery(timeout=10.0),
+                    headers={},
+                    signing_secret=None,
+                    session=session,
+                    max_event_bytes=10_000,
+                )
+            finally:
+                await session.close()
+
+    outcome = asyncio.run(main())
+    assert (outcome.kind, outcome.error) == (
+        Kind.PERMANENT,
+        "invalid reply: body is over 20000 bytes (maxEventBytes 10000)",
+    )
+    assert sent[0] < 16 << 20

@@ -29,7 +29,7 @@ from typing import cast
 
 from evroute.cloudevent import CloudEvent, from_dict, to_json
 from evroute.delivery.outcome import BODY_KEEP, Kind, Outcome, failure, one_line, seconds, success
-from evroute.delivery.policy import accept_reply, classify_exit, invalid_reply
+from evroute.delivery.policy import accept_reply, classify_exit, invalid_reply, oversized_reply
 from evroute.errors import InvalidEvent
 from evroute.routes.model import Subscriber
 
@@ -105,8 +105,12 @@ async def deliver_command(
     attempt: int,
     timeout: float | None,
     max_reply_bytes: int = MAX_REPLY_BYTES,
+    max_event_bytes: int | None = None,
 ) -> Outcome:
-    """Run the subscriber's command once for ``event``; never raises for delivery faults."""
+    """Run the subscriber's command once for ``event``; never raises for delivery faults.
+
+    stdout is kept up to ``max_reply_bytes``; a reply event over ``max_event_bytes`` is an
+    invalid reply, and so is stdout that begins as a CloudEvent but runs past the cap."""
     loop = asyncio.get_running_loop()
     started = loop.time()
 
@@ -169,10 +173,12 @@ async def deliver_command(
         transport.close()
     code = transport.get_returncode()
     assert code is not None  # process_exited has fired
-    return _judge(event, code, proto, elapsed())
+    return _judge(event, code, proto, elapsed(), max_event_bytes)
 
 
-def _judge(event: CloudEvent, code: int, proto: _Collector, elapsed: float) -> Outcome:
+def _judge(
+    event: CloudEvent, code: int, proto: _Collector, elapsed: float, max_event_bytes: int | None
+) -> Outcome:
     status = code if code >= 0 else 128 - code
     kind = classify_exit(status)
     if kind is not Kind.SUCCESS:
@@ -185,7 +191,12 @@ def _judge(event: CloudEvent, code: int, proto: _Collector, elapsed: float) -> O
             error += f": {last}"
         return failure(kind, one_line(error), elapsed, status=status, body=bytes(proto.stderr))
     if not proto.stdout_complete:
-        return success(status, elapsed)
+        head = bytes(proto.stdout).lstrip()
+        if head.startswith(b"{") and b'"specversion"' in head:
+            return oversized_reply(
+                "stdout", proto.stdout_cap, max_event_bytes, status=status, elapsed=elapsed, raw=head
+            )
+        return success(status, elapsed)  # output, not a reply
     text = bytes(proto.stdout).strip()
     if not text.startswith(b"{"):
         return success(status, elapsed)
@@ -199,7 +210,9 @@ def _judge(event: CloudEvent, code: int, proto: _Collector, elapsed: float) -> O
         reply = from_dict(obj)
     except InvalidEvent as exc:
         return invalid_reply(str(exc), status=status, elapsed=elapsed, raw=text)
-    return accept_reply(event, reply, status=status, elapsed=elapsed, raw=text)
+    return accept_reply(
+        event, reply, status=status, elapsed=elapsed, raw=text, max_event_bytes=max_event_bytes
+    )
 
 
 def _kill_group(pid: int) -> None:
