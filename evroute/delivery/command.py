@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import cast
 
 from evroute.cloudevent import CloudEvent, from_dict, to_json
@@ -47,9 +48,22 @@ _CE_ENV = (
 
 
 def command_environment(
-    event: CloudEvent, *, route: str, broker: str, attempt: int, base: Mapping[str, str] | None = None
+    event: CloudEvent,
+    *,
+    route: str,
+    broker: str,
+    attempt: int,
+    base: Mapping[str, str] | None = None,
+    allow: Iterable[str] | None = None,
+    hide: Collection[str] = (),
 ) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
+    """The environment a command subscriber runs with (SPEC 5.2): ``base`` (the worker's) less
+    the names in ``hide``, or only the names in ``allow``; plus the event's CE_* and EVROUTE_*."""
+    source = os.environ if base is None else base
+    if allow is not None:
+        env = {name: source[name] for name in allow if name in source}
+    else:
+        env = {name: value for name, value in source.items() if name not in hide}
     for var, attr in _CE_ENV:
         value = event.attributes.get(attr)
         if value is not None:
@@ -120,7 +134,12 @@ async def deliver_command(
     argv = list(subscriber.command or ())
     if not argv:
         return failure(Kind.PERMANENT, "the command is empty", elapsed())
-    env = command_environment(event, route=route, broker=broker, attempt=attempt)
+    env = command_environment(
+        event, route=route, broker=broker, attempt=attempt, allow=subscriber.env, hide=subscriber.hidden_env
+    )
+    if "PATH" not in env and os.sep not in argv[0]:
+        # exec searches the child's PATH; an allowlist without PATH still runs the program found here
+        argv[0] = shutil.which(argv[0]) or argv[0]
     try:
         transport, proto = await loop.subprocess_exec(
             lambda: _Collector(loop, max_reply_bytes),

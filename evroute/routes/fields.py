@@ -37,7 +37,7 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: `$` would pass a trailin
 NAME_RULE = "allowed: ^[a-z0-9][a-z0-9-]{0,62}$, lowercase letters, digits and '-'"
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _VAR = re.compile(r"\$\$\{|\$\{([^}]*)\}")
-_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # routes.yaml name -> Delivery field
 DELIVERY_FIELDS = {
@@ -102,6 +102,7 @@ class Checker:
         self.folder = os.path.dirname(os.path.abspath(path))
         self.env = env
         self.resolve = resolve
+        self.variables: set[str] = set()  # every variable expanded: hidden from commands
         self.problems: list[tuple[Pos, str]] = []
         self.notes: list[str] = []
         self.services: dict[str, tuple[str, frozenset[str]]] = {}  # name -> (base URI, secrets)
@@ -198,19 +199,20 @@ class Checker:
             if match.group(0) == "$${":
                 return "${"
             var = match.group(1)
-            if _VAR_NAME.match(var) and var not in self.env and not self.resolve:
+            if VAR_NAME.match(var) and var not in self.env and not self.resolve:
                 return match.group(0)  # the structure pass keeps an unset ${VAR} as written
-            if not _VAR_NAME.match(var) or var not in self.env:
+            if not VAR_NAME.match(var) or var not in self.env:
                 missing.append(var)
                 return ""
             value = self.env[var]
+            self.variables.add(var)
             if value:
                 secrets.add(value)
             return value
 
         out = _VAR.sub(sub, text)
         for var in missing:
-            if _VAR_NAME.match(var):
+            if VAR_NAME.match(var):
                 self.problem(
                     where,
                     scope,
@@ -428,7 +430,25 @@ class Checker:
                 self.problem(at, scope, "contains a line break (allowed: one line of text)")
                 continue
             out[name] = expanded
+            secrets.add(expanded)  # a header value is a credential as often as not: masked too
         return out
+
+    def env_names(self, value: object, where: Where, scope: str) -> tuple[str, ...] | None:
+        """A route's ``env:`` list: the variable names its command subscriber is given."""
+        if not isinstance(value, list):
+            self.problem(
+                where, scope, f"must be a list of variable names, got {show(value)} (allowed: [NAME, …])"
+            )
+            return None
+        names: list[str] = []
+        for i, name in enumerate(value):
+            if not isinstance(name, str) or not VAR_NAME.match(name):
+                self.problem(
+                    where / i, scope, f"{show(name)} is not a variable name (allowed: letters, digits, _)"
+                )
+            elif name not in names:
+                names.append(name)
+        return tuple(names)
 
     def signing(self, value: object, where: Where, scope: str, secrets: set[str]) -> str | None:
         body = self.mapping(value, where, scope, "{secret: whsec_…}")

@@ -28,7 +28,15 @@ from evroute.errors import InvalidInput, RoutesInvalid
 from evroute.filters import as_text, check, compile_filters
 from evroute.routes import knative
 from evroute.routes.fields import Checker, RawRoute, Where, show
-from evroute.routes.model import DEFAULT_MAX_EVENT_BYTES, Delivery, Route, RouteSet, Settings
+from evroute.routes.model import (
+    DEFAULT_MAX_EVENT_BYTES,
+    INGRESS_TOKEN_VARS,
+    Delivery,
+    Route,
+    RouteSet,
+    Settings,
+    Subscriber,
+)
 from evroute.routes.yamltree import Doc, MalformedYaml, parse_stream
 
 DOC_KEYS = ("services", "defaults", "settings", "routes")
@@ -43,6 +51,7 @@ ROUTE_KEYS = (
     "signing",
     "start",
     "paused",
+    "env",
 )
 SETTINGS_KEYS = ("retention", "durability", "maxEventBytes")
 
@@ -140,6 +149,8 @@ class _Loader:
                 if trigger is not None:
                     raws.append(trigger)
         routes = [r for r in (self.route(raw) for raw in raws) if r is not None]
+        hidden = frozenset(c.variables) | INGRESS_TOKEN_VARS
+        routes = [_commands_get_env(r, hidden) for r in routes]
         if c.problems:
             raise RoutesInvalid([text for _, text in sorted(c.problems, key=lambda p: p[0])])
         services = {name: uri for name, (uri, _) in c.services.items()}
@@ -305,6 +316,9 @@ class _Loader:
             v.get("start", "latest"), ("latest", "earliest"), at.get("start", raw.where), scope, "start"
         )
         paused = c.boolean(v.get("paused", False), at.get("paused", raw.where), scope)
+        env = c.env_names(v["env"], at["env"], scope) if "env" in v else None
+        if env is not None and subscriber is not None and subscriber.command is None:
+            c.note(at["env"], scope, "env is ignored (it applies to command subscribers)")
         if len(c.problems) > before or subscriber is None or not isinstance(name, str):
             return None
         return Route(
@@ -320,5 +334,22 @@ class _Loader:
             start=start or "latest",
             paused=bool(paused),
             secrets=frozenset(s for s in secrets if len(s) >= MIN_SECRET),
+            env=env,
             line=line,
         )
+
+
+def _commands_get_env(route: Route, hidden: frozenset[str]) -> Route:
+    """``route`` with its command sinks told which environment to pass (SPEC 5.2)."""
+
+    def fix(sink: Subscriber | None) -> Subscriber | None:
+        if sink is None or sink.command is None:
+            return sink
+        return dataclasses.replace(sink, env=route.env, hidden_env=hidden)
+
+    subscriber = fix(route.subscriber)
+    dls = fix(route.delivery.dead_letter_sink)
+    if subscriber is route.subscriber and dls is route.delivery.dead_letter_sink:
+        return route
+    delivery = dataclasses.replace(route.delivery, dead_letter_sink=dls)
+    return dataclasses.replace(route, subscriber=subscriber or route.subscriber, delivery=delivery)

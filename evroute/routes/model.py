@@ -27,6 +27,8 @@ BUILTIN_DELIVERY: dict[str, Any] = {
     "circuitBreaker": None,
 }
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
+# Where the worker's ingress token may live: never passed on to a command subscriber.
+INGRESS_TOKEN_VARS = frozenset({"EVROUTE_TOKEN"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,10 @@ class Subscriber:
     uri: str | None = None
     command: tuple[str, ...] | None = None
     cwd: str | None = None  # the routes file's folder, for commands
+    # A command's environment: with ``env`` only those names (the route's ``env:`` list), else
+    # the worker's own without ``hidden_env`` (the ingress token, every variable a route expands).
+    env: tuple[str, ...] | None = None
+    hidden_env: frozenset[str] = frozenset()
 
     def describe(self) -> str:
         if self.uri is not None:
@@ -81,7 +87,8 @@ class Route:
     signing_secret: str | None = None
     start: str = "latest"  # latest | earliest
     paused: bool = False
-    secrets: frozenset[str] = frozenset()  # expanded ${VAR} values, masked in every output
+    secrets: frozenset[str] = frozenset()  # expanded ${VAR} values and header values, masked in every output
+    env: tuple[str, ...] | None = None  # names a command subscriber is given (None: all but secrets)
     line: int = field(default=0, compare=False)  # where it is written: moving it changes nothing
 
     def mask(self, text: str) -> str:
