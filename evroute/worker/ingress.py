@@ -28,7 +28,9 @@ Status codes, so a producer can tell its own mistakes from ours:
   balancers and probes); ``/metrics`` needs it too, as it names the routes.
 - ``404`` for other paths (``/healthz`` and ``/metrics`` are not brokers), ``405`` with
   ``Allow`` for other methods.
-- ``503 {"error": …}`` only when the database cannot take the write (locked, disk full).
+- ``503 {"error": …}`` when the database cannot take the write (locked, disk full), and with
+  ``Retry-After: 1`` when the request's body does not fit in the budget of bytes being read at
+  once (64 × maxEventBytes, see :mod:`evroute.worker.inflight`).
 
 The handler writes through the worker's own SQLite connection, in the event loop: an append
 is one short transaction (well under a millisecond in WAL mode), cheaper than handing it to a
@@ -62,6 +64,7 @@ from evroute.cloudevent import (
 from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, RuntimeFault
 from evroute.store import Store
 from evroute.store import log as event_log
+from evroute.worker.inflight import INFLIGHT_FACTOR, RETRY_AFTER_SECONDS, Budget, Ticket
 from evroute.worker.metrics import Metrics
 
 logger = logging.getLogger("evroute.ingress")
@@ -178,9 +181,11 @@ class Ingress:
         token: str | None,
         metrics: Metrics,
         on_stored: Callable[[str], None],
+        max_inflight_bytes: int | None = None,
     ) -> None:
         self.store = store
         self.max_event_bytes = max_event_bytes
+        self.budget = Budget(max_inflight_bytes or max_event_bytes * INFLIGHT_FACTOR)
         self._token = token.encode("utf-8") if token else None
         self.metrics = metrics
         self.committer = GroupCommit(store, metrics, on_stored)
@@ -252,8 +257,23 @@ class Ingress:
         length = request.content_length
         if length is not None and length > limit:
             return self._too_large(mode, limit)
+        ticket = self.budget.ticket()
         try:
-            body = await _read_capped(request, limit)
+            return await self._publish(request, broker, mode, limit, ticket)
+        finally:
+            ticket.release()
+
+    async def _publish(
+        self, request: web.Request, broker: str, mode: str, limit: int, ticket: Ticket
+    ) -> web.Response:
+        headers = request.headers
+        length = request.content_length
+        if length is not None and not ticket.take(length):
+            return self._busy()
+        try:
+            body = await _read_capped(request, limit, None if length is not None else ticket)
+        except _Busy:
+            return self._busy()
         except Exception as exc:  # a broken chunked or compressed body, a client gone: not our fault
             return _error(400, f"cannot read the request body: {exc or type(exc).__name__}")
         if body is None:
@@ -283,6 +303,15 @@ class Ingress:
             )
         return web.json_response({"stored": stored, "duplicates": duplicates}, status=202)
 
+    def _busy(self) -> web.Response:
+        budget = self.budget
+        return _error(
+            503,
+            f"the ingress is reading {budget.used} bytes of requests at once (cap {budget.cap}); "
+            f"nothing was stored, retry after {RETRY_AFTER_SECONDS}s",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
     def _too_large(self, mode: str, limit: int) -> web.Response:
         what = {"batch": "batch", "structured": "structured-mode"}.get(mode, "binary-mode")
         return _error(
@@ -296,14 +325,21 @@ class Ingress:
 INGRESS = web.AppKey("evroute_ingress", Ingress)
 
 
-async def _read_capped(request: web.Request, limit: int) -> bytes | None:
+class _Busy(Exception):
+    """The body being read no longer fits in the in-flight budget."""
+
+
+async def _read_capped(request: web.Request, limit: int, ticket: Ticket | None = None) -> bytes | None:
     """The whole body, or None as soon as it passes ``limit`` bytes (chunked or compressed bodies
-    have no trustworthy Content-Length, so the count is kept while reading)."""
+    have no trustworthy Content-Length, so the count is kept while reading). With ``ticket``
+    each chunk takes its bytes from the in-flight budget first (:class:`_Busy` if it cannot)."""
     buf = bytearray()
     while True:
         chunk = await request.content.readany()
         if not chunk:
             return bytes(buf)
+        if ticket is not None and not ticket.take(len(chunk)):
+            raise _Busy
         buf += chunk
         if len(buf) > limit:
             return None
@@ -329,9 +365,12 @@ def make_app(
     token: str | None,
     metrics: Metrics,
     on_stored: Callable[[str], None],
+    max_inflight_bytes: int | None = None,
 ) -> web.Application:
-    """The ingress application; ``on_stored(broker)`` runs after every append that stored events."""
-    ingress = Ingress(store, max_event_bytes, token, metrics, on_stored)
+    """The ingress application; ``on_stored(broker)`` runs after every append that stored events.
+
+    ``max_inflight_bytes`` caps the request bytes read at once (default 64 × maxEventBytes)."""
+    ingress = Ingress(store, max_event_bytes, token, metrics, on_stored, max_inflight_bytes)
     app = web.Application(client_max_size=max_event_bytes * BATCH_FACTOR)
     # One catch-all route: paths and methods are decided in ``handle`` so that every refusal
     # (401, 404, 405) carries the same JSON error body.
