@@ -873,7 +873,12 @@ SCRIPTS = {
 SUBSCRIBER_CASES: list[tuple[str, str, str | None, str | None]] = [
     ("huge-plain-200", "delivered", None, None),
     ("huge-chunked-200", "delivered", None, None),
-    ("huge-reply", "dead", "permanent failure", "invalid reply: body is over 1048576 bytes"),
+    (
+        "huge-reply",
+        "dead",
+        "permanent failure",
+        "invalid reply: body is over 2097152 bytes (maxEventBytes 1048576)",
+    ),
     ("huge-error-500", "dead", "retries exhausted", "HTTP 500"),
     ("slow-headers", "dead", "retries exhausted", "timeout after 1s"),
     ("slow-body-plain-200", "delivered", None, None),
