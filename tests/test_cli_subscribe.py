@@ -10,9 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli
 
-from evroute.cli import main
 from evroute.cloudevent import make_event
 from evroute.routes.load import load_routes
 from evroute.store import Store, cursors, deadletters, retries
@@ -49,14 +48,7 @@ class Env:
         self.routes.write_text(ROUTES)
 
     def run(self, *args: str) -> tuple[int, str, str]:
-        runner = CliRunner()
-        with runner.isolation() as (out, err, _):
-            try:
-                main(["--db", self.db, "--routes", str(self.routes), *args])
-                code = 0
-            except SystemExit as exc:
-                code = int(exc.code or 0)
-        return code, out.getvalue().decode(), err.getvalue().decode()
+        return run_cli("--db", self.db, "--routes", str(self.routes), *args)
 
     def publish(self, n: int) -> None:
         with Store(self.db) as store:

@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli as run
 
-from evroute.cli import main
 from evroute.clock import parse_time
 from evroute.cloudevent import make_event
 from evroute.store import Store, deadletters, lease, retries
@@ -31,17 +30,6 @@ DLQ_KEYS = {
     "replayed_at",
     "dls_outcome",
 }
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 class Env:

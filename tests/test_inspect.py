@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli as run
 
-from evroute.cli import main
 from evroute.clock import parse_time
 from evroute.cloudevent import make_event
 from evroute.errors import NotFound
@@ -108,18 +107,6 @@ def dead(store: Store, name: str, seq: int, now: float, broker: str = "default")
         ],
     )
     return dlq_id
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """The real entry point (one error path), output captured."""
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 @pytest.fixture

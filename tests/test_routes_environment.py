@@ -13,9 +13,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli
 
-from evroute.cli import main
 from evroute.errors import RoutesInvalid
 from evroute.routes.load import load_routes, load_routes_text
 from evroute.store import Store, cursors
@@ -49,14 +48,7 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
 
 def run(files: tuple[Path, Path], *args: str) -> tuple[int, str, str]:
     routes, db = files
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        try:
-            main(["--db", str(db), "--routes", str(routes), *args])
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue().decode(), err.getvalue().decode()
+    return run_cli("--db", str(db), "--routes", str(routes), *args)
 
 
 def test_structure_loads_without_the_environment() -> None:
