@@ -8,12 +8,12 @@ import os
 import signal
 import sys
 import textwrap
-import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from evroute.cloudevent import HOPS, CloudEvent, make_event, to_dict, to_json
 from evroute.delivery import deliver, new_session
@@ -77,15 +77,6 @@ def run(
             await session.close()
 
     return asyncio.run(main())
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def gone(pid: int) -> bool:
@@ -216,8 +207,8 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert outcome.body == b"waiting\n"
     assert 1.4 <= outcome.elapsed < 8
     leader, child = map(int, (tmp_path / "pids").read_text().split())
-    assert wait_until(lambda: gone(leader)), "the command survived its timeout"
-    assert wait_until(lambda: gone(child)), "the command's child survived the timeout"
+    assert wait_until(lambda: gone(leader), 10, "the command gone after its timeout")
+    assert wait_until(lambda: gone(child), 10, "the command's child gone after the timeout")
 
 
 def test_cancelling_the_attempt_kills_the_process_group(tmp_path: Path) -> None:
@@ -249,7 +240,7 @@ def test_cancelling_the_attempt_kills_the_process_group(tmp_path: Path) -> None:
 
     asyncio.run(main())
     leader, child = map(int, (tmp_path / "pids").read_text().split())
-    assert wait_until(lambda: gone(leader)) and wait_until(lambda: gone(child))
+    assert wait_until(lambda: gone(leader), 10) and wait_until(lambda: gone(child), 10)
 
 
 def test_a_background_child_holding_stdout_does_not_hold_the_delivery(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import email.utils
 import json
 import re
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from helpers import free_port
 
 from evroute.cloudevent import (
     HOPS,
@@ -425,13 +425,6 @@ def test_deadline_while_reading_a_failure_body_keeps_the_status() -> None:
         b"partial",
     )
     assert outcome.elapsed < 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def test_connection_refused() -> None:

@@ -5,63 +5,43 @@ being buffered; a request alone always passes; the budget comes back when a requ
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from helpers import evroute, evroute_env, free_port, stop, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 10_000  # maxEventBytes: the budget is 64 x this, a batch body may be 100 x this
 BUDGET = 64 * LIMIT
 BIN = {"ce-specversion": "1.0", "ce-source": "/shop", "ce-type": "order.placed"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[str]:
     (tmp_path / "routes.yaml").write_text(f"settings: {{maxEventBytes: {LIMIT}}}\nroutes: []\n")
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = evroute_env()
     env.pop("EVROUTE_TOKEN", None)
     log = (tmp_path / "worker.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "evroute", "--db", str(tmp_path / "ev.db"), "--routes", str(tmp_path / "routes.yaml"),
-         "worker", "--listen", f"127.0.0.1:{port}"],
-        env=env, cwd=tmp_path, stderr=log,
-    )  # fmt: skip
+    proc = evroute(tmp_path, "worker", "--listen", f"127.0.0.1:{port}", env=env, stderr=log)
     url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, (tmp_path / "worker.log").read_text()
+        try:
+            return httpx.get(url + "/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, (tmp_path / "worker.log").read_text()
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the ingress did not come up"
-            time.sleep(0.05)
+        wait_until(up, 20, "ingress up")
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
+        stop(proc)
+        log.close()
 
 
 def batch_body(size: int, prefix: str) -> bytes:

@@ -9,8 +9,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from helpers import wait_until as wait
 
 from receiver import Receiver, Reply
 
@@ -41,15 +42,6 @@ class Cli:
             [*self.base, "worker", "-q"], env=self.env, cwd=self.cwd, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-
-
-def wait(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_outage_dead_letters_then_replay_and_status_and_trace_agree(tmp_path: Path) -> None:

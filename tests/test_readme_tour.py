@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -22,12 +23,6 @@ def tour_lines() -> list[str]:
     block = re.search(r"## Five-minute tour\n\n```sh\n(.*?)```", text, re.S)
     assert block is not None, "the README has no five-minute tour"
     return block.group(1).replace("\\\n", " ").splitlines()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_the_five_minute_tour_runs_as_written(tmp_path: Path) -> None:

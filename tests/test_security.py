@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from helpers import evroute, free_port, stop, wait_until
+from helpers import evroute_env as env_with
 
 from evroute.cloudevent import from_http, to_json
 from evroute.delivery import signing
@@ -54,19 +53,6 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def env_with(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
-
-
-def evroute(folder: Path, *args: str, env: dict[str, str], **kw: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [PY, "-m", "evroute", "--db", str(folder / "ev.db"), "--routes", str(folder / "routes.yaml"), *args],
-        env=env,
-        cwd=folder,
-        **kw,
-    )
-
-
 def cli(folder: Path, *args: str, env: dict[str, str], stdin: bytes | None = None) -> tuple[int, str]:
     """Run ``evroute`` as a process; exit status and stdout + stderr together."""
     proc = evroute(
@@ -74,21 +60,6 @@ def cli(folder: Path, *args: str, env: dict[str, str], stdin: bytes | None = Non
     )
     out, _ = proc.communicate(stdin, timeout=60)
     return proc.returncode, out.decode(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 def settled(db: Path, routes: list[str]) -> bool:
@@ -111,17 +82,6 @@ def dls_tried(db: Path) -> bool:
     finally:
         conn.close()
     return row is not None and row[0] is not None
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-        raise AssertionError("the worker did not stop within 20s of SIGTERM") from None
 
 
 def ingress_up(port: int, proc: subprocess.Popen[bytes]) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers import evroute, free_port, stop, wait_until
 
 from evroute.cli import main
 from evroute.cloudevent import make_event
@@ -80,15 +81,6 @@ def run_cli(folder: Path, *args: str, input: bytes | None = None) -> tuple[int, 
     return code, out.getvalue().decode(), err.getvalue().decode()
 
 
-def evroute(folder: Path, *args: str, **kw: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [PY, "-m", "evroute", "--db", str(folder / "ev.db"), "--routes", str(folder / "routes.yaml"), *args],
-        env=kw.pop("env", ENV),
-        cwd=folder,
-        **kw,
-    )
-
-
 def fingerprint(folder: Path) -> dict[str, object]:
     """Everything a refused command must leave alone: every table's rows, the routes file, and
     the bytes of any other file in the folder."""
@@ -116,33 +108,6 @@ def integrity(db: Path) -> str:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
     finally:
         conn.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s")
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
-    """SIGTERM and wait: the worker finishes in-flight deliveries and exits 0."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-        raise AssertionError("the worker did not stop within 20s of SIGTERM") from None
 
 
 # --------------------------------------------------------------------------- a seeded database
