@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -91,3 +92,16 @@ def wait_until(
     if predicate():
         return True
     raise AssertionError(f"{what}: not within {timeout:g}s")
+
+
+def progress(db: Path) -> tuple[dict[str, int], dict[str, int], set[str]]:
+    """Read-only, beside a running worker: each broker's last seq, each route's cursor, and the
+    routes that have retries scheduled."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        last = dict(conn.execute("SELECT broker, max(seq) FROM events GROUP BY broker").fetchall())
+        position = dict(conn.execute("SELECT route, position FROM cursors").fetchall())
+        retrying = {r[0] for r in conn.execute("SELECT DISTINCT route FROM retries")}
+    finally:
+        conn.close()
+    return last, position, retrying

@@ -48,6 +48,7 @@ def run(
     timeout: float = 30.0,
     attempt: int = 1,
     max_reply_bytes: int | None = None,
+    max_event_bytes: int | None = None,
 ) -> Outcome:
     async def main() -> Outcome:
         if max_reply_bytes is not None:
@@ -72,6 +73,7 @@ def run(
                 headers={"Authorization": "not for commands"},
                 signing_secret=None,
                 session=session,
+                max_event_bytes=max_event_bytes,
             )
         finally:
             await session.close()
@@ -419,35 +421,17 @@ def test_stdout_reply_over_max_event_bytes_is_an_invalid_reply(tmp_path: Path) -
     big = to_json(make_event(type="order.audited", source="/audit", id="big-1", data=b"z" * 5000)).decode()
     sub = script(tmp_path, "big.py", f"import sys\nsys.stdin.read()\nprint({big!r})\n")
 
-    async def main(limit: int) -> Outcome:
-        session = new_session()
-        try:
-            return await deliver(
-                sub,
-                event(),
-                route="audit",
-                broker="shop",
-                attempt=1,
-                delivery=Delivery(timeout=30.0),
-                headers={},
-                signing_secret=None,
-                session=session,
-                max_event_bytes=limit,
-            )
-        finally:
-            await session.close()
-
-    over = asyncio.run(main(4096))
+    over = run(sub, max_event_bytes=4096)
     assert (over.kind, over.status, over.reply) == (Kind.PERMANENT, 0, None)
     assert over.error is not None and over.error.startswith("invalid reply: event is ")
     assert over.error.endswith(" bytes, over maxEventBytes 4096")
     # stdout far past the limit that begins as a CloudEvent is a reply that cannot be taken
-    far = asyncio.run(main(1000))
+    far = run(sub, max_event_bytes=1000)
     assert (far.kind, far.error) == (
         Kind.PERMANENT,
         "invalid reply: stdout is over 2000 bytes (maxEventBytes 1000)",
     )
-    under = asyncio.run(main(8192))
+    under = run(sub, max_event_bytes=8192)
     assert under.kind is Kind.SUCCESS and under.reply is not None and under.reply.id == "big-1"
 
 

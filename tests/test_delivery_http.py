@@ -109,6 +109,7 @@ async def post(
     attempt: int = 1,
     path: str = "/hook",
     max_reply_bytes: int | None = None,
+    max_event_bytes: int | None = None,
 ) -> Outcome:
     session = new_session()
     try:
@@ -133,6 +134,7 @@ async def post(
             headers=headers or {},
             signing_secret=secret,
             session=session,
+            max_event_bytes=max_event_bytes,
         )
     finally:
         await session.close()
@@ -706,27 +708,10 @@ def test_reply_over_max_event_bytes_is_an_invalid_reply(mode: str) -> None:
 
     async def main() -> tuple[Outcome, Outcome]:
         async with Server(answer(200, body, headers)) as server:
-            session = new_session()
-            try:
-                results = []
-                for limit in (4096, 8192):
-                    results.append(
-                        await deliver(
-                            Subscriber(uri=server.url + "/hook"),
-                            event(),
-                            route="inventory",
-                            broker="default",
-                            attempt=1,
-                            delivery=Delivery(timeout=10.0),
-                            headers={},
-                            signing_secret=None,
-                            session=session,
-                            max_event_bytes=limit,
-                        )
-                    )
-                return results[0], results[1]
-            finally:
-                await session.close()
+            return (
+                await post(server.url, event(), max_event_bytes=4096),
+                await post(server.url, event(), max_event_bytes=8192),
+            )
 
     over, under = asyncio.run(main())
     assert (over.kind, over.status, over.reply) == (Kind.PERMANENT, 200, None)
@@ -743,22 +728,7 @@ def test_reply_body_far_over_max_event_bytes_is_not_read_to_the_end() -> None:
 
     async def main() -> Outcome:
         async with Server(handler) as server:
-            session = new_session()
-            try:
-                return await deliver(
-                    Subscriber(uri=server.url + "/hook"),
-                    event(),
-                    route="inventory",
-                    broker="default",
-                    attempt=1,
-                    delivery=Delivery(timeout=10.0),
-                    headers={},
-                    signing_secret=None,
-                    session=session,
-                    max_event_bytes=10_000,
-                )
-            finally:
-                await session.close()
+            return await post(server.url, event(), max_event_bytes=10_000)
 
     outcome = asyncio.run(main())
     assert (outcome.kind, outcome.error) == (

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import evroute, free_port, stop, wait_until
+from helpers import evroute, free_port, progress, stop, wait_until
 from helpers import evroute_env as env_with
 
 from evroute.cloudevent import from_http, to_json
@@ -63,13 +63,7 @@ def cli(folder: Path, *args: str, env: dict[str, str], stdin: bytes | None = Non
 
 
 def settled(db: Path, routes: list[str]) -> bool:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        last = dict(conn.execute("SELECT broker, max(seq) FROM events GROUP BY broker").fetchall())
-        position = dict(conn.execute("SELECT route, position FROM cursors").fetchall())
-        retrying = {r[0] for r in conn.execute("SELECT DISTINCT route FROM retries")}
-    finally:
-        conn.close()
+    last, position, retrying = progress(db)
     return bool(last) and all(
         position.get(r, -1) >= last.get("default", 0) and r not in retrying for r in routes
     )

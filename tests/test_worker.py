@@ -51,10 +51,10 @@ def publish(
     return [e.id for e in events]
 
 
-def drain(db: str, routeset, timeout: float = 60.0, drain: bool = True) -> None:  # type: ignore[no-untyped-def]
+def drain(db: str, routeset, timeout: float = 60.0, drain: bool = True, metrics=None) -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
         store = Store(db)
-        engine = Engine(store, routeset, once=not drain)
+        engine = Engine(store, routeset, once=not drain, metrics=metrics)
         await engine.start()
         try:
             await engine.run_until_idle(drain)
@@ -408,18 +408,7 @@ def test_a_duplicate_reply_is_not_counted_as_published(tmp_path: Path, receivers
     prepare(db, rs)
     publish(db, 3)
     metrics = Metrics()
-
-    async def main() -> None:
-        store = Store(db)
-        engine = Engine(store, rs, metrics=metrics)
-        await engine.start()
-        try:
-            await engine.run_until_idle(True)
-        finally:
-            await engine.stop()
-            store.close()
-
-    asyncio.run(asyncio.wait_for(main(), 60))
+    drain(db, rs, metrics=metrics)
     assert len(inventory.requests) == 3
     text = metrics.render()[0].decode()
     assert 'evroute_events_published_total{broker="default"} 1.0' in text

@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import logging
 import os
 import random
 import shutil
@@ -33,11 +32,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
-from click.testing import CliRunner
-from helpers import evroute, free_port, stop, wait_until
+from helpers import evroute, free_port, progress, stop, wait_until
 
-from evroute.cli import main
 from evroute.cloudevent import make_event
 from evroute.store import Store, cursors, deadletters
 from evroute.store import log as event_log
@@ -65,20 +63,7 @@ def run_cli(folder: Path, *args: str, input: bytes | None = None) -> tuple[int, 
         str(folder / "routes.yaml"),
         *(a.replace("{tmp}", str(folder)) for a in args),
     ]
-    evroute_logger = logging.getLogger("evroute")
-    saved = (evroute_logger.handlers[:], evroute_logger.level, evroute_logger.propagate)
-    runner = CliRunner()
-    try:
-        with runner.isolation(input=input) as (out, err, _):
-            try:
-                main(argv)
-                code = 0
-            except SystemExit as exc:
-                code = int(exc.code or 0)
-    finally:
-        # `worker` points the evroute logger at this run's stderr; later tests must not log there.
-        evroute_logger.handlers[:], evroute_logger.level, evroute_logger.propagate = saved
-    return code, out.getvalue().decode(), err.getvalue().decode()
+    return helpers.run_cli(*argv, input=input)
 
 
 def fingerprint(folder: Path) -> dict[str, object]:
@@ -933,13 +918,7 @@ def _subscriber_routes(folder: Path, server: RawServer) -> str:
 
 
 def _settled(db: Path, routes: list[tuple[str, str]]) -> bool:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        last = dict(conn.execute("SELECT broker, max(seq) FROM events GROUP BY broker").fetchall())
-        position = dict(conn.execute("SELECT route, position FROM cursors").fetchall())
-        retrying = {r[0] for r in conn.execute("SELECT DISTINCT route FROM retries")}
-    finally:
-        conn.close()
+    last, position, retrying = progress(db)
     return all(position.get(r, -1) >= last.get(b, 0) and r not in retrying for r, b in routes)
 
 
