@@ -50,12 +50,26 @@ def evroute_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
 
 
+def evroute_argv(folder: Path, *args: str) -> list[str]:
+    """``python -m evroute --db folder/ev.db --routes folder/routes.yaml ARGS``."""
+    return [
+        PY,
+        "-m",
+        "evroute",
+        "--db",
+        str(folder / "ev.db"),
+        "--routes",
+        str(folder / "routes.yaml"),
+        *args,
+    ]
+
+
 def evroute(
     folder: Path, *args: str, env: dict[str, str] | None = None, **kw: Any
 ) -> subprocess.Popen[bytes]:
-    """``python -m evroute --db folder/ev.db --routes folder/routes.yaml ARGS`` as a process in ``folder``."""
+    """:func:`evroute_argv` as a process in ``folder``."""
     return subprocess.Popen(
-        [PY, "-m", "evroute", "--db", str(folder / "ev.db"), "--routes", str(folder / "routes.yaml"), *args],
+        evroute_argv(folder, *args),
         env=evroute_env() if env is None else env,
         cwd=folder,
         **kw,

@@ -5,26 +5,20 @@ step, compared with what the receivers saw."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
+from helpers import evroute_argv, evroute_env
 from helpers import wait_until as wait
 
 from receiver import Receiver, Reply
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 class Cli:
     def __init__(self, tmp_path: Path) -> None:
-        self.base = [
-            sys.executable, "-m", "evroute",
-            "--db", str(tmp_path / "ev.db"), "--routes", str(tmp_path / "routes.yaml"),
-        ]  # fmt: skip
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.base = evroute_argv(tmp_path)
+        self.env = evroute_env()
         self.cwd = tmp_path
 
     def __call__(self, *args: str) -> str:
