@@ -3,6 +3,7 @@ condition, pick a free port, stop a worker. Import it like ``receiver``: ``from 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from evroute.cli import main
+from evroute.cloudevent import CloudEvent, make_event
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -119,3 +121,10 @@ def progress(db: Path) -> tuple[dict[str, int], dict[str, int], set[str]]:
     finally:
         conn.close()
     return last, position, retrying
+
+
+def json_event(type: str, id: str, payload: object, source: str = "/shop") -> CloudEvent:
+    """An event carrying ``payload`` as JSON data (datacontenttype application/json)."""
+    return make_event(
+        type=type, source=source, id=id, data=json.dumps(payload).encode(), datacontenttype="application/json"
+    )

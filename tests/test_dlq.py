@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import json_event
 from helpers import run_cli as run
 
 from evroute.clock import parse_time
@@ -42,13 +43,7 @@ class Env:
         self.ids: dict[str, list[int]] = {"payment": [], "inventory": []}
         with Store(self.db) as store:
             for i in range(5):
-                event = make_event(
-                    type="order.placed",
-                    source="/shop",
-                    id=f"order-{i}",
-                    data=json.dumps({"order": i}).encode(),
-                    datacontenttype="application/json",
-                )
+                event = json_event("order.placed", f"order-{i}", {"order": i})
                 [seq] = event_log.append(store, "default", [event]).seqs
                 name = "payment" if i < 3 else "inventory"
                 [dlq_id] = deadletters.add(

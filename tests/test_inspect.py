@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import json_event
 from helpers import run_cli as run
 
 from evroute.clock import parse_time
-from evroute.cloudevent import make_event
 from evroute.errors import NotFound
 from evroute.inspect import route_status, trace_event
 from evroute.routes.model import Matcher, Route, RouteSet, Subscriber
@@ -62,16 +62,7 @@ def route(name: str, broker: str = "default", **kw: Any) -> Route:
 def publish(
     store: Store, n: int, broker: str = "default", type: str = "order.placed", prefix: str = "e"
 ) -> list[int]:
-    events = [
-        make_event(
-            type=type,
-            source="/shop",
-            id=f"{prefix}{i}",
-            data=json.dumps({"n": i}).encode(),
-            datacontenttype="application/json",
-        )
-        for i in range(n)
-    ]
+    events = [json_event(type, f"{prefix}{i}", {"n": i}) for i in range(n)]
     seqs = []
     for event in events:
         result = event_log.append(store, broker, [event])

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import json_event
 
 from evroute.cloudevent import make_event, to_binary
 from evroute.routes.load import load_routes_text
@@ -36,16 +37,7 @@ def prepare(db: str, routeset) -> None:  # type: ignore[no-untyped-def]
 def publish(
     db: str, n: int, type: str = "order.placed", broker: str = "default", start: int = 0
 ) -> list[str]:
-    events = [
-        make_event(
-            type=type,
-            source="/shop",
-            id=f"{type}-{i}",
-            data=json.dumps({"order": i}).encode(),
-            datacontenttype="application/json",
-        )
-        for i in range(start, start + n)
-    ]
+    events = [json_event(type, f"{type}-{i}", {"order": i}) for i in range(start, start + n)]
     with Store(db) as store:
         event_log.append(store, broker, events)
     return [e.id for e in events]
