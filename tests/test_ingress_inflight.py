@@ -14,6 +14,8 @@ import httpx
 import pytest
 from helpers import evroute, evroute_env, free_port, stop, wait_until
 
+from evroute.worker.inflight import Budget
+
 LIMIT = 10_000  # maxEventBytes: the budget is 64 x this, a batch body may be 100 x this
 BUDGET = 64 * LIMIT
 BIN = {"ce-specversion": "1.0", "ce-source": "/shop", "ce-type": "order.placed"}
@@ -116,3 +118,20 @@ def test_a_request_alone_passes_even_over_the_cap(worker: str) -> None:
         worker + "/", headers={"Content-Type": "application/cloudevents-batch+json"}, content=body, timeout=20
     )
     assert response.status_code == 202, response.text
+
+
+def test_the_budget_admits_what_fits_and_a_request_alone() -> None:
+    budget = Budget(100)
+    a, b, c = budget.ticket(), budget.ticket(), budget.ticket()
+    assert a.take(150)  # alone: over the cap, still admitted
+    assert not b.take(1) and b.held == 0  # nothing fits beside it
+    a.release()
+    assert budget.used == 0
+    assert a.take(60) and b.take(40)  # exactly the cap
+    assert not c.take(1)
+    assert b.take(10) is False and budget.used == 100  # a refused take holds nothing more
+    b.release()
+    assert c.take(40) and budget.used == 100
+    a.release()
+    c.release()
+    assert budget.used == 0
