@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import evroute, evroute_env, free_port, stop, wait_until
+from ingress_server import IngressThread
 
+from evroute.store import log as event_log
 from evroute.worker.inflight import Budget
 
 LIMIT = 10_000  # maxEventBytes: the budget is 64 x this, a batch body may be 100 x this
@@ -135,3 +137,21 @@ def test_the_budget_admits_what_fits_and_a_request_alone() -> None:
     a.release()
     c.release()
     assert budget.used == 0
+
+
+def test_a_stalled_body_is_given_up_and_its_share_returned(tmp_path: Path) -> None:
+    with IngressThread(tmp_path / "ev.db", max_inflight_bytes=10_000, body_idle_timeout=0.5) as ingress:
+        head = (
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nce-specversion: 1.0\r\nce-id: stall-1\r\n"
+            "ce-source: /shop\r\nce-type: order.placed\r\nContent-Length: 8000\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", ingress.port), timeout=20) as sock:
+            sock.sendall(head.encode() + b"d" * 100)  # then nothing more
+            wait_until(lambda: post_event(ingress.url, "b-1", 5_000).status_code == 503, 10, "budget held")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert b"the request body sent nothing for 0.5s; nothing was stored" in answer
+        assert post_event(ingress.url, "b-1", 5_000).status_code == 202
+        assert [e.event.id for e in event_log.read_after(ingress.store, "default", 0, limit=10)] == ["b-1"]

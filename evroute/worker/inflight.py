@@ -21,6 +21,10 @@ from __future__ import annotations
 
 INFLIGHT_FACTOR = 64  # the budget, as a multiple of settings.maxEventBytes (64 MiB by default)
 RETRY_AFTER_SECONDS = 1
+# A body that sends nothing for this long is given up (408) and its share returned: an upload
+# that announces a length and stalls must not hold the budget for as long as it keeps the
+# connection open.
+BODY_IDLE_SECONDS = 30.0
 
 
 class Budget:
@@ -58,4 +62,4 @@ class Ticket:
         self.held = 0
 
 
-__all__ = ["INFLIGHT_FACTOR", "RETRY_AFTER_SECONDS", "Budget", "Ticket"]
+__all__ = ["BODY_IDLE_SECONDS", "INFLIGHT_FACTOR", "RETRY_AFTER_SECONDS", "Budget", "Ticket"]

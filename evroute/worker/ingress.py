@@ -31,6 +31,7 @@ Status codes, so a producer can tell its own mistakes from ours:
 - ``503 {"error": …}`` when the database cannot take the write (locked, disk full), and with
   ``Retry-After: 1`` when the request's body does not fit in the budget of bytes being read at
   once (64 × maxEventBytes, see :mod:`evroute.worker.inflight`).
+- ``408`` when a request body sends nothing for 30 s (its share of that budget is returned).
 
 The handler writes through the worker's own SQLite connection, in the event loop: an append
 is one short transaction (well under a millisecond in WAL mode), cheaper than handing it to a
@@ -64,7 +65,7 @@ from evroute.cloudevent import (
 from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, RuntimeFault
 from evroute.store import Store
 from evroute.store import log as event_log
-from evroute.worker.inflight import INFLIGHT_FACTOR, RETRY_AFTER_SECONDS, Budget, Ticket
+from evroute.worker.inflight import BODY_IDLE_SECONDS, INFLIGHT_FACTOR, RETRY_AFTER_SECONDS, Budget, Ticket
 from evroute.worker.metrics import Metrics
 
 logger = logging.getLogger("evroute.ingress")
@@ -182,10 +183,12 @@ class Ingress:
         metrics: Metrics,
         on_stored: Callable[[str], None],
         max_inflight_bytes: int | None = None,
+        body_idle_timeout: float = BODY_IDLE_SECONDS,
     ) -> None:
         self.store = store
         self.max_event_bytes = max_event_bytes
         self.budget = Budget(max_inflight_bytes or max_event_bytes * INFLIGHT_FACTOR)
+        self.body_idle_timeout = body_idle_timeout
         self._token = token.encode("utf-8") if token else None
         self.metrics = metrics
         self.committer = GroupCommit(store, metrics, on_stored)
@@ -271,9 +274,17 @@ class Ingress:
         if length is not None and not ticket.take(length):
             return self._busy()
         try:
-            body = await _read_capped(request, limit, None if length is not None else ticket)
+            body = await _read_capped(
+                request, limit, None if length is not None else ticket, self.body_idle_timeout
+            )
         except _Busy:
             return self._busy()
+        except _Stalled:
+            return _error(
+                408,
+                f"the request body sent nothing for {self.body_idle_timeout:g}s; nothing was stored",
+                {"Connection": "close"},
+            )
         except Exception as exc:  # a broken chunked or compressed body, a client gone: not our fault
             return _error(400, f"cannot read the request body: {exc or type(exc).__name__}")
         if body is None:
@@ -329,13 +340,24 @@ class _Busy(Exception):
     """The body being read no longer fits in the in-flight budget."""
 
 
-async def _read_capped(request: web.Request, limit: int, ticket: Ticket | None = None) -> bytes | None:
+class _Stalled(Exception):
+    """The body sent nothing for the idle timeout."""
+
+
+async def _read_capped(
+    request: web.Request, limit: int, ticket: Ticket | None = None, idle: float | None = None
+) -> bytes | None:
     """The whole body, or None as soon as it passes ``limit`` bytes (chunked or compressed bodies
     have no trustworthy Content-Length, so the count is kept while reading). With ``ticket``
-    each chunk takes its bytes from the in-flight budget first (:class:`_Busy` if it cannot)."""
+    each chunk takes its bytes from the in-flight budget first (:class:`_Busy` if it cannot);
+    with ``idle``, a body that sends nothing for that many seconds raises :class:`_Stalled`."""
     buf = bytearray()
     while True:
-        chunk = await request.content.readany()
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise _Stalled from None
         if not chunk:
             return bytes(buf)
         if ticket is not None and not ticket.take(len(chunk)):
@@ -366,11 +388,15 @@ def make_app(
     metrics: Metrics,
     on_stored: Callable[[str], None],
     max_inflight_bytes: int | None = None,
+    body_idle_timeout: float = BODY_IDLE_SECONDS,
 ) -> web.Application:
     """The ingress application; ``on_stored(broker)`` runs after every append that stored events.
 
-    ``max_inflight_bytes`` caps the request bytes read at once (default 64 × maxEventBytes)."""
-    ingress = Ingress(store, max_event_bytes, token, metrics, on_stored, max_inflight_bytes)
+    ``max_inflight_bytes`` caps the request bytes read at once (default 64 × maxEventBytes); a
+    body that sends nothing for ``body_idle_timeout`` seconds is answered 408."""
+    ingress = Ingress(
+        store, max_event_bytes, token, metrics, on_stored, max_inflight_bytes, body_idle_timeout
+    )
     app = web.Application(client_max_size=max_event_bytes * BATCH_FACTOR)
     # One catch-all route: paths and methods are decided in ``handle`` so that every refusal
     # (401, 404, 405) carries the same JSON error body.
