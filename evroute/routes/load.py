@@ -64,9 +64,9 @@ MIN_SECRET = 3
 def load_routes(path: str, env: Mapping[str, str] | None = None, *, resolve: bool = True) -> RouteSet:
     """The routes of the file at ``path``; ``${VAR}`` expands from ``env`` (default os.environ).
 
-    ``resolve=False`` reads the structure only (names, brokers, start, filters), the same from
-    any shell: variables stay as written and programs are not looked up. Commands that do not
-    deliver use it, so a variable only the worker has never stops them."""
+    ``resolve=False`` reads the structure (names, brokers, start, filters) the same from any
+    shell: an unset variable stays as written (``${VAR}``) and programs are not looked up.
+    Commands that do not deliver use it, so a variable only the worker has never stops them."""
     try:
         with open(path, "rb") as fh:  # closed explicitly: a refcount close still warns (ResourceWarning)
             raw = fh.read()
