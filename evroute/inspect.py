@@ -50,7 +50,7 @@ def load_lenient(path: str) -> LoadedRoutes:
     from evroute.routes.load import load_routes
 
     try:
-        return LoadedRoutes(load_routes(path))
+        return LoadedRoutes(load_routes(path, resolve=False))
     except RoutesInvalid as exc:
         return LoadedRoutes(RouteSet(), exc.message)
 

@@ -203,7 +203,7 @@ def _load(path: str, key: tuple[str, int, int, int]) -> RoutesConfig:
     from evroute.routes.load import load_routes
 
     try:
-        routeset = load_routes(path)
+        routeset = load_routes(path, resolve=False)
     except RoutesInvalid as exc:
         n = len(exc.problems)
         return RoutesConfig(

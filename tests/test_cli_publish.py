@@ -14,27 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli as run
 
-from evroute.cli import main
 from evroute.eventfile import MAX_PROBLEMS
 from evroute.publish import CHUNK, publish_file, routes_config
 from evroute.store import Store, cursors
 from evroute.store import log as event_log
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(*args: str, input: bytes | str | None = None) -> tuple[int, str, str]:
-    """The real entry point (one error path), output captured."""
-    runner = CliRunner()
-    with runner.isolation(input=input) as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 class Env:

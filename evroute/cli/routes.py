@@ -120,7 +120,7 @@ def test(
         event = _event_from_file(event_file)
     else:
         event = _event_from_flags(type_ or "", source, subject, id_, exts)
-    routeset = load_routes(ctx_obj().routes)
+    routeset = load_routes(ctx_obj().routes, resolve=False)
     results: list[dict[str, Any]] = []
     paused: dict[str, bool] = {}
     for route in routeset.routes:

@@ -135,7 +135,7 @@ def gc(as_json: bool) -> None:
     from evroute.retention import collect
     from evroute.routes.load import load_routes
 
-    routeset = load_routes(ctx_obj().routes)
+    routeset = load_routes(ctx_obj().routes, resolve=False)
     retention = routeset.settings.retention
     with open_store(create=False) as store:
         deleted = collect(store, routeset, time.time(), limit=None)

@@ -55,6 +55,13 @@ def subscribe() -> None:
 @click.option(
     "--from", "start", type=click.Choice(["latest", "earliest"]), help="Where the new route starts."
 )
+@click.option(
+    "--env",
+    "env_names",
+    multiple=True,
+    metavar="NAME",
+    help="Pass only these variables to the --command (repeatable; CE_* and EVROUTE_* always).",
+)
 def add(
     name: str,
     sink: str | None,
@@ -71,6 +78,7 @@ def add(
     ordered: bool,
     concurrency: int | None,
     start: str | None,
+    env_names: tuple[str, ...],
 ) -> None:
     """Add route NAME to the routes file, keeping its comments and layout.
 
@@ -82,6 +90,7 @@ def add(
               --retry 5 --dead-letter http://127.0.0.1:8089/payment-dlq
       evroute subscribe add audit --command 'python3 audit.py' --cesql "subject LIKE 'eu-%'" --from earliest
       evroute subscribe add large --sink http://127.0.0.1:8083/ --cel 'event.data.amount > 100'
+      evroute subscribe add mailer --command 'python3 mail.py' --env SMTP_PASSWORD --env PATH
     """
     from evroute.routes.edit import add_route
     from evroute.store import cursors
@@ -89,7 +98,7 @@ def add(
     obj = ctx_obj()
     entry = build_entry(
         obj.routes, name, sink, command, broker, filters, cesql, retry, backoff_policy,
-        backoff_delay, timeout, dead_letter, ordered, concurrency, start, cel=cel,
+        backoff_delay, timeout, dead_letter, ordered, concurrency, start, env_names, cel=cel,
     )  # fmt: skip
     routeset = add_route(obj.routes, entry)
     with open_store() as store:
@@ -117,6 +126,7 @@ def build_entry(
     ordered: bool,
     concurrency: int | None,
     start: str | None,
+    env_names: tuple[str, ...] = (),
     cel: str | None = None,
 ) -> dict[str, Any]:
     """The route as routes.yaml writes it; every flag is checked here, so a bad one is named."""
@@ -126,7 +136,7 @@ def build_entry(
     from evroute.errors import InvalidDuration, InvalidInput
     from evroute.filters.attributes import ATTRIBUTE_NAME
     from evroute.filters.cesql import parse
-    from evroute.routes.fields import NAME, NAME_RULE, find_program, is_http_uri
+    from evroute.routes.fields import NAME, NAME_RULE, VAR_NAME, find_program, is_http_uri
 
     if not NAME.match(name):
         raise InvalidInput(f"NAME {name!r} is invalid ({NAME_RULE}, at most 63 characters)")
@@ -214,6 +224,17 @@ def build_entry(
         entry["delivery"] = delivery
     if start is not None:
         entry["start"] = start
+    if env_names:
+        if command is None:
+            raise InvalidInput(
+                "--env applies to --command subscribers only (an HTTP subscriber gets no environment)"
+            )
+        for var in env_names:
+            if not VAR_NAME.match(var):
+                raise InvalidInput(
+                    f"--env {var!r} is not a variable name (allowed: letters, digits and _, not starting with a digit)"
+                )
+        entry["env"] = list(dict.fromkeys(env_names))
     return entry
 
 
@@ -229,7 +250,7 @@ def list_(as_json: bool) -> None:
     from evroute.routes.load import load_routes
     from evroute.routes.show import HEADERS, route_dict, route_row
 
-    routeset = load_routes(ctx_obj().routes)
+    routeset = load_routes(ctx_obj().routes, resolve=False)
     if as_json:
         echo_json([route_dict(r) for r in routeset.routes])
     else:
@@ -322,7 +343,7 @@ def reset(name: str, to: str) -> None:
     obj = ctx_obj()
     with open_store() as store:
         try:  # a route written but never seen by a command yet has no cursor: create it first
-            routeset = load_routes(obj.routes)
+            routeset = load_routes(obj.routes, resolve=False)
             cursors.ensure(store, [(r.name, r.broker, r.start) for r in routeset.routes])
         except EvrouteError:
             pass

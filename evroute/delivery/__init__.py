@@ -17,8 +17,9 @@ import aiohttp
 
 from evroute.cloudevent import CloudEvent
 from evroute.delivery.command import deliver_command
-from evroute.delivery.http import USER_AGENT, deliver_http
+from evroute.delivery.http import MAX_REPLY_BYTES, USER_AGENT, deliver_http
 from evroute.delivery.outcome import Kind, Outcome, failure, one_line
+from evroute.delivery.policy import reply_read_limit
 from evroute.routes.model import Delivery, Subscriber
 from evroute.transform import Transform
 
@@ -40,12 +41,14 @@ async def deliver(
     session: aiohttp.ClientSession,
     extra_attributes: Mapping[str, str] | None = None,
     transform: Transform | None = None,
+    max_event_bytes: int | None = None,
 ) -> Outcome:
     """One attempt to deliver ``event`` to ``target`` (an HTTP URI or a command).
 
     ``extra_attributes`` are set on the event as sent (the dead-letter sink's
     ``knativeerror*`` extensions, for instance); ``headers`` and ``signing_secret`` apply to
-    HTTP subscribers only. ``transform`` reshapes the event before it is encoded (see
+    HTTP subscribers only. A reply event over ``max_event_bytes`` (``settings.maxEventBytes``)
+    is an invalid reply, a permanent failure: it could not be stored. ``transform`` reshapes the event before it is encoded (see
     :mod:`evroute.delivery.transformed`).
     """
     if transform is not None:
@@ -62,7 +65,9 @@ async def deliver(
             headers=headers,
             signing_secret=signing_secret,
             session=session,
+            max_event_bytes=max_event_bytes,
         )
+    read = MAX_REPLY_BYTES if max_event_bytes is None else reply_read_limit(max_event_bytes)
     started = asyncio.get_running_loop().time()
     try:
         if extra_attributes:
@@ -81,10 +86,19 @@ async def deliver(
                 headers=headers,
                 signing_secret=signing_secret,
                 session=session,
+                max_reply_bytes=read,
+                max_event_bytes=max_event_bytes,
             )
         if target.command:
             return await deliver_command(
-                target, event, route=route, broker=broker, attempt=attempt, timeout=delivery.timeout
+                target,
+                event,
+                route=route,
+                broker=broker,
+                attempt=attempt,
+                timeout=delivery.timeout,
+                max_reply_bytes=read,
+                max_event_bytes=max_event_bytes,
             )
         return failure(Kind.PERMANENT, "the subscriber has neither a uri nor a command", 0.0)
     except Exception as exc:

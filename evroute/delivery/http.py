@@ -17,8 +17,8 @@ What the response means is decided by :mod:`evroute.delivery.policy`. Choices ma
 - A 2xx that looks like a CloudEvent (a structured or batch content type, or any ``ce-``
   header) is a reply. If it does not validate, the attempt is a **permanent** failure
   ``invalid reply: <reason>`` rather than a quiet success: the subscriber meant to publish
-  something and it would otherwise be lost without a trace. A batch, or a reply larger than
-  ``max_reply_bytes``, is invalid in the same way.
+  something and it would otherwise be lost without a trace. A batch, a body larger than
+  ``max_reply_bytes``, or a reply event larger than ``max_event_bytes`` is invalid in the same way.
 - Any other 2xx body is ignored.
 """
 
@@ -45,6 +45,7 @@ from evroute.delivery.policy import (
     classify_status,
     dapr_answer,
     invalid_reply,
+    oversized_reply,
     parse_retry_after,
 )
 from evroute.errors import InvalidEvent, InvalidInput
@@ -102,9 +103,13 @@ async def deliver_http(
     signing_secret: str | None,
     session: aiohttp.ClientSession,
     max_reply_bytes: int = MAX_REPLY_BYTES,
+    max_event_bytes: int | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Outcome:
-    """POST ``event`` to ``uri`` once and say what came of it; never raises for delivery faults."""
+    """POST ``event`` to ``uri`` once and say what came of it; never raises for delivery faults.
+
+    A reply body is read up to ``max_reply_bytes``; a reply event over ``max_event_bytes``
+    (the routes file's ``settings.maxEventBytes``) is an invalid reply."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     limit = delivery.timeout if delivery.timeout > 0 else None
@@ -147,7 +152,7 @@ async def deliver_http(
             return failure(Kind.RETRIABLE, one_line(error), attempt_.elapsed())
         if delivery.contract == "dapr":
             return await _judge_dapr(response, attempt_)
-        return await _judge(response, event, attempt_, max_reply_bytes, clock)
+        return await _judge(response, event, attempt_, max_reply_bytes, max_event_bytes, clock)
     finally:
         if response is not None:
             # Unread body left: aiohttp closes the connection instead of returning it to the pool.
@@ -174,6 +179,7 @@ async def _judge(
     parent: CloudEvent,
     attempt: _Attempt,
     max_reply_bytes: int,
+    max_event_bytes: int | None,
     clock: Callable[[], float],
 ) -> Outcome:
     status = response.status
@@ -184,8 +190,8 @@ async def _judge(
             return success(status, attempt.elapsed())
         raw, state = await _read(response, attempt.deadline, keep=max_reply_bytes, limit=max_reply_bytes)
         if state == "over":
-            return invalid_reply(
-                f"body is over {max_reply_bytes} bytes", status=status, elapsed=attempt.elapsed(), raw=raw
+            return oversized_reply(
+                "body", max_reply_bytes, max_event_bytes, status=status, elapsed=attempt.elapsed(), raw=raw
             )
         if state == "timeout":
             return failure(
@@ -211,7 +217,9 @@ async def _judge(
             [reply] = from_http(response.headers, raw)
         except InvalidEvent as exc:
             return invalid_reply(str(exc), status=status, elapsed=attempt.elapsed(), raw=raw)
-        return accept_reply(parent, reply, status=status, elapsed=attempt.elapsed(), raw=raw)
+        return accept_reply(
+            parent, reply, status=status, elapsed=attempt.elapsed(), raw=raw, max_event_bytes=max_event_bytes
+        )
     kept, _ = await _read(response, attempt.deadline, keep=BODY_KEEP, limit=DRAIN_BYTES)
     error = f"HTTP {status}"
     if 300 <= status <= 399:

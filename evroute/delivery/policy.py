@@ -44,6 +44,9 @@ from evroute.delivery.outcome import BODY_KEEP, Kind, Outcome, failure, one_line
 from evroute.routes.model import Delivery
 
 HOP_LIMIT = 16  # a reply whose evroutehops would exceed this is dropped (loop guard)
+# A reply's body may take up to this many times maxEventBytes on the wire (structured JSON,
+# base64 data); the event it carries must still be within maxEventBytes itself.
+REPLY_READ_FACTOR = 2
 RETRIABLE_STATUSES = frozenset({404, 408, 409, 429})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 EX_DATAERR = 65
@@ -174,14 +177,41 @@ def hops_for_reply(parent: CloudEvent) -> int:
     return hops + 1
 
 
+def reply_read_limit(max_event_bytes: int) -> int:
+    """How much of a reply body a sink reads before it calls the reply too large."""
+    return max_event_bytes * REPLY_READ_FACTOR
+
+
 def accept_reply(
-    parent: CloudEvent, reply: CloudEvent, *, status: int, elapsed: float, raw: bytes | None
+    parent: CloudEvent,
+    reply: CloudEvent,
+    *,
+    status: int,
+    elapsed: float,
+    raw: bytes | None,
+    max_event_bytes: int | None = None,
 ) -> Outcome:
-    """A success carrying ``reply`` stamped with its hop count, or a permanent ``hop limit``."""
+    """A success carrying ``reply`` stamped with its hop count; a permanent ``hop limit``; or,
+    for a reply over ``max_event_bytes``, a permanent ``invalid reply`` (it cannot be stored,
+    and a success would lose it without a trace)."""
     hops = hops_for_reply(parent)
     if hops > HOP_LIMIT:
         return failure(Kind.PERMANENT, "hop limit", elapsed, status=status, body=(raw or b"")[:BODY_KEEP])
-    return success(status, elapsed, reply.with_attributes(**{HOPS: hops}))
+    stamped = reply.with_attributes(**{HOPS: hops})
+    if max_event_bytes is not None:
+        size = stamped.size()
+        if size > max_event_bytes:
+            why = f"event is {size} bytes, over maxEventBytes {max_event_bytes}"
+            return invalid_reply(why, status=status, elapsed=elapsed, raw=raw)
+    return success(status, elapsed, stamped)
+
+
+def oversized_reply(
+    what: str, cap: int, max_event_bytes: int | None, *, status: int, elapsed: float, raw: bytes | None
+) -> Outcome:
+    """A reply whose body (``what``: "body", "stdout") went past ``cap`` bytes: permanent."""
+    limit = f" (maxEventBytes {max_event_bytes})" if max_event_bytes is not None else ""
+    return invalid_reply(f"{what} is over {cap} bytes{limit}", status=status, elapsed=elapsed, raw=raw)
 
 
 def invalid_reply(reason: str, *, status: int, elapsed: float, raw: bytes | None) -> Outcome:
@@ -244,6 +274,7 @@ __all__ = [
     "EX_DATAERR",
     "EX_TEMPFAIL",
     "HOP_LIMIT",
+    "REPLY_READ_FACTOR",
     "RETRIABLE_STATUSES",
     "RETRY_AFTER_STATUSES",
     "accept_reply",
@@ -257,7 +288,9 @@ __all__ = [
     "hops_for_reply",
     "invalid_reply",
     "next_wait",
+    "oversized_reply",
     "parse_retry_after",
+    "reply_read_limit",
     "transform_failed",
     "transformed_reply",
 ]

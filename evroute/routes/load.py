@@ -29,7 +29,15 @@ from evroute.errors import InvalidInput, RoutesInvalid
 from evroute.filters import as_text, check, compile_filters, empty_expressions
 from evroute.routes import dapr, knative
 from evroute.routes.fields import Checker, RawRoute, Where, show
-from evroute.routes.model import DEFAULT_MAX_EVENT_BYTES, Delivery, Route, RouteSet, Settings
+from evroute.routes.model import (
+    DEFAULT_MAX_EVENT_BYTES,
+    INGRESS_TOKEN_VARS,
+    Delivery,
+    Route,
+    RouteSet,
+    Settings,
+    Subscriber,
+)
 from evroute.routes.transforms import Transforms, is_eventtransform, refers_to_transform
 from evroute.routes.yamltree import Doc, MalformedYaml, parse_stream
 
@@ -46,6 +54,7 @@ ROUTE_KEYS = (
     "start",
     "paused",
     "transform",
+    "env",
 )
 SETTINGS_KEYS = ("retention", "durability", "maxEventBytes")
 
@@ -55,8 +64,12 @@ Layer = tuple[dict[str, Any], frozenset[str]]
 MIN_SECRET = 3
 
 
-def load_routes(path: str, env: Mapping[str, str] | None = None) -> RouteSet:
-    """The routes of the file at ``path``; ``${VAR}`` expands from ``env`` (default os.environ)."""
+def load_routes(path: str, env: Mapping[str, str] | None = None, *, resolve: bool = True) -> RouteSet:
+    """The routes of the file at ``path``; ``${VAR}`` expands from ``env`` (default os.environ).
+
+    ``resolve=False`` reads the structure (names, brokers, start, filters) the same from any
+    shell: an unset variable stays as written (``${VAR}``) and programs are not looked up.
+    Commands that do not deliver use it, so a variable only the worker has never stops them."""
     try:
         with open(path, "rb") as fh:  # closed explicitly: a refcount close still warns (ResourceWarning)
             raw = fh.read()
@@ -72,18 +85,20 @@ def load_routes(path: str, env: Mapping[str, str] | None = None) -> RouteSet:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise RoutesInvalid([f"{path}:{line}:1: the file is not UTF-8 text (save it as UTF-8)"]) from None
-    return load_routes_text(text, path, env)
+    return load_routes_text(text, path, env, resolve=resolve)
 
 
-def load_routes_text(text: str, path: str, env: Mapping[str, str] | None = None) -> RouteSet:
+def load_routes_text(
+    text: str, path: str, env: Mapping[str, str] | None = None, *, resolve: bool = True
+) -> RouteSet:
     """The routes written in ``text``; ``path`` names the file in messages and anchors commands."""
-    return _Loader(text, path, os.environ if env is None else env).run()
+    return _Loader(text, path, os.environ if env is None else env, resolve).run()
 
 
 class _Loader:
-    def __init__(self, text: str, path: str, env: Mapping[str, str]) -> None:
+    def __init__(self, text: str, path: str, env: Mapping[str, str], resolve: bool) -> None:
         self.text = text
-        self.c = Checker(path, env)
+        self.c = Checker(path, env, resolve)
         self.defaults: Layer = ({}, frozenset())
         self.brokers: dict[str, Layer] = {}
         self.seen: dict[str, int] = {}  # route name -> line
@@ -145,10 +160,12 @@ class _Loader:
             elif isinstance(doc.data, Mapping) and dapr.kind_of(doc.data) == "Subscription":
                 raws += dapr.read_subscription(c, doc)
         routes = [r for r in (self.route(raw) for raw in raws) if r is not None]
+        hidden = frozenset(c.variables) | INGRESS_TOKEN_VARS
+        routes = [_commands_get_env(r, hidden) for r in routes]
         if c.problems:
             raise RoutesInvalid([text for _, text in sorted(c.problems, key=lambda p: p[0])])
         services = {name: uri for name, (uri, _) in c.services.items()}
-        return RouteSet(tuple(routes), settings, services, c.path, tuple(c.notes))
+        return RouteSet(tuple(routes), settings, services, c.path, tuple(c.notes), c.resolve)
 
     def first(self, key: str, doc: Doc) -> bool:
         if key in self.once:
@@ -338,6 +355,9 @@ class _Loader:
             v.get("start", "latest"), ("latest", "earliest"), at.get("start", raw.where), scope, "start"
         )
         paused = c.boolean(v.get("paused", False), at.get("paused", raw.where), scope)
+        env = c.env_names(v["env"], at["env"], scope) if "env" in v else None
+        if env is not None and subscriber is not None and subscriber.command is None:
+            c.note(at["env"], scope, "env is ignored (it applies to command subscribers)")
         if len(c.problems) > before or subscriber is None or not isinstance(name, str):
             return None
         route = Route(
@@ -353,7 +373,24 @@ class _Loader:
             start=start or "latest",
             paused=bool(paused),
             secrets=frozenset(s for s in secrets if len(s) >= MIN_SECRET),
+            env=env,
             line=line,
             transform=transform,
         )
         return raw.finish(route) if raw.finish is not None else route
+
+
+def _commands_get_env(route: Route, hidden: frozenset[str]) -> Route:
+    """``route`` with its command sinks told which environment to pass (SPEC 5.2)."""
+
+    def fix(sink: Subscriber | None) -> Subscriber | None:
+        if sink is None or sink.command is None:
+            return sink
+        return dataclasses.replace(sink, env=route.env, hidden_env=hidden)
+
+    subscriber = fix(route.subscriber)
+    dls = fix(route.delivery.dead_letter_sink)
+    if subscriber is route.subscriber and dls is route.delivery.dead_letter_sink:
+        return route
+    delivery = dataclasses.replace(route.delivery, dead_letter_sink=dls)
+    return dataclasses.replace(route, subscriber=subscriber or route.subscriber, delivery=delivery)

@@ -45,6 +45,10 @@ class PathRule:
     source: str = ""  # the CEL as written, for export and messages
 
 
+# Where the worker's ingress token may live: never passed on to a command subscriber.
+INGRESS_TOKEN_VARS = frozenset({"EVROUTE_TOKEN"})
+
+
 @dataclass(frozen=True, slots=True)
 class Subscriber:
     """Where a route delivers: an absolute http(s) ``uri`` or a ``command`` argv (never a shell).
@@ -56,6 +60,10 @@ class Subscriber:
     command: tuple[str, ...] | None = None
     cwd: str | None = None  # the routes file's folder, for commands
     rules: tuple[PathRule, ...] = ()
+    # A command's environment: with ``env`` only those names (the route's ``env:`` list), else
+    # the worker's own without ``hidden_env`` (the ingress token, every variable a route expands).
+    env: tuple[str, ...] | None = None
+    hidden_env: frozenset[str] = frozenset()
 
     def describe(self) -> str:
         if self.uri is not None:
@@ -120,7 +128,8 @@ class Route:
     signing_secret: str | None = None
     start: str = "latest"  # latest | earliest
     paused: bool = False
-    secrets: frozenset[str] = frozenset()  # expanded ${VAR} values, masked in every output
+    secrets: frozenset[str] = frozenset()  # expanded ${VAR} values and header values, masked in every output
+    env: tuple[str, ...] | None = None  # names a command subscriber is given (None: all but secrets)
     line: int = field(default=0, compare=False)  # where it is written: moving it changes nothing
     transform: Transform | None = None  # JSONata reshaping before delivery (evroute.transform)
     dead_letter_topic: str | None = None  # Dapr: dead letters are also published to this topic
@@ -149,6 +158,7 @@ class RouteSet:
     services: Mapping[str, str] = field(default_factory=dict)
     path: str | None = None
     notes: tuple[str, ...] = ()  # warnings and ignored documents, for `routes check`
+    resolved: bool = True  # False: the structure only (variables as written, programs not looked up)
 
     def by_name(self) -> dict[str, Route]:
         return {r.name: r for r in self.routes}

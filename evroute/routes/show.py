@@ -1,6 +1,7 @@
 """Routes as people and scripts read them: table rows and routes.yaml-shaped dicts.
 
-Everything here is masked: expanded ``${VAR}`` values and signing secrets print as ``***``.
+Everything here is masked: expanded ``${VAR}`` values, signing secrets and every header value
+(written in the file or expanded: either may be a credential) print as ``***``.
 """
 
 from __future__ import annotations
@@ -64,11 +65,12 @@ def route_dict(route: Route) -> dict[str, Any]:
                 "cooldown": format_duration(breaker.cooldown),
             },
         },
-        "headers": {k: route.mask(v) for k, v in route.headers.items()},
+        "headers": {k: "***" for k in route.headers},
         "signing": None if route.signing_secret is None else {"secret": "***"},
         "start": route.start,
         "paused": route.paused,
         **({} if route.transform is None else {"transform": _transform_dict(route)}),
+        "env": None if route.env is None else list(route.env),
     }
     if route.dead_letter_topic is not None:
         out["deadLetterTopic"] = route.dead_letter_topic

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from evroute.cloudevent import CloudEvent, check_size
+from evroute.cloudevent import CloudEvent
 from evroute.delivery import deliver, new_session
 from evroute.delivery.outcome import Kind, Outcome
 from evroute.delivery.policy import DROPPED, dead_letter_copy, dls_event, next_wait
@@ -190,13 +190,14 @@ class Engine:
             signing_secret=route.signing_secret,
             session=self.session,
             transform=route.transform,
+            max_event_bytes=self.settings.max_event_bytes,  # a larger reply is an invalid reply
         )
         if outcome.kind is Kind.SUCCESS and outcome.reply is not None:
             try:
-                check_size(outcome.reply, self.settings.max_event_bytes)
-                event_log.append(self.store, route.broker, [outcome.reply], now=self.clock())
-                self.metrics.published(route.broker)
-                self.notify(route.broker)
+                stored = event_log.append(self.store, route.broker, [outcome.reply], now=self.clock())
+                if stored.stored:  # a duplicate (same source and id) was published before
+                    self.metrics.published(route.broker)
+                    self.notify(route.broker)
             except EvrouteError as exc:
                 logger.warning("route %s: reply to %s not stored: %s", route.name, event.id, exc)
                 if isinstance(exc, StoreError):

@@ -32,7 +32,10 @@ Status codes, so a producer can tell its own mistakes from ours:
   balancers and probes); ``/metrics`` needs it too, as it names the routes.
 - ``404`` for other paths (``/healthz`` and ``/metrics`` are not brokers), ``405`` with
   ``Allow`` for other methods.
-- ``503 {"error": …}`` only when the database cannot take the write (locked, disk full).
+- ``503 {"error": …}`` when the database cannot take the write (locked, disk full), and with
+  ``Retry-After: 1`` when the request's body does not fit in the budget of bytes being read at
+  once (64 × maxEventBytes, see :mod:`evroute.worker.inflight`).
+- ``408`` when a request body sends nothing for 30 s (its share of that budget is returned).
 
 The handler writes through the worker's own SQLite connection, in the event loop: an append
 is one short transaction (well under a millisecond in WAL mode), cheaper than handing it to a
@@ -66,6 +69,7 @@ from evroute.cloudevent import (
 from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, RuntimeFault
 from evroute.store import Store
 from evroute.store import log as event_log
+from evroute.worker.inflight import BODY_IDLE_SECONDS, INFLIGHT_FACTOR, RETRY_AFTER_SECONDS, Budget, Ticket
 from evroute.worker.metrics import Metrics
 
 logger = logging.getLogger("evroute.ingress")
@@ -188,9 +192,13 @@ class Ingress:
         token: str | None,
         metrics: Metrics,
         on_stored: Callable[[str], None],
+        max_inflight_bytes: int | None = None,
+        body_idle_timeout: float = BODY_IDLE_SECONDS,
     ) -> None:
         self.store = store
         self.max_event_bytes = max_event_bytes
+        self.budget = Budget(max_inflight_bytes or max_event_bytes * INFLIGHT_FACTOR)
+        self.body_idle_timeout = body_idle_timeout
         self._token = token.encode("utf-8") if token else None
         self.metrics = metrics
         self.committer = GroupCommit(store, metrics, on_stored)
@@ -274,8 +282,31 @@ class Ingress:
         length = request.content_length
         if length is not None and length > limit:
             return self._too_large(mode, limit)
+        ticket = self.budget.ticket()
         try:
-            body = await _read_capped(request, limit)
+            return await self._publish(request, broker, mode, limit, ticket)
+        finally:
+            ticket.release()
+
+    async def _publish(
+        self, request: web.Request, broker: str, mode: str, limit: int, ticket: Ticket
+    ) -> web.Response:
+        headers = request.headers
+        length = request.content_length
+        if length is not None and not ticket.take(length):
+            return self._busy()
+        try:
+            body = await _read_capped(
+                request, limit, None if length is not None else ticket, self.body_idle_timeout
+            )
+        except _Busy:
+            return self._busy()
+        except _Stalled:
+            return _error(
+                408,
+                f"the request body sent nothing for {self.body_idle_timeout:g}s; nothing was stored",
+                {"Connection": "close"},
+            )
         except Exception as exc:  # a broken chunked or compressed body, a client gone: not our fault
             return _error(400, f"cannot read the request body: {exc or type(exc).__name__}")
         if body is None:
@@ -320,10 +351,26 @@ class Ingress:
         limit = self.max_event_bytes * STRUCTURED_FACTOR
         if request.content_length is not None and request.content_length > limit:
             return self._too_large("structured", limit)
+        ticket = self.budget.ticket()
         try:
-            body = await _read_capped(request, limit)
+            length = request.content_length
+            if length is not None and not ticket.take(length):
+                return self._busy()
+            body = await _read_capped(
+                request, limit, None if length is not None else ticket, self.body_idle_timeout
+            )
+        except _Busy:
+            return self._busy()
+        except _Stalled:
+            return _error(
+                408,
+                f"the request body sent nothing for {self.body_idle_timeout:g}s; nothing was stored",
+                {"Connection": "close"},
+            )
         except Exception as exc:
             return _error(400, f"cannot read the request body: {exc or type(exc).__name__}")
+        finally:
+            ticket.release()
         if body is None:
             return self._too_large("structured", limit)
         try:
@@ -347,6 +394,15 @@ class Ingress:
             return _dapr_error(503, "ERR_PUBSUB_PUBLISH_MESSAGE", f"cannot store the event now: {exc}")
         return web.Response(status=204)
 
+    def _busy(self) -> web.Response:
+        budget = self.budget
+        return _error(
+            503,
+            f"the ingress is reading {budget.used} bytes of requests at once (cap {budget.cap}); "
+            f"nothing was stored, retry after {RETRY_AFTER_SECONDS}s",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
     def _too_large(self, mode: str, limit: int) -> web.Response:
         what = {"batch": "batch", "structured": "structured-mode"}.get(mode, "binary-mode")
         return _error(
@@ -360,14 +416,32 @@ class Ingress:
 INGRESS = web.AppKey("evroute_ingress", Ingress)
 
 
-async def _read_capped(request: web.Request, limit: int) -> bytes | None:
+class _Busy(Exception):
+    """The body being read no longer fits in the in-flight budget."""
+
+
+class _Stalled(Exception):
+    """The body sent nothing for the idle timeout."""
+
+
+async def _read_capped(
+    request: web.Request, limit: int, ticket: Ticket | None = None, idle: float | None = None
+) -> bytes | None:
     """The whole body, or None as soon as it passes ``limit`` bytes (chunked or compressed bodies
-    have no trustworthy Content-Length, so the count is kept while reading)."""
+    have no trustworthy Content-Length, so the count is kept while reading). With ``ticket``
+    each chunk takes its bytes from the in-flight budget first (:class:`_Busy` if it cannot);
+    with ``idle``, a body that sends nothing for that many seconds raises :class:`_Stalled`."""
     buf = bytearray()
     while True:
-        chunk = await request.content.readany()
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise _Stalled from None
         if not chunk:
             return bytes(buf)
+        if ticket is not None and not ticket.take(len(chunk)):
+            raise _Busy
         buf += chunk
         if len(buf) > limit:
             return None
@@ -393,9 +467,16 @@ def make_app(
     token: str | None,
     metrics: Metrics,
     on_stored: Callable[[str], None],
+    max_inflight_bytes: int | None = None,
+    body_idle_timeout: float = BODY_IDLE_SECONDS,
 ) -> web.Application:
-    """The ingress application; ``on_stored(broker)`` runs after every append that stored events."""
-    ingress = Ingress(store, max_event_bytes, token, metrics, on_stored)
+    """The ingress application; ``on_stored(broker)`` runs after every append that stored events.
+
+    ``max_inflight_bytes`` caps the request bytes read at once (default 64 × maxEventBytes); a
+    body that sends nothing for ``body_idle_timeout`` seconds is answered 408."""
+    ingress = Ingress(
+        store, max_event_bytes, token, metrics, on_stored, max_inflight_bytes, body_idle_timeout
+    )
     app = web.Application(client_max_size=max_event_bytes * BATCH_FACTOR)
     # One catch-all route: paths and methods are decided in ``handle`` so that every refusal
     # (401, 404, 405) carries the same JSON error body.
