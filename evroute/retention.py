@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from evroute.routes.model import Route, RouteSet
-from evroute.store import Store
+from evroute.store import Store, attempts
 
 CHUNK = 1000
 # The worker runs a pass every minute inside its event loop; this bounds one pass there.
@@ -89,6 +89,7 @@ def _collect_broker(
                 (broker, after, last, after, last),
             )
             deleted += cur.rowcount
+            attempts.delete_gone(conn, after, last)  # the attempt history goes with its events
         if old < len(rows) or len(rows) < size:
             return deleted
         after = last

@@ -24,9 +24,11 @@ from evroute.delivery.policy import dls_event, next_wait
 from evroute.errors import EvrouteError, StoreError
 from evroute.routes.model import Route, RouteSet, Settings
 from evroute.store import Store, cursors, deadletters, retries
+from evroute.store import attempts as attempt_log
 from evroute.store import log as event_log
 from evroute.store.deadletters import NewDeadLetter
 from evroute.store.retries import Retry
+from evroute.worker import history
 from evroute.worker.dispatcher import Dispatcher
 from evroute.worker.metrics import Metrics
 from evroute.worker.retrier import Retrier
@@ -71,6 +73,7 @@ class Engine:
         self.dirty = False
         self.stopping = False
         self.side_tasks: set[asyncio.Task[None]] = set()  # dead-letter-sink forwards
+        self.recent = history.Recent()  # outcomes for `evroute tail`, written with the cursor commit
         self._loops: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -232,8 +235,12 @@ class Engine:
             dispatcher.breaker.success()
             dispatcher.delivered += 1
             self.metrics.delivered(name, broker, max(outcome.elapsed, now - started))
+            self.recent.note(route, seq, attempt, history.DELIVERED, outcome, started, now)
             if scheduled or attempt > 1 or dlq_id is not None:
-                self._forget(name, seq, dlq_id)
+                # The success that ends a run of failures joins the attempt history.
+                self._forget(
+                    name, seq, dlq_id, history.attempt_row(route, seq, attempt, outcome, started, now)
+                )
             logger.debug("route %s: delivered seq %d id %s (attempt %d)", name, seq, event.id, attempt)
             return Settled(True)
         was_tripped = dispatcher.breaker.tripped
@@ -248,8 +255,10 @@ class Engine:
             wait = next_wait(route.delivery, max(spent, 1), outcome)
             wait = max(wait, dispatcher.breaker.reopen_in(now))
             due = now + wait
+            self.recent.note(route, seq, attempt, history.RETRYING, outcome, started, now)
             self._schedule(
-                Retry(name, seq, spent, due, first, outcome.status, route.mask(outcome.error or ""), dlq_id)
+                Retry(name, seq, spent, due, first, outcome.status, route.mask(outcome.error or ""), dlq_id),
+                history.attempt_row(route, seq, attempt, outcome, started, now),
             )
             self.metrics.retried(name, broker)
             logger.warning(
@@ -263,15 +272,18 @@ class Engine:
                 wait,
             )
             return Settled(not ordered, spent, due, first)
-        self.dead_letter(route, seq, event, attempt, outcome, first, now, dlq_id)
+        self.recent.note(route, seq, attempt, history.DEAD, outcome, started, now)
+        tried = history.attempt_row(route, seq, attempt, outcome, started, now)
+        self.dead_letter(route, seq, event, attempt, outcome, first, now, dlq_id, tried)
         return Settled(True)
 
-    def _schedule(self, retry: Retry) -> None:
-        retries.schedule(self.store, [retry])
+    def _schedule(self, retry: Retry, tried: history.Attempt) -> None:
+        retries.schedule(self.store, [retry], attempts=[tried])
         self.retrier.notify()
 
-    def _forget(self, route: str, seq: int, dlq_id: int | None) -> None:
+    def _forget(self, route: str, seq: int, dlq_id: int | None, tried: history.Attempt) -> None:
         with self.store.write() as conn:
+            attempt_log.insert(conn, [tried])
             conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (route, seq))
             if dlq_id is not None:
                 conn.execute("DELETE FROM dead_letters WHERE id = ?", (dlq_id,))
@@ -286,6 +298,7 @@ class Engine:
         first_failed_at: float,
         now: float,
         replaced: int | None,
+        tried: history.Attempt | None = None,
     ) -> int:
         # A subscriber that echoes its credentials (a 401 page quoting the Authorization header,
         # a program printing its key) must not put them in `dlq show` or the dead-letter sink.
@@ -309,7 +322,7 @@ class Engine:
             first_failed_at=first_failed_at,
             dead_at=now,
         )
-        [dlq_id] = deadletters.add(self.store, [letter])
+        [dlq_id] = deadletters.add(self.store, [letter], attempts=[tried] if tried else ())
         with self.store.write() as conn:
             conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (route.name, seq))
             if replaced is not None:
@@ -374,9 +387,14 @@ class Engine:
     def commit(self) -> None:
         everyone = [*self.dispatchers.values(), *self.retiring]
         pending = [(d, p) for d in everyone if (p := d.progress()) is not None]
-        if not pending:
+        recent = self.recent.take()
+        if not pending and not recent:
             return
-        moved = cursors.commit(self.store, [p for _, p in pending], now=self.clock())
+        try:
+            moved = cursors.commit(self.store, [p for _, p in pending], now=self.clock(), recent=recent)
+        except BaseException:
+            self.recent.put_back(recent)
+            raise
         for d, p in pending:
             if p.route in moved:
                 cursor = cursors.get(self.store, p.route)
