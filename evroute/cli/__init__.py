@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "worker": "evroute.cli.worker:worker",
     "dlq": "evroute.cli.dlq:dlq",
     "export": "evroute.cli.export:export",
+    "ui": "evroute.cli.ui:ui",
 }
 
 

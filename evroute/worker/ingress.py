@@ -329,10 +329,14 @@ def make_app(
     token: str | None,
     metrics: Metrics,
     on_stored: Callable[[str], None],
+    mount: Callable[[web.Application], object] | None = None,
 ) -> web.Application:
-    """The ingress application; ``on_stored(broker)`` runs after every append that stored events."""
+    """The ingress application; ``on_stored(broker)`` runs after every append that stored events.
+    ``mount`` adds other routes (the console's /ui/) before the ingress's catch-all."""
     ingress = Ingress(store, max_event_bytes, token, metrics, on_stored)
     app = web.Application(client_max_size=max_event_bytes * BATCH_FACTOR)
+    if mount is not None:
+        mount(app)
     # One catch-all route: paths and methods are decided in ``handle`` so that every refusal
     # (401, 404, 405) carries the same JSON error body.
     app.router.add_route("*", "/{path:.*}", ingress.handle)
