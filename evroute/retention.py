@@ -22,7 +22,7 @@ the deletion right there.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from evroute.routes.model import Route, RouteSet
 from evroute.store import Store, attempts
@@ -59,7 +59,13 @@ def _bound(conn: sqlite3.Connection, broker: str, routes: Sequence[Route]) -> in
 
 
 def _collect_broker(
-    store: Store, broker: str, routes: Sequence[Route], cutoff: float, budget: int | None, chunk: int
+    store: Store,
+    broker: str,
+    routes: Sequence[Route],
+    cutoff: float,
+    budget: int | None,
+    chunk: int,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     deleted = 0
     after = 0
@@ -90,6 +96,8 @@ def _collect_broker(
             )
             deleted += cur.rowcount
             attempts.delete_gone(conn, after, last)  # the attempt history goes with its events
+        if progress is not None:
+            progress(cur.rowcount)
         if old < len(rows) or len(rows) < size:
             return deleted
         after = last
@@ -97,9 +105,15 @@ def _collect_broker(
 
 
 def collect(
-    store: Store, routeset: RouteSet, now: float, limit: int | None = WORKER_LIMIT, chunk: int = CHUNK
+    store: Store,
+    routeset: RouteSet,
+    now: float,
+    limit: int | None = WORKER_LIMIT,
+    chunk: int = CHUNK,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Delete what retention allows (at most ``limit`` rows; None = all); returns how many."""
+    """Delete what retention allows (at most ``limit`` rows; None = all); returns how many.
+    ``progress(n)`` is told after every chunk how many rows that chunk deleted."""
     retention = routeset.settings.retention
     if retention is None:
         return 0
@@ -112,7 +126,9 @@ def collect(
         budget = None if limit is None else limit - deleted
         if budget is not None and budget <= 0:
             break
-        deleted += _collect_broker(store, broker, by_broker.get(broker, []), cutoff, budget, max(1, chunk))
+        deleted += _collect_broker(
+            store, broker, by_broker.get(broker, []), cutoff, budget, max(1, chunk), progress
+        )
     return deleted
 
 

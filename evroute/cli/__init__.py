@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "dlq": "evroute.cli.dlq:dlq",
     "export": "evroute.cli.export:export",
     "ui": "evroute.cli.ui:ui",
+    "tail": "evroute.cli.tail:tail",
 }
 
 

@@ -91,6 +91,13 @@ __all__ = [
 ]
 
 
+def count_older(store: Store, cutoff: float) -> int:
+    """Events published before ``cutoff``: at most what one retention pass may delete."""
+    return int(
+        store.conn.execute("SELECT count(*) FROM events WHERE published_at < ?", (cutoff,)).fetchone()[0]
+    )
+
+
 def reset_preview(store: Store, route: str, to: str) -> tuple[int, int]:
     """Where ``subscribe reset ROUTE --to TO`` would put the cursor, and how many events of the
     route's broker lie after it (what the route would see again, or still see)."""
