@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 
 from evroute.routes.model import Route, RouteSet
-from evroute.store import Store, attempts
+from evroute.store import Store, attempts, links
 
 CHUNK = 1000
 # The worker runs a pass every minute inside its event loop; this bounds one pass there.
@@ -96,6 +96,7 @@ def _collect_broker(
             )
             deleted += cur.rowcount
             attempts.delete_gone(conn, after, last)  # the attempt history goes with its events
+            links.delete_gone(conn, after, last)
         if progress is not None:
             progress(cur.rowcount)
         if old < len(rows) or len(rows) < size:

@@ -180,3 +180,34 @@ def test_events_show_prints_the_timeline(tmp_path: Path, receivers) -> None:  # 
         runner.invoke(cli, ["--db", db, "--routes", str(routes), "events", "show", event_id, "--json"]).output
     )
     assert [a["status"] for a in doc["routes"][0]["attempts"]] == [502, 200]
+
+
+def test_a_stored_reply_is_linked_to_the_event_it_answered(tmp_path: Path, receivers) -> None:  # type: ignore[no-untyped-def]
+    from evroute.cloudevent import make_event, to_binary
+    from evroute.console.data import Reader
+    from evroute.store import links
+
+    def reserve(r):  # type: ignore[no-untyped-def]
+        headers, body = to_binary(make_event(type="order.reserved", source="/inv", id="r-" + r.ce_id))
+        return Reply(200, body, headers)
+
+    sink = receivers(reserve)
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        f"routes:\n  - {{name: inv, filter: {{type: order.placed}}, subscriber: '{sink.url}/'}}\n"
+    )
+    rs = load_routes_text(routes.read_text(), str(routes))
+    db = str(tmp_path / "ev.db")
+    prepare(db, rs)
+    publish(db, 1)
+    drain(db, rs)
+    with Store(db) as store:
+        parent, children = links.of(store, 1)
+        assert parent is None and children == [links.Link(2, 1, "reply", "inv")]
+        assert links.of(store, 2) == (links.Link(2, 1, "reply", "inv"), [])
+    reader = Reader(db, str(routes))
+    assert reader.event("1")["links"] == {
+        "parent": None,
+        "children": [{"seq": 2, "kind": "reply", "route": "inv"}],
+    }
+    assert reader.event("2")["links"]["parent"] == {"seq": 1, "kind": "reply", "route": "inv"}

@@ -183,6 +183,9 @@ def test_actions_need_the_csrf_value_and_go_through_the_library(console: Console
         stored = event_log.get(store, 4)
     assert stored is not None and stored.event.data == b'{"n": 42}'
     assert stored.event.attributes["evroutereplayof"] == "o-0"
+    # Linked both ways on the event pages.
+    assert 'edited replay of <a href="/ui/events/1">seq 1</a>' in client.get("/ui/events/4").text
+    assert 'edited replay <a href="/ui/events/4">seq 4</a>' in client.get("/ui/events/1").text
     # Bulk replay then purge.
     assert client.post("/ui/api/dead-letters", json={"ids": [1], "op": "replay"}, headers=headers).json() == {
         "replayed": 1

@@ -94,6 +94,10 @@ def _replay_edited(console: Console, dlq_id: int, body: dict[str, Any]) -> dict[
         extensions=extensions,
     )
     result = publish_event(console.db, console.routes, letter.broker, event)
+    if result.seq is not None and letter.seq is not None:
+        from evroute.store import links
+
+        links.add(console.reader.store(), links.Link(result.seq, letter.seq, links.REPLAY, letter.route))
     return {"id": event.id, "seq": result.seq, "location": f"/ui/events/{result.seq}"}
 
 

@@ -183,7 +183,21 @@ class Reader:
                     if o.route == entry["route"]
                 ]
         doc["data_pretty"] = _pretty(doc["event"])
+        doc["links"] = self._links(found.seq)
         return doc
+
+    def _links(self, seq: int | None) -> dict[str, Any]:
+        from evroute.store import links
+
+        if seq is None:
+            return {"parent": None, "children": []}
+        parent, children = links.of(self.store(), seq)
+        return {
+            "parent": None
+            if parent is None
+            else {"seq": parent.parent, "kind": parent.kind, "route": parent.route},
+            "children": [{"seq": c.seq, "kind": c.kind, "route": c.route} for c in children],
+        }
 
     def dead_letters(self, route: str | None, reason: str | None) -> list[DeadLetter]:
         return browse.dead_letters(self.store(), route=route, reason=reason)

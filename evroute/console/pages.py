@@ -257,12 +257,32 @@ def event_routes(doc: dict[str, Any]) -> str:
     return "".join(out) or "<p>No route of this event's broker is in the routes file.</p>"
 
 
+def linked(links: dict[str, Any]) -> str:
+    """Replies and edited replays, both ways."""
+    items = []
+    parent = links.get("parent")
+    if parent is not None:
+        what = "reply to" if parent["kind"] == "reply" else "edited replay of"
+        items.append(
+            f'<li class="parent">{what} <a href="/ui/events/{e(parent["seq"])}">seq {e(parent["seq"])}</a>'
+            f" (route {e(parent['route'])})</li>"
+        )
+    for child in links.get("children", []):
+        what = "reply" if child["kind"] == "reply" else "edited replay"
+        items.append(
+            f'<li class="child">{what} <a href="/ui/events/{e(child["seq"])}">seq {e(child["seq"])}</a>'
+            f" (route {e(child['route'])})</li>"
+        )
+    return f'<ul class="links">{"".join(items)}</ul>' if items else ""
+
+
 def event(doc: dict[str, Any]) -> str:
     ev = doc["event"]
     attrs = "".join(
         f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in ev.items() if k not in ("data", "data_base64")
     )
     return f"""<p>seq {e(doc["seq"])} · broker {e(doc["broker"])} · published {e(doc["published_at"] or "(log row gone)")}</p>
+{linked(doc.get("links") or {})}
 <div class="two"><section><h2>Attributes</h2><table class="attrs">{attrs}</table></section>
 <section><h2>Data</h2><pre class="data">{e(doc["data_pretty"])}</pre></section></div>
 <section><h2>Routes</h2><div id="event-routes">{event_routes(doc)}</div></section>"""

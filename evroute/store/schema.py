@@ -135,6 +135,14 @@ _STATEMENTS_V3 = [
         status INTEGER,
         latency_ms REAL
     )""",
+    # Replies and edited replays, linked to the event they came from (store/links.py).
+    """CREATE TABLE links (
+        seq INTEGER PRIMARY KEY,
+        parent INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        route TEXT
+    )""",
+    "CREATE INDEX links_parent ON links(parent)",
 ]
 
 

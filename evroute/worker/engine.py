@@ -180,7 +180,7 @@ class Engine:
 
     # ------------------------------------------------------------------ one attempt
 
-    async def attempt(self, route: Route, event: CloudEvent, attempt: int) -> Outcome:
+    async def attempt(self, route: Route, event: CloudEvent, attempt: int, seq: int | None = None) -> Outcome:
         """One delivery attempt; a reply is stored in the route's broker before it counts."""
         outcome: Outcome = await deliver(
             route.subscriber,
@@ -196,7 +196,8 @@ class Engine:
         if outcome.kind is Kind.SUCCESS and outcome.reply is not None:
             try:
                 check_size(outcome.reply, self.settings.max_event_bytes)
-                event_log.append(self.store, route.broker, [outcome.reply], now=self.clock())
+                stored = event_log.append(self.store, route.broker, [outcome.reply], now=self.clock())
+                history.link_reply(self.store, route, seq, stored.seqs)
                 self.metrics.published(route.broker)
                 self.notify(route.broker)
             except EvrouteError as exc:
@@ -228,7 +229,7 @@ class Engine:
         """Attempt once and make the outcome durable. ``scheduled``: a retry row exists."""
         route = dispatcher.route
         started = self.clock()
-        outcome = await self.attempt(route, event, attempt)
+        outcome = await self.attempt(route, event, attempt, seq)
         now = self.clock()
         name, broker = route.name, route.broker
         if outcome.kind is Kind.SUCCESS:

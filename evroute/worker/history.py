@@ -9,14 +9,22 @@ Two records, both cheap on the delivery path:
 - :class:`Recent` buffers one small tuple per outcome, first-try successes included; the
   engine's batched cursor commit writes the buffer into the bounded ring of
   ``store/outcomes.py`` (``evroute tail`` and the console follow it from other processes).
+
+And :func:`link_reply` remembers which event a stored reply answered.
 """
 
 from __future__ import annotations
 
+import logging
+
 from evroute.delivery.outcome import Outcome
+from evroute.errors import EvrouteError
 from evroute.routes.model import Route
+from evroute.store import Store, links
 from evroute.store.attempts import Attempt
 from evroute.store.outcomes import RING, Pending
+
+logger = logging.getLogger("evroute.worker")
 
 DELIVERED = "delivered"
 RETRYING = "retrying"
@@ -52,6 +60,17 @@ def _masked_body(route: Route, body: bytes | None) -> bytes | None:
         if secret:
             body = body.replace(secret.encode("utf-8"), b"***")
     return body
+
+
+def link_reply(store: Store, route: Route, parent: int | None, seqs: tuple[int | None, ...]) -> None:
+    """Remember which event a stored reply answered (the console links them both ways).
+    The reply is already durable: a link that cannot be written is only logged."""
+    if parent is None or parent <= 0 or not seqs or seqs[0] is None:
+        return
+    try:
+        links.add(store, links.Link(seqs[0], parent, links.REPLY, route.name))
+    except EvrouteError as exc:
+        logger.warning("route %s: reply %d not linked to seq %d: %s", route.name, seqs[0], parent, exc)
 
 
 class Recent:
@@ -95,4 +114,4 @@ class Recent:
         self.pending[:0] = taken[-RING:]
 
 
-__all__ = ["DEAD", "DELIVERED", "RETRYING", "Attempt", "Recent", "attempt_row", "endpoint"]
+__all__ = ["DEAD", "DELIVERED", "RETRYING", "Attempt", "Recent", "attempt_row", "endpoint", "link_reply"]
