@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -60,10 +61,15 @@ class Console:
 
         store: Store | None = None
         seen = -1
+        sampled = 0.0
         while True:
             try:
                 if store is None:
                     store = Store(self.db, create=False)
+                now = time.monotonic()
+                if now - sampled >= RATE_EVERY:
+                    sampled = now
+                    await asyncio.to_thread(self.reader.sample_rates)
                 current = store.data_version()
                 if current != seen:
                     seen = current

@@ -84,12 +84,18 @@ class Reader:
 
     # ------------------------------------------------------------------ pages
 
+    def sample_rates(self) -> None:
+        """One deliveries/s sample per route (the console's watcher calls this every RATE_EVERY s)."""
+        from evroute.store import cursors
+
+        found = cursors.all_cursors(self.store())
+        self.rates.sample(time.time(), {name: c.delivered for name, c in found.items()})
+
     def overview(self) -> dict[str, Any]:
         now = time.time()
         loaded = self.loaded()
         store = self.store()
         doc = route_status(store, loaded.routeset, now)
-        self.rates.sample(now, {r["name"]: r["delivered"] for r in doc["routes"]})
         by_name = loaded.routeset.by_name()
         for r in doc["routes"]:
             r["rates"] = self.rates.of(r["name"])
