@@ -244,7 +244,9 @@ def event_routes(doc: dict[str, Any]) -> str:
         if r["next_due"]:
             detail.append(f"next attempt {e(r['next_due'])}")
         if r["dlq_id"] is not None:
-            detail.append(f'<a href="/ui/dead-letters?route={quote(r["route"])}">dead letter {e(r["dlq_id"])}</a>')
+            detail.append(
+                f'<a href="/ui/dead-letters?route={quote(r["route"])}">dead letter {e(r["dlq_id"])}</a>'
+            )
         if r["failed_filter"]:
             detail.append(f"filter: {e(r['failed_filter'])}")
         if r["last_error"]:
