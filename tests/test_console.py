@@ -225,3 +225,51 @@ def test_a_missing_database_is_one_clear_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("Error: database") and "Traceback" not in proc.stderr
+
+
+def test_an_open_live_stream_does_not_hold_up_a_worker_stop(tmp_path: Path) -> None:
+    seed(tmp_path)
+    port = free_port()
+    worker = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "evroute",
+            "--db",
+            str(tmp_path / "ev.db"),
+            "--routes",
+            str(tmp_path / "routes.yaml"),
+            "worker",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--token",
+            "tok",
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PAY_KEY": "k"},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and worker.poll() is None, "worker did not start"
+            time.sleep(0.05)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
+            headers = {"Authorization": "Bearer tok"}
+            with client.stream("GET", "/ui/api/stream?view=overview", headers=headers) as stream:
+                assert next(stream.iter_lines()) == "retry: 1000"
+                started = time.monotonic()
+                worker.terminate()
+                worker.wait(20)
+                # An idle worker stops in about 0.1 s; a stream left waiting for changes used to
+                # hold the stop for seconds.
+                assert time.monotonic() - started < 1.5
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    assert worker.returncode == 0

@@ -45,11 +45,17 @@ class Console:
         self.changed = asyncio.Condition()
         self.version = 0
         self._watcher: asyncio.Task[None] | None = None
+        self.closing = False  # the server is shutting down: open streams end at once
 
     # ------------------------------------------------------------------ live
 
     async def start(self, _app: web.Application) -> None:
         self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="console-watch")
+
+    async def closing_down(self, _app: web.Application) -> None:
+        self.closing = True
+        async with self.changed:
+            self.changed.notify_all()
 
     async def stop(self, _app: web.Application) -> None:
         if self._watcher is not None:
@@ -85,7 +91,9 @@ class Console:
     async def _next_change(self, version: int, timeout: float) -> int:
         async with self.changed:
             try:
-                await asyncio.wait_for(self.changed.wait_for(lambda: self.version != version), timeout)
+                await asyncio.wait_for(
+                    self.changed.wait_for(lambda: self.version != version or self.closing), timeout
+                )
             except TimeoutError:
                 pass
             return self.version
@@ -106,7 +114,7 @@ class Console:
         await response.write(b"retry: 1000\n\n")
         last = ""
         version = -1
-        while True:
+        while not self.closing:
             try:
                 sections = await asyncio.to_thread(render)
             except EvrouteError as exc:
@@ -118,6 +126,7 @@ class Console:
             else:
                 await response.write(b": still here\n\n")
             version = await self._next_change(version, RATE_EVERY)
+        return response
 
     def _sections(self, view: str, query: dict[str, str]) -> Callable[[], dict[str, str]] | None:
         reader = self.reader
@@ -334,6 +343,7 @@ def add_console(app: web.Application, *, db: str, routes: str, gate: Gate) -> Co
     r.add_get("/ui/api/stream", console.stream)
     r.add_post("/ui/api/{what:.+}", console.act)
     app.on_startup.append(console.start)
+    app.on_shutdown.append(console.closing_down)
     app.on_cleanup.append(console.stop)
     return console
 
