@@ -273,3 +273,26 @@ def test_an_open_live_stream_does_not_hold_up_a_worker_stop(tmp_path: Path) -> N
             worker.kill()
             worker.wait(10)
     assert worker.returncode == 0
+
+
+def test_event_filters_search_and_the_send_form_prefill(console: Console, tmp_path: Path) -> None:
+    from evroute.store import outcomes
+
+    with Store(str(tmp_path / "ev.db")) as store, store.write() as conn:
+        outcomes.insert(
+            conn, [(1.0, "pay", 1, 1, "retrying", 503, 3.0), (2.0, "audit", 2, 1, "delivered", 200, 1.0)]
+        )
+    client, _ = signed_in(console)
+
+    def ids(path: str) -> list[str]:
+        return re.findall(r'<td class="id"><a href="[^"]+">([^<]+)</a>', client.get(path).text)
+
+    assert ids("/ui/events") == ["o-2", "o-1", "o-0"]
+    assert ids("/ui/events?q=o-1") == ["o-1"]
+    assert ids("/ui/events?q=nothing") == []
+    assert ids("/ui/events?type=order.cancelled") == []
+    assert ids("/ui/events?route=pay") == ["o-0"]
+    assert ids("/ui/events?outcome=delivered") == ["o-1"]
+    assert ids("/ui/events?route=pay&outcome=delivered") == []
+    page = client.get("/ui/send?from=order.placed").text
+    assert 'name="type" value="order.placed"' in page and "&quot;n&quot;: 2" in page

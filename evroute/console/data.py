@@ -17,6 +17,7 @@ from typing import Any
 
 from evroute.clock import rfc3339
 from evroute.cloudevent import to_dict
+from evroute.errors import NotFound
 from evroute.inspect import LoadedRoutes, attempt_doc, find_event, load_lenient, route_status, trace
 from evroute.routes.model import RouteSet
 from evroute.store import Store, attempts, browse, outcomes
@@ -113,7 +114,7 @@ class Reader:
         if key:
             try:
                 found = find_event(store, key)
-            except Exception:
+            except NotFound:
                 rows: list[dict[str, Any]] = []
             else:
                 rows = [
