@@ -311,3 +311,29 @@ def test_requests_without_the_token_or_the_csrf_value_are_refused(tab: Tab, worl
     page.wait_for_url(f"{base}/ui/events/*")
     assert "the send form" in page.locator("pre.data").inner_text()
     assert tab.errors == []
+
+
+def test_the_route_page_tests_an_event_previews_a_reset_and_pauses(tab: Tab, world: World) -> None:
+    page = tab.page
+    page.goto(f"{world.base}/ui/routes/ok")
+    test_form = page.locator("form[data-action$='/test']")
+    test_form.locator("textarea").fill('{"type": "order.cancelled", "source": "/shop"}')
+    test_form.locator("button[type=submit]").click()
+    expect = "does not match: filter type: expected 'order.placed', got 'order.cancelled'"
+    page.wait_for_function(
+        "t => document.querySelector(\"form[data-action$='/test'] .result\").textContent === t", arg=expect
+    )
+    reset = page.locator("form[data-action$='/reset']")
+    reset.locator("input[name=to]").fill("earliest")
+    reset.locator("button.preview").click()
+    page.wait_for_function(
+        "() => /cursor would move to 0; \\d+ event\\(s\\) after it/.test("
+        "document.querySelector(\"form[data-action$='/reset'] .result\").textContent)"
+    )
+    page.click("form[data-action$='/pause'] button")
+    page.wait_for_selector("form[data-action$='/resume'] button", timeout=5000)
+    assert "paused: true" in (world.folder / "routes.yaml").read_text()
+    page.click("form[data-action$='/resume'] button")
+    page.wait_for_selector("form[data-action$='/pause'] button", timeout=5000)
+    assert "paused: true" not in (world.folder / "routes.yaml").read_text()
+    assert tab.errors == []

@@ -13,7 +13,14 @@
       var sections = JSON.parse(message.data);
       Object.keys(sections).forEach(function (id) {
         var el = document.getElementById(id);
-        if (el && !el.contains(document.activeElement)) { el.innerHTML = sections[id]; }
+        if (!el || el.contains(document.activeElement) && document.activeElement.tagName === "TEXTAREA") { return; }
+        // Keep what the user picked (selected rows, opened editors) across the redraw.
+        var checked = {}, opened = {};
+        el.querySelectorAll("input[type=checkbox]:checked").forEach(function (box) { checked[box.name + "=" + box.value] = true; });
+        el.querySelectorAll("details[open]").forEach(function (d) { var row = d.closest("[data-id]"); if (row) { opened[row.getAttribute("data-id")] = true; } });
+        el.innerHTML = sections[id];
+        el.querySelectorAll("input[type=checkbox]").forEach(function (box) { if (checked[box.name + "=" + box.value]) { box.checked = true; } });
+        el.querySelectorAll("details").forEach(function (d) { var row = d.closest("[data-id]"); if (row && opened[row.getAttribute("data-id")]) { d.open = true; } });
       });
       document.body.setAttribute("data-updated", String(Date.now()));
     };
@@ -59,7 +66,12 @@
     if (question && !window.confirm(question)) { return; }
     post(action, fields(form, submitter)).then(function (answer) {
       if (!answer.ok) { show(form, answer.body.error || "failed", true); return; }
-      show(form, JSON.stringify(answer.body), false);
+      var body = answer.body;
+      if ("matched" in body) {
+        show(form, body.matched ? "matches the route's filter" : "does not match: " + body.failed_filter, !body.matched);
+        return;
+      }
+      show(form, JSON.stringify(body), false);
       if (answer.body.location) { window.location.href = answer.body.location; return; }
       if (form.getAttribute("data-reload")) { window.setTimeout(function () { window.location.reload(); }, 300); }
     }, function () { show(form, "the console did not answer", true); });
