@@ -68,25 +68,37 @@ class Console:
         store: Store | None = None
         seen = -1
         sampled = 0.0
-        while True:
-            try:
-                if store is None:
-                    store = Store(self.db, create=False)
-                now = time.monotonic()
-                if now - sampled >= RATE_EVERY:
-                    sampled = now
-                    await asyncio.to_thread(self.reader.sample_rates)
-                current = store.data_version()
-                if current != seen:
-                    seen = current
-                    async with self.changed:
-                        self.version += 1
-                        self.changed.notify_all()
-            except Exception as exc:  # supervised: say it once per failure, back off, go on
-                logger.warning("console: cannot watch the database: %s", exc)
-                store = None
-                await asyncio.sleep(1.0)
-            await asyncio.sleep(WATCH_EVERY)
+        failing = False
+        try:
+            while True:
+                try:
+                    if store is None:
+                        store = Store(self.db, create=False)
+                    now = time.monotonic()
+                    if now - sampled >= RATE_EVERY:
+                        sampled = now
+                        await asyncio.to_thread(self.reader.sample_rates)
+                    current = store.data_version()
+                    if current != seen:
+                        seen = current
+                        async with self.changed:
+                            self.version += 1
+                            self.changed.notify_all()
+                    if failing:
+                        failing = False
+                        logger.info("console: watching the database again")
+                except Exception as exc:  # supervised: said once, backed off, survived
+                    if not failing:
+                        failing = True
+                        logger.warning("console: cannot watch the database (retrying every second): %s", exc)
+                    if store is not None:
+                        store.close()
+                    store = None
+                    await asyncio.sleep(1.0)
+                await asyncio.sleep(WATCH_EVERY)
+        finally:
+            if store is not None:
+                store.close()
 
     async def _next_change(self, version: int, timeout: float) -> int:
         async with self.changed:

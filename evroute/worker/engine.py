@@ -236,12 +236,12 @@ class Engine:
             dispatcher.breaker.success()
             dispatcher.delivered += 1
             self.metrics.delivered(name, broker, max(outcome.elapsed, now - started))
-            self.recent.note(route, seq, attempt, history.DELIVERED, outcome, started, now)
             if scheduled or attempt > 1 or dlq_id is not None:
                 # The success that ends a run of failures joins the attempt history.
                 self._forget(
                     name, seq, dlq_id, history.attempt_row(route, seq, attempt, outcome, started, now)
                 )
+            self.recent.note(route, seq, attempt, history.DELIVERED, outcome, started, now)
             logger.debug("route %s: delivered seq %d id %s (attempt %d)", name, seq, event.id, attempt)
             return Settled(True)
         was_tripped = dispatcher.breaker.tripped
@@ -256,11 +256,11 @@ class Engine:
             wait = next_wait(route.delivery, max(spent, 1), outcome)
             wait = max(wait, dispatcher.breaker.reopen_in(now))
             due = now + wait
-            self.recent.note(route, seq, attempt, history.RETRYING, outcome, started, now)
             self._schedule(
                 Retry(name, seq, spent, due, first, outcome.status, route.mask(outcome.error or ""), dlq_id),
                 history.attempt_row(route, seq, attempt, outcome, started, now),
             )
+            self.recent.note(route, seq, attempt, history.RETRYING, outcome, started, now)
             self.metrics.retried(name, broker)
             logger.warning(
                 "route %s: seq %d id %s attempt %d/%d failed: %s; retry in %.1fs",
@@ -273,9 +273,9 @@ class Engine:
                 wait,
             )
             return Settled(not ordered, spent, due, first)
-        self.recent.note(route, seq, attempt, history.DEAD, outcome, started, now)
         tried = history.attempt_row(route, seq, attempt, outcome, started, now)
         self.dead_letter(route, seq, event, attempt, outcome, first, now, dlq_id, tried)
+        self.recent.note(route, seq, attempt, history.DEAD, outcome, started, now)
         return Settled(True)
 
     def _schedule(self, retry: Retry, tried: history.Attempt) -> None:
