@@ -245,7 +245,7 @@ def test_a_failed_then_delivered_event_shows_its_attempts_in_order(tab: Tab, wor
     def delivered() -> bool:
         return bool(query(world.db, "SELECT 1 FROM attempts WHERE route = 'flaky' AND outcome = 'success'"))
 
-    wait_until(delivered, 10, "flaky delivered on its second attempt")
+    wait_until(delivered, 20, "flaky delivered on its second attempt")
     [(seq,)] = query(world.db, "SELECT seq FROM events WHERE id = 'flaky-1'")
     page = tab.page
     page.goto(f"{world.base}/ui/events/{seq}")
@@ -277,7 +277,7 @@ def test_a_bulk_replay_from_the_page_delivers_the_dead_letters(tab: Tab, world: 
     )
     delivered = {r.ce_id for r in world.broken.requests[before:]}
     assert delivered == {"broken-0", "broken-1", "broken-2"}
-    page.wait_for_selector("#dead-body td.empty", timeout=5000)
+    page.wait_for_selector("#dead-body td.empty", timeout=10_000)
     assert tab.errors == []
 
 
