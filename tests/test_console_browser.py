@@ -262,7 +262,7 @@ def test_a_bulk_replay_from_the_page_delivers_the_dead_letters(tab: Tab, world: 
         world.publish("order.broken", f"broken-{i}")
     wait_until(
         lambda: len(query(world.db, "SELECT id FROM dead_letters WHERE route = 'broken'")) == 3,
-        10,
+        20,
         "dead-lettered",
     )
     world.broken_up["up"] = True
@@ -273,7 +273,7 @@ def test_a_bulk_replay_from_the_page_delivers_the_dead_letters(tab: Tab, world: 
     page.check("input.select-all")
     page.click("button[value=replay]")  # the confirm dialog is accepted
     wait_until(
-        lambda: not query(world.db, "SELECT id FROM dead_letters WHERE route = 'broken'"), 10, "replayed"
+        lambda: not query(world.db, "SELECT id FROM dead_letters WHERE route = 'broken'"), 20, "replayed"
     )
     delivered = {r.ce_id for r in world.broken.requests[before:]}
     assert delivered == {"broken-0", "broken-1", "broken-2"}
