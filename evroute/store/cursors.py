@@ -12,10 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from evroute.errors import InvalidInput, NotFound
-from evroute.store import attempts, log, outcomes
+from evroute.store import log
 from evroute.store.db import Store
+
+if TYPE_CHECKING:
+    from evroute.store.outcomes import Pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +106,7 @@ def commit(
     store: Store,
     progress: Iterable[Progress],
     now: float | None = None,
-    recent: Sequence[outcomes.Pending] = (),
+    recent: Sequence[Pending] = (),
 ) -> list[str]:
     """Commit many routes' positions and counters in one transaction, with the ``recent``
     delivery outcomes since the last commit (the ring ``evroute tail`` follows).
@@ -113,7 +117,10 @@ def commit(
     stamp = time.time() if now is None else now
     moved = []
     with store.write() as conn:
-        outcomes.insert(conn, recent)
+        if recent:
+            from evroute.store import outcomes  # not on `publish`'s path (it creates cursors)
+
+            outcomes.insert(conn, recent)
         for p in progress:
             cur = conn.execute(
                 "UPDATE cursors SET position = max(position, ?), updated_at = ?, delivered = delivered + ?, "
@@ -182,4 +189,6 @@ def delete(store: Store, route: str) -> None:
         conn.execute("DELETE FROM cursors WHERE route = ?", (route,))
         conn.execute("DELETE FROM retries WHERE route = ?", (route,))
         conn.execute("DELETE FROM dead_letters WHERE route = ?", (route,))
+        from evroute.store import attempts
+
         attempts.delete_route(conn, route)
