@@ -296,3 +296,12 @@ def test_event_filters_search_and_the_send_form_prefill(console: Console, tmp_pa
     assert ids("/ui/events?route=pay&outcome=delivered") == []
     page = client.get("/ui/send?from=order.placed").text
     assert 'name="type" value="order.placed"' in page and "&quot;n&quot;: 2" in page
+
+
+def test_pages_cannot_be_framed_and_load_only_their_own_files(console: Console) -> None:
+    client, _ = signed_in(console)
+    for path in ("/ui/", "/ui/login"):
+        r = client.get(path)
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in r.headers["Content-Security-Policy"]
