@@ -20,7 +20,7 @@ from evroute.cloudevent import CloudEvent, to_dict
 from evroute.errors import NotFound, RoutesInvalid
 from evroute.routes.model import Route, RouteSet
 from evroute.routes.show import subscriber_text
-from evroute.store import Store, cursors, deadletters, lease, retries
+from evroute.store import Store, attempts, cursors, deadletters, lease, retries
 from evroute.store import log as event_log
 from evroute.store.cursors import Cursor
 
@@ -185,7 +185,25 @@ def find_event(store: Store, key: str) -> FoundEvent:
     raise NotFound(f"no event with id or seq '{key}' (see `evroute events list`)")
 
 
-def _state(store: Store, route: Route, cursor: Cursor | None, found: FoundEvent) -> dict[str, Any]:
+def attempt_doc(a: attempts.Attempt) -> dict[str, Any]:
+    """One attempt in the ``events show --json`` shape (SPEC 16)."""
+    return {
+        "attempt": a.attempt,
+        "at": rfc3339(a.at),
+        "duration_ms": round(a.duration_ms, 1),
+        "status": a.status,
+        "error": a.error,
+        "endpoint": a.endpoint,
+    }
+
+
+def _state(
+    store: Store,
+    route: Route,
+    cursor: Cursor | None,
+    found: FoundEvent,
+    history: dict[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "route": route.name,
         "state": "delivered",
@@ -194,6 +212,7 @@ def _state(store: Store, route: Route, cursor: Cursor | None, found: FoundEvent)
         "last_error": None,
         "dlq_id": None,
         "failed_filter": None,
+        "attempts": [] if history is None else history.get(route.name, []),
     }
     seq = found.seq
     retry = retries.get(store, route.name, seq) if seq is not None else None
@@ -225,8 +244,12 @@ def trace(store: Store, routeset: RouteSet, found: FoundEvent) -> dict[str, Any]
     """The ``events show --json`` document of an event already found."""
     with store.snapshot():
         found_cursors = cursors.all_cursors(store)
+        history: dict[str, list[dict[str, Any]]] = {}
+        if found.seq is not None:
+            for a in attempts.for_seq(store, found.seq):
+                history.setdefault(a.route, []).append(attempt_doc(a))
         states = [
-            _state(store, route, _cursor_for(route, found_cursors), found)
+            _state(store, route, _cursor_for(route, found_cursors), found, history)
             for route in routeset.routes
             if route.broker == found.broker
         ]
@@ -251,6 +274,7 @@ __all__ = [
     "STATES",
     "FoundEvent",
     "LoadedRoutes",
+    "attempt_doc",
     "find_event",
     "load_lenient",
     "route_status",

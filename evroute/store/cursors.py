@@ -10,12 +10,16 @@ moves a cursor by hand; the worker's commit is conditional on the epoch it read,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from evroute.errors import InvalidInput, NotFound
 from evroute.store import log
 from evroute.store.db import Store
+
+if TYPE_CHECKING:
+    from evroute.store.outcomes import Pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +102,14 @@ class Progress:
     breaker: str = "closed"
 
 
-def commit(store: Store, progress: Iterable[Progress], now: float | None = None) -> list[str]:
-    """Commit many routes' positions and counters in one transaction.
+def commit(
+    store: Store,
+    progress: Iterable[Progress],
+    now: float | None = None,
+    recent: Sequence[Pending] = (),
+) -> list[str]:
+    """Commit many routes' positions and counters in one transaction, with the ``recent``
+    delivery outcomes since the last commit (the ring ``evroute tail`` follows).
 
     Returns the routes whose epoch moved under them (a reset happened): the caller must
     re-read those cursors instead of trusting its own position.
@@ -107,6 +117,10 @@ def commit(store: Store, progress: Iterable[Progress], now: float | None = None)
     stamp = time.time() if now is None else now
     moved = []
     with store.write() as conn:
+        if recent:
+            from evroute.store import outcomes  # not on `publish`'s path (it creates cursors)
+
+            outcomes.insert(conn, recent)
         for p in progress:
             cur = conn.execute(
                 "UPDATE cursors SET position = max(position, ?), updated_at = ?, delivered = delivered + ?, "
@@ -175,3 +189,6 @@ def delete(store: Store, route: str) -> None:
         conn.execute("DELETE FROM cursors WHERE route = ?", (route,))
         conn.execute("DELETE FROM retries WHERE route = ?", (route,))
         conn.execute("DELETE FROM dead_letters WHERE route = ?", (route,))
+        from evroute.store import attempts
+
+        attempts.delete_route(conn, route)

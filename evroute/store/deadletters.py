@@ -10,6 +10,7 @@ from typing import Any
 
 from evroute.cloudevent import CloudEvent, from_json, to_json
 from evroute.errors import NotFound
+from evroute.store import attempts as attempt_log
 from evroute.store.db import Store
 from evroute.store.retries import Retry
 
@@ -64,10 +65,17 @@ def _row(r: Any) -> DeadLetter:
     )
 
 
-def add(store: Store, letters: Iterable[NewDeadLetter], remove_retries: bool = True) -> list[int]:
-    """Store dead letters (and drop their retry rows) in one transaction; returns their ids."""
+def add(
+    store: Store,
+    letters: Iterable[NewDeadLetter],
+    remove_retries: bool = True,
+    attempts: Iterable[attempt_log.Attempt] = (),
+) -> list[int]:
+    """Store dead letters (and drop their retry rows) in one transaction; returns their ids.
+    ``attempts`` (the last attempt that failed) are recorded in the same transaction."""
     ids = []
     with store.write() as conn:
+        attempt_log.insert(conn, attempts)
         for d in letters:
             cur = conn.execute(
                 "INSERT INTO dead_letters (route, broker, seq, event, event_id, event_type, attempts, status, "

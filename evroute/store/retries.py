@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from evroute.store import attempts as attempt_log
 from evroute.store.db import Store
 
 
@@ -28,9 +29,11 @@ class Retry:
 _COLS = "route, seq, attempt, due_at, first_failed_at, last_status, last_error, dlq_id"
 
 
-def schedule(store: Store, retries: Iterable[Retry]) -> None:
-    """Insert or move retries; an existing row keeps the larger attempt count."""
+def schedule(store: Store, retries: Iterable[Retry], attempts: Iterable[attempt_log.Attempt] = ()) -> None:
+    """Insert or move retries; an existing row keeps the larger attempt count. ``attempts``
+    (the failed attempts that led here) are recorded in the same transaction."""
     with store.write() as conn:
+        attempt_log.insert(conn, attempts)
         conn.executemany(
             f"INSERT INTO retries ({_COLS}) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(route, seq) DO UPDATE SET "
             "attempt = max(attempt, excluded.attempt), due_at = excluded.due_at, "

@@ -24,9 +24,11 @@ from evroute.delivery.policy import DROPPED, dead_letter_copy, dls_event, next_w
 from evroute.errors import EvrouteError, StoreError
 from evroute.routes.model import Route, RouteSet, Settings
 from evroute.store import Store, cursors, deadletters, retries
+from evroute.store import attempts as attempt_log
 from evroute.store import log as event_log
 from evroute.store.deadletters import NewDeadLetter
 from evroute.store.retries import Retry
+from evroute.worker import history
 from evroute.worker.dispatcher import Dispatcher
 from evroute.worker.metrics import Metrics
 from evroute.worker.retrier import Retrier
@@ -71,6 +73,7 @@ class Engine:
         self.dirty = False
         self.stopping = False
         self.side_tasks: set[asyncio.Task[None]] = set()  # dead-letter-sink forwards
+        self.recent = history.Recent()  # outcomes for `evroute tail`, written with the cursor commit
         self._loops: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -177,7 +180,7 @@ class Engine:
 
     # ------------------------------------------------------------------ one attempt
 
-    async def attempt(self, route: Route, event: CloudEvent, attempt: int) -> Outcome:
+    async def attempt(self, route: Route, event: CloudEvent, attempt: int, seq: int | None = None) -> Outcome:
         """One delivery attempt; a reply is stored in the route's broker before it counts."""
         outcome: Outcome = await deliver(
             route.subscriber,
@@ -195,6 +198,7 @@ class Engine:
         if outcome.kind is Kind.SUCCESS and outcome.reply is not None:
             try:
                 stored = event_log.append(self.store, route.broker, [outcome.reply], now=self.clock())
+                history.link_reply(self.store, route, seq, stored.seqs)
                 if stored.stored:  # a duplicate (same source and id) was published before
                     self.metrics.published(route.broker)
                     self.notify(route.broker)
@@ -227,7 +231,7 @@ class Engine:
         """Attempt once and make the outcome durable. ``scheduled``: a retry row exists."""
         route = dispatcher.route
         started = self.clock()
-        outcome = await self.attempt(route, event, attempt)
+        outcome = await self.attempt(route, event, attempt, seq)
         now = self.clock()
         name, broker = route.name, route.broker
         if outcome.kind is Kind.SUCCESS:
@@ -235,7 +239,11 @@ class Engine:
             dispatcher.delivered += 1
             self.metrics.delivered(name, broker, max(outcome.elapsed, now - started))
             if scheduled or attempt > 1 or dlq_id is not None:
-                self._forget(name, seq, dlq_id)
+                # The success that ends a run of failures joins the attempt history.
+                self._forget(
+                    name, seq, dlq_id, history.attempt_row(route, seq, attempt, outcome, started, now)
+                )
+            self.recent.note(route, seq, attempt, history.DELIVERED, outcome, started, now)
             logger.debug("route %s: delivered seq %d id %s (attempt %d)", name, seq, event.id, attempt)
             return Settled(True)
         was_tripped = dispatcher.breaker.tripped
@@ -251,8 +259,10 @@ class Engine:
             wait = max(wait, dispatcher.breaker.reopen_in(now))
             due = now + wait
             self._schedule(
-                Retry(name, seq, spent, due, first, outcome.status, route.mask(outcome.error or ""), dlq_id)
+                Retry(name, seq, spent, due, first, outcome.status, route.mask(outcome.error or ""), dlq_id),
+                history.attempt_row(route, seq, attempt, outcome, started, now),
             )
+            self.recent.note(route, seq, attempt, history.RETRYING, outcome, started, now)
             self.metrics.retried(name, broker)
             logger.warning(
                 "route %s: seq %d id %s attempt %d/%d failed: %s; retry in %.1fs",
@@ -265,15 +275,18 @@ class Engine:
                 wait,
             )
             return Settled(not ordered, spent, due, first)
-        self.dead_letter(route, seq, event, attempt, outcome, first, now, dlq_id)
+        tried = history.attempt_row(route, seq, attempt, outcome, started, now)
+        self.dead_letter(route, seq, event, attempt, outcome, first, now, dlq_id, tried)
+        self.recent.note(route, seq, attempt, history.DEAD, outcome, started, now)
         return Settled(True)
 
-    def _schedule(self, retry: Retry) -> None:
-        retries.schedule(self.store, [retry])
+    def _schedule(self, retry: Retry, tried: history.Attempt) -> None:
+        retries.schedule(self.store, [retry], attempts=[tried])
         self.retrier.notify()
 
-    def _forget(self, route: str, seq: int, dlq_id: int | None) -> None:
+    def _forget(self, route: str, seq: int, dlq_id: int | None, tried: history.Attempt) -> None:
         with self.store.write() as conn:
+            attempt_log.insert(conn, [tried])
             conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (route, seq))
             if dlq_id is not None:
                 conn.execute("DELETE FROM dead_letters WHERE id = ?", (dlq_id,))
@@ -288,6 +301,7 @@ class Engine:
         first_failed_at: float,
         now: float,
         replaced: int | None,
+        tried: history.Attempt | None = None,
     ) -> int:
         # A subscriber that echoes its credentials (a 401 page quoting the Authorization header,
         # a program printing its key) must not put them in `dlq show` or the dead-letter sink.
@@ -315,7 +329,7 @@ class Engine:
             # Dapr's deadLetterTopic: the copy is stored before the dead letter, so a crash
             # in between redoes both and the copy's derived id keeps it from doubling.
             self._publish_dead_letter_topic(route, event)
-        [dlq_id] = deadletters.add(self.store, [letter])
+        [dlq_id] = deadletters.add(self.store, [letter], attempts=[tried] if tried else ())
         with self.store.write() as conn:
             conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (route.name, seq))
             if replaced is not None:
@@ -391,9 +405,14 @@ class Engine:
     def commit(self) -> None:
         everyone = [*self.dispatchers.values(), *self.retiring]
         pending = [(d, p) for d in everyone if (p := d.progress()) is not None]
-        if not pending:
+        recent = self.recent.take()
+        if not pending and not recent:
             return
-        moved = cursors.commit(self.store, [p for _, p in pending], now=self.clock())
+        try:
+            moved = cursors.commit(self.store, [p for _, p in pending], now=self.clock(), recent=recent)
+        except BaseException:
+            self.recent.put_back(recent)
+            raise
         for d, p in pending:
             if p.route in moved:
                 cursor = cursors.get(self.store, p.route)

@@ -469,15 +469,19 @@ def make_app(
     on_stored: Callable[[str], None],
     max_inflight_bytes: int | None = None,
     body_idle_timeout: float = BODY_IDLE_SECONDS,
+    mount: Callable[[web.Application], object] | None = None,
 ) -> web.Application:
     """The ingress application; ``on_stored(broker)`` runs after every append that stored events.
 
     ``max_inflight_bytes`` caps the request bytes read at once (default 64 × maxEventBytes); a
-    body that sends nothing for ``body_idle_timeout`` seconds is answered 408."""
+    body that sends nothing for ``body_idle_timeout`` seconds is answered 408. ``mount`` adds
+    other routes (the console's /ui/) before the ingress's catch-all."""
     ingress = Ingress(
         store, max_event_bytes, token, metrics, on_stored, max_inflight_bytes, body_idle_timeout
     )
     app = web.Application(client_max_size=max_event_bytes * BATCH_FACTOR)
+    if mount is not None:
+        mount(app)
     # One catch-all route: paths and methods are decided in ``handle`` so that every refusal
     # (401, 404, 405) carries the same JSON error body.
     app.router.add_route("*", "/{path:.*}", ingress.handle)

@@ -240,15 +240,22 @@ class Runner:
         from evroute.worker.ingress import make_app, start
 
         token = self.options.token or os.environ.get("EVROUTE_TOKEN") or None
+        from evroute.console.app import add_console
+        from evroute.console.auth import Gate
+        from evroute.console.server import sign_in_url
+
+        gate = Gate(token)
         app = make_app(
             store=engine.store,
             max_event_bytes=engine.settings.max_event_bytes,
             token=token,
             metrics=engine.metrics,
             on_stored=engine.notify,
+            mount=lambda a: add_console(a, db=self.options.db, routes=self.options.routes, gate=gate),
         )
         runner = await start(app, host, port)
         logger.info("ingress listening on http://%s:%d/%s", host, port, " (token required)" if token else "")
+        logger.info("console on %s", sign_in_url(host, port, gate))
         return runner
 
     def _banner(self, store: Store, routeset: RouteSet) -> None:
