@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from evroute import tracing
 from evroute.cloudevent import CloudEvent
 from evroute.delivery.command import deliver_command
 from evroute.delivery.http import USER_AGENT, deliver_http
@@ -38,13 +39,48 @@ async def deliver(
     signing_secret: str | None,
     session: aiohttp.ClientSession,
     extra_attributes: Mapping[str, str] | None = None,
+    dead_letter_sink: bool = False,
 ) -> Outcome:
     """One attempt to deliver ``event`` to ``target`` (an HTTP URI or a command).
 
     ``extra_attributes`` are set on the event as sent (the dead-letter sink's
     ``knativeerror*`` extensions, for instance); ``headers`` and ``signing_secret`` apply to
-    HTTP subscribers only.
+    HTTP subscribers only. The attempt carries the event's trace context (its own span's, when
+    spans are exported: ``dead_letter_sink`` names it) and a reply joins that trace.
     """
+    hop = tracing.start_attempt(
+        event, route=route, broker=broker, attempt=attempt, dead_letter_sink=dead_letter_sink
+    )
+    outcome = await _deliver(
+        target,
+        event,
+        route=route,
+        broker=broker,
+        attempt=attempt,
+        delivery=delivery,
+        headers=headers,
+        signing_secret=signing_secret,
+        session=session,
+        extra_attributes=extra_attributes,
+        trace=hop.headers,
+    )
+    return tracing.finish_attempt(hop, outcome)
+
+
+async def _deliver(
+    target: Subscriber,
+    event: CloudEvent,
+    *,
+    route: str,
+    broker: str,
+    attempt: int,
+    delivery: Delivery,
+    headers: Mapping[str, str],
+    signing_secret: str | None,
+    session: aiohttp.ClientSession,
+    extra_attributes: Mapping[str, str] | None,
+    trace: Mapping[str, str],
+) -> Outcome:
     started = asyncio.get_running_loop().time()
     try:
         if extra_attributes:
@@ -58,10 +94,17 @@ async def deliver(
                 headers=headers,
                 signing_secret=signing_secret,
                 session=session,
+                trace=trace,
             )
         if target.command:
             return await deliver_command(
-                target, event, route=route, broker=broker, attempt=attempt, timeout=delivery.timeout
+                target,
+                event,
+                route=route,
+                broker=broker,
+                attempt=attempt,
+                timeout=delivery.timeout,
+                trace=trace,
             )
         return failure(Kind.PERMANENT, "the subscriber has neither a uri nor a command", 0.0)
     except Exception as exc:

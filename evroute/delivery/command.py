@@ -3,7 +3,8 @@
 - The argv is executed directly, never through a shell, so nothing in an event (attributes,
   data) is ever interpreted as shell syntax. The event travels as structured JSON on stdin,
   with ``CE_ID``, ``CE_SOURCE``, ``CE_TYPE``, ``CE_SUBJECT``, ``CE_TIME`` (those present),
-  ``EVROUTE_ROUTE``, ``EVROUTE_ATTEMPT`` and ``EVROUTE_BROKER`` added to the environment.
+  ``EVROUTE_ROUTE``, ``EVROUTE_ATTEMPT`` and ``EVROUTE_BROKER`` added to the environment,
+  and ``TRACEPARENT``/``TRACESTATE`` (W3C trace context) when the event has a trace.
   Environment values cannot hold NUL characters; any are dropped there (stdin is exact).
 - The process starts a new session (its own process group). On timeout, or if the attempt is
   cancelled, the whole group is killed with SIGKILL, so helpers it spawned die with it.
@@ -47,9 +48,21 @@ _CE_ENV = (
 
 
 def command_environment(
-    event: CloudEvent, *, route: str, broker: str, attempt: int, base: Mapping[str, str] | None = None
+    event: CloudEvent,
+    *,
+    route: str,
+    broker: str,
+    attempt: int,
+    base: Mapping[str, str] | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
+    # The attempt's W3C trace context, as OpenTelemetry's environment carrier names it; never
+    # the worker's own (a TRACEPARENT it was started with belongs to another trace).
+    env.pop("TRACEPARENT", None)
+    env.pop("TRACESTATE", None)
+    for key, text in (trace or {}).items():
+        env[key.upper()] = text
     for var, attr in _CE_ENV:
         value = event.attributes.get(attr)
         if value is not None:
@@ -105,6 +118,7 @@ async def deliver_command(
     attempt: int,
     timeout: float | None,
     max_reply_bytes: int = MAX_REPLY_BYTES,
+    trace: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Run the subscriber's command once for ``event``; never raises for delivery faults."""
     loop = asyncio.get_running_loop()
@@ -116,7 +130,7 @@ async def deliver_command(
     argv = list(subscriber.command or ())
     if not argv:
         return failure(Kind.PERMANENT, "the command is empty", elapsed())
-    env = command_environment(event, route=route, broker=broker, attempt=attempt)
+    env = command_environment(event, route=route, broker=broker, attempt=attempt, trace=trace)
     try:
         transport, proto = await loop.subprocess_exec(
             lambda: _Collector(loop, max_reply_bytes),

@@ -51,6 +51,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from evroute import tracing
 from evroute.cloudevent import (
     BATCH_CT,
     STRUCTURED_CT,
@@ -214,7 +215,10 @@ class Ingress:
             return _error(
                 405, f"method {method} is not allowed on {path}: publish with POST", {"Allow": "POST"}
             )
-        return await self.publish(request, broker)
+        span = tracing.ingress_started(request.headers, broker)
+        response = await self.publish(request, broker, span)
+        tracing.ingress_finished(span, response.status)
+        return response
 
     def _authorized(self, request: web.Request) -> bool:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -239,7 +243,7 @@ class Ingress:
             return self.max_event_bytes * STRUCTURED_FACTOR
         return self.max_event_bytes
 
-    async def publish(self, request: web.Request, broker: str) -> web.Response:
+    async def publish(self, request: web.Request, broker: str, span: object = None) -> web.Response:
         headers = request.headers
         mode = http_mode(headers)
         if mode is None:
@@ -271,6 +275,7 @@ class Ingress:
             return _error(400, f"cannot parse the request as a CloudEvent ({type(exc).__name__}: {exc})")
         if not events:
             return web.json_response({"stored": 0, "duplicates": 0}, status=202)
+        events = tracing.from_request(headers, events, broker, span)  # each event in a trace
         try:
             stored, duplicates = await self.committer.submit(broker, events)
         except (EvrouteError, sqlite3.Error, OSError) as exc:
