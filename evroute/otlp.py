@@ -47,7 +47,10 @@ from evroute.tracing import TRACEPARENT, TRACESTATE, Hop, parse, reply_in_trace
 logger = logging.getLogger("evroute.tracing")
 
 RETRY_SECONDS = 5.0  # while the collector is down, batches are dropped, and it is tried again after this
-ONE_SHOT_TIMEOUT = 1.0  # seconds a short-lived process waits for the collector
+# A short-lived process waits this long for the collector: shorter than the SDK's first retry
+# backoff (0.8 s or more), so a refused connection costs milliseconds, not a retry.
+ONE_SHOT_TIMEOUT = 0.5
+PATIENCE = 0.5  # at shutdown, seconds the SDK may spend on retries before they are cut short
 # The SDK logs every failed export, every retry and every span dropped from a full queue:
 # with the collector down that is a line per batch or per span. evroute says it once instead.
 _QUIET = (
@@ -157,14 +160,20 @@ class Exporter:
             atexit.register(self.shutdown, ONE_SHOT_TIMEOUT + 0.5)
 
     def shutdown(self, timeout: float) -> None:
-        """Flush and stop, waiting at most ``timeout`` seconds for the collector."""
+        """Flush and stop, waiting at most about ``timeout`` seconds for the collector.
+
+        A collector known to be down is not waited for; one that has not taken the last spans
+        within ``PATIENCE`` gets no more retries (the SDK would back off for up to
+        ``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s): only the request in flight is waited for.
+        """
         atexit.unregister(self.shutdown)
         done = threading.Thread(target=self.provider.shutdown, name="otlp-shutdown", daemon=True)
         done.start()
-        done.join(timeout)
+        done.join(0 if self.quiet.down else min(PATIENCE, timeout))
         if done.is_alive():
-            self.quiet.inner.shutdown()  # aborts the SDK's retry wait
-            done.join(0.5)
+            self.quiet.inner.shutdown()  # ends the SDK's retry wait
+            done.join(timeout)
+        if done.is_alive():
             logger.warning(
                 "tracing: spans not sent to %s within %.1fs were dropped", self.quiet.where, timeout
             )

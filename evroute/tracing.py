@@ -16,28 +16,24 @@ hook is a dictionary lookup or two.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from evroute.cloudevent import CloudEvent
     from evroute.delivery.outcome import Outcome
 
-logger = logging.getLogger("evroute.tracing")
+# Neither `logging` nor a compiled pattern is loaded at import: a single `evroute publish`
+# imports this module, and its start-up time is measured.
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
-# version-traceid-parentid-flags, lower-case hex (W3C Trace Context, level 1, section 3.2).
-# A later version may append fields after a '-': the first four are read the same way.
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[ -~]*)?\Z")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
-_STATE_KEY = re.compile(r"[a-z0-9][a-z0-9_\-*/]{0,255}(?:@[a-z][a-z0-9_\-*/]{0,13})?\Z")
-_STATE_VALUE = re.compile(r"[ -+\--<>-~]{0,255}[!-+\--<>-~]\Z")  # printable, no ',' or '=', no trailing space
 MAX_TRACESTATE = 512
 MAX_MEMBERS = 32
 
@@ -45,11 +41,23 @@ MAX_MEMBERS = 32
 # --------------------------------------------------------------------------- the trace context
 
 
+@cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    return (
+        # version-traceid-parentid-flags, lower-case hex (W3C Trace Context level 1, 3.2). A later
+        # version may append fields after a '-': the first four are read the same way.
+        re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[ -~]*)?\Z"),
+        # tracestate list-member key and value (3.3.1.3)
+        re.compile(r"[a-z0-9][a-z0-9_\-*/]{0,255}(?:@[a-z][a-z0-9_\-*/]{0,13})?\Z"),
+        re.compile(r"[ -+\--<>-~]{0,255}[!-+\--<>-~]\Z"),  # printable, no ',' or '=', no trailing space
+    )
+
+
 def parse(value: object) -> tuple[str, str, str] | None:
     """``(trace_id, parent_id, flags)`` of a valid ``traceparent``, or None."""
     if not isinstance(value, str):
         return None
-    m = _TRACEPARENT.match(value)
+    m = _patterns()[0].match(value)
     if m is None:
         return None
     version, trace_id, parent_id, flags, rest = m.groups()
@@ -70,10 +78,11 @@ def tracestate_problem(value: object) -> str | None:
     members = [m for m in members if m]
     if len(members) > MAX_MEMBERS:
         return f"has more than {MAX_MEMBERS} list members"
+    _, state_key, state_value = _patterns()
     seen: set[str] = set()
     for member in members:
         key, sep, val = member.partition("=")
-        if not sep or not _STATE_KEY.match(key) or not _STATE_VALUE.match(val):
+        if not sep or not state_key.match(key) or not state_value.match(val):
             return f"member {member[:40]!r} is not key=value (W3C Trace Context tracestate)"
         if key in seen:
             return f"names {key!r} twice"
@@ -163,7 +172,9 @@ def setup(setting: str | None = None, *, one_shot: bool = False) -> bool:
     try:
         from evroute import otlp
     except ImportError as exc:
-        logger.warning(
+        import logging
+
+        logging.getLogger("evroute.tracing").warning(
             "tracing: an OTLP endpoint is set but OpenTelemetry is not installed (%s); "
             "install evroute[otel] to export spans (trace context is passed on regardless)",
             exc.name or exc,

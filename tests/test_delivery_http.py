@@ -533,7 +533,10 @@ def test_structured_reply_gets_hop_one() -> None:
     assert outcome.kind is Kind.SUCCESS and outcome.reply is not None
     assert outcome.reply.attributes[HOPS] == 1
     assert outcome.reply.data == b'{"reserved":true}'
-    assert outcome.reply.with_attributes(**{HOPS: None, "traceparent": None}).attributes == reply_event().attributes
+    assert (
+        outcome.reply.with_attributes(**{HOPS: None, "traceparent": None}).attributes
+        == reply_event().attributes
+    )
 
 
 def test_reply_past_the_hop_limit_is_dropped() -> None:

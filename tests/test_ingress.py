@@ -122,7 +122,9 @@ def test_sdk_events_are_stored_unchanged(tmp_path: Path) -> None:
             ours = [(s, b) for s, b, m in sent if m == mode]
             assert len(rows) == len(ours)
             for row, (sdk, body) in zip(rows, ours, strict=True):
-                assert dict(row.event.with_attributes(traceparent=None).attributes) == dict(sdk.get_attributes())
+                assert dict(row.event.with_attributes(traceparent=None).attributes) == dict(
+                    sdk.get_attributes()
+                )
                 assert row.event.data == _expected_data(sdk, body, mode == "structured")
         assert woken == ["binary"] * 4 + ["structured"] * 4
         store.close()
