@@ -357,3 +357,40 @@ def receivers():  # type: ignore[no-untyped-def]
     yield make
     for r in started:
         r.stop()
+
+
+# --------------------------------------------------------------------------- settings.tracing
+
+
+def test_settings_tracing_endpoint_is_read_and_checked(tmp_path: Path) -> None:
+    from evroute.errors import RoutesInvalid
+    from evroute.routes.load import load_routes_text
+
+    good = load_routes_text("settings:\n  tracing: {endpoint: 'http://collector:4318'}\n", "routes.yaml")
+    assert good.settings.tracing_endpoint == "http://collector:4318"
+    assert load_routes_text("settings: {durability: full}\n", "routes.yaml").settings.tracing_endpoint is None
+    with pytest.raises(RoutesInvalid) as caught:
+        load_routes_text("settings:\n  tracing: {endpoint: 'collector:4318', sampler: x}\n", "routes.yaml")
+    problems = [p.split(": ", 1)[1] for p in caught.value.problems]
+    assert any("unknown key 'sampler'" in p for p in problems), problems
+    with pytest.raises(RoutesInvalid) as caught:
+        load_routes_text("settings:\n  tracing: {endpoint: 'collector:4318'}\n", "routes.yaml")
+    assert "is not an absolute http(s) URI" in caught.value.problems[0]
+
+
+def test_the_endpoint_in_force(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_SDK_DISABLED",
+        "OTEL_TRACES_EXPORTER",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert tracing.endpoint(None) is None
+    assert tracing.endpoint("http://file:4318") == "http://file:4318"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318")
+    assert tracing.endpoint("http://file:4318") == "http://env:4318"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://env:4318/v1/traces")
+    assert tracing.endpoint(None) == "http://env:4318/v1/traces"
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert tracing.endpoint("http://file:4318") is None
