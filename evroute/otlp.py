@@ -49,7 +49,15 @@ from opentelemetry.trace.span import TraceState
 from evroute import __version__
 from evroute.cloudevent import CloudEvent
 from evroute.delivery.outcome import Kind, Outcome
-from evroute.tracing import TRACEPARENT, TRACESTATE, Hop, parse, reply_in_trace, tracestate_problem
+from evroute.tracing import (
+    TRACEPARENT,
+    TRACESTATE,
+    Hop,
+    new_traceparent,
+    parse,
+    reply_in_trace,
+    tracestate_problem,
+)
 
 logger = logging.getLogger("evroute.tracing")
 
@@ -265,6 +273,8 @@ class Exporter:
     def publish(self, event: CloudEvent, broker: str, parent: Span | None = None) -> CloudEvent:
         attrs = event.attributes
         given = attrs.get(TRACEPARENT)
+        if self.quiet.dropping():  # nothing is recorded while the collector is down
+            return event if given is not None else event.with_attributes(traceparent=new_traceparent())
         if given is not None:
             context = _remote(given, attrs.get(TRACESTATE))
         else:
@@ -288,7 +298,9 @@ class Exporter:
             changes[TRACESTATE] = state.to_header()
         return event.with_attributes(**changes)
 
-    def ingress_started(self, headers: Mapping[str, str], broker: str) -> Span:
+    def ingress_started(self, headers: Mapping[str, str], broker: str) -> Span | None:
+        if self.quiet.dropping():
+            return None
         state = headers.get(TRACESTATE)
         if state is not None and tracestate_problem(state) is not None:
             state = None
@@ -305,7 +317,9 @@ class Exporter:
 
     def start_attempt(
         self, event: CloudEvent, *, route: str, broker: str, attempt: int, dead_letter_sink: bool
-    ) -> Hop:
+    ) -> Hop | None:
+        if self.quiet.dropping():  # no span to name: the event's own context, as with tracing off
+            return None
         attrs = event.attributes
         state = attrs.get(TRACESTATE)
         span = Span(

@@ -226,7 +226,7 @@ def from_request(
     W3C ``traceparent``/``tracestate`` headers of the request (ignored when malformed, as W3C
     says), else a new trace. While spans are exported, such an event's trace goes through the
     request's server ``span`` instead."""
-    if _exporter is not None:
+    if _exporter is not None and span is not None:
         return [_exporter.publish(event, broker, span) for event in events]
     header = headers.get(TRACEPARENT)
     out = []
@@ -261,9 +261,11 @@ def start_attempt(
     """Call before an attempt is sent: the context it carries (the attempt's own span when
     spans are exported, the event's trace context as it is otherwise)."""
     if _exporter is not None:
-        return _exporter.start_attempt(
+        hop = _exporter.start_attempt(
             event, route=route, broker=broker, attempt=attempt, dead_letter_sink=dead_letter_sink
         )
+        if hop is not None:
+            return hop
     attrs = event.attributes
     parent = attrs.get(TRACEPARENT)
     if parent is None:
@@ -281,8 +283,8 @@ def finish_attempt(hop: Hop, outcome: Outcome) -> Outcome:
     joined it) keeps it; any other reply becomes a child of the attempt.
     """
     reply = outcome.reply
-    if hop.span is not None:
-        reply = _exporter.finish_attempt(hop, outcome) if _exporter is not None else reply
+    if hop.span is not None and _exporter is not None:
+        reply = _exporter.finish_attempt(hop, outcome)
     elif reply is not None:
         reply = reply_in_trace(reply, hop.headers.get(TRACEPARENT), hop.headers.get(TRACESTATE))
     if reply is outcome.reply:
