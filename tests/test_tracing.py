@@ -394,3 +394,17 @@ def test_the_endpoint_in_force(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tracing.endpoint(None) == "http://env:4318/v1/traces"
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     assert tracing.endpoint("http://file:4318") is None
+
+
+def test_a_command_never_inherits_the_workers_own_trace() -> None:
+    from evroute.delivery.command import command_environment
+
+    event = make_event(type="a")
+    base = {"PATH": "/bin", "TRACEPARENT": PARENT, "TRACESTATE": "a=b"}
+    env = command_environment(event, route="r", broker="default", attempt=1, base=base)
+    assert "TRACEPARENT" not in env and "TRACESTATE" not in env
+    mine = f"00-{TRACE_ID}-1111111111111111-01"
+    env = command_environment(
+        event, route="r", broker="default", attempt=1, base=base, trace={"traceparent": mine}
+    )
+    assert env["TRACEPARENT"] == mine and "TRACESTATE" not in env
