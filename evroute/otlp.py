@@ -16,8 +16,9 @@ Spans (one trace per event; see README, "Tracing"):
 
 Spans are batched (``BatchSpanProcessor``, its standard ``OTEL_BSP_*`` variables) and sent
 from the processor's own thread: a delivery only appends to a bounded queue. When the collector
-cannot be reached, one warning is logged, batches are dropped for a few seconds at a time, and
-one line says when it answers again; the SDK's own retry messages are kept out of the log.
+cannot be reached, one warning is logged and for a few seconds at a time nothing is recorded
+(a delivery then carries the event's own context, as with tracing off); one line says when it
+answers again, and the SDK's own retry messages are kept out of the log.
 
 The spans are recorded without the SDK's ``Tracer``: its ``start_span`` (sampler call, context
 objects, attribute cleaning) costs more per delivery than the whole budget tracing has on the
