@@ -127,7 +127,13 @@ def new_traceparent(trace_id: str | None = None, flags: str = "01") -> str:
     Events evroute gives a trace to are marked sampled, so that the services they reach
     record their part of it.
     """
-    return f"00-{trace_id or new_id(16)}-{new_id(8)}-{flags}"
+    if trace_id is None:
+        ids = os.urandom(24).hex()  # one call for both ids: bulk publishing makes one per event
+        trace_id, span_id = ids[:32], ids[32:]
+        if trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
+            return f"00-{trace_id}-{span_id}-{flags}"
+        trace_id = new_id(16)
+    return f"00-{trace_id}-{new_id(8)}-{flags}"
 
 
 def child_of(traceparent: object) -> str:
@@ -204,9 +210,10 @@ def ensure(event: CloudEvent, broker: str = "default") -> CloudEvent:
     spans are exported, else random ids)."""
     if _exporter is not None:
         return _exporter.publish(event, broker)
-    if TRACEPARENT in event.attributes:
+    attrs = event.attributes
+    if TRACEPARENT in attrs:
         return event
-    return event.with_attributes(traceparent=new_traceparent())
+    return type(event)({**attrs, TRACEPARENT: new_traceparent()}, event.data)
 
 
 def ingress_started(headers: Mapping[str, str], broker: str) -> Any:
