@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli as run
 
+from evroute import tracing
 from evroute.eventfile import MAX_PROBLEMS
 from evroute.publish import CHUNK, publish_file, routes_config
 from evroute.store import Store, cursors
@@ -150,7 +151,9 @@ def test_publish_every_option(env: Env) -> None:
     assert (code, out) == (0, "stored o-7 seq 1\n")
     [stored] = env.events()
     assert stored.broker == "order-broker"
-    assert dict(stored.event.attributes) == {
+    attrs = dict(stored.event.attributes)
+    assert tracing.parse(attrs.pop("traceparent")) is not None  # given a trace at publish
+    assert attrs == {
         "specversion": "1.0",
         "id": "o-7",
         "source": "/shop",
@@ -470,7 +473,7 @@ def test_publish_json_array_and_stdin(env: Env) -> None:
     events = {e.event.id: e.event for e in env.events()}
     assert events["1"].data == b"hello"
     assert events["2"].data == b"\x00\x01"
-    assert events["3"].extensions == {"tenant": "acme", "n": 5, "ok": True}
+    assert events["3"].with_attributes(traceparent=None).extensions == {"tenant": "acme", "n": 5, "ok": True}
 
 
 def _counted(env: Env) -> int:

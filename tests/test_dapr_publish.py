@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from ingress_server import IngressThread
 
-from evroute import cloudevent
+from evroute import cloudevent, tracing
 from evroute.cli import main
 from evroute.store import Store
 from evroute.store import log as event_log
@@ -26,7 +26,14 @@ def ingress(tmp_path: Path) -> Iterator[IngressThread]:
 
 
 def stored(srv: IngressThread, broker: str) -> list[dict[str, object]]:
-    return [cloudevent.to_dict(e.event) for e in event_log.read_after(srv.store, broker, 0, limit=100)]
+    """The stored events, each checked to carry a valid trace and compared without it (every
+    event gets one at the ingress when the request brings none)."""
+    out = []
+    for e in event_log.read_after(srv.store, broker, 0, limit=100):
+        event = cloudevent.to_dict(e.event)
+        assert tracing.parse(event.pop("traceparent", None)) is not None
+        out.append(event)
+    return out
 
 
 def test_publish_endpoint_wraps_a_json_body_as_dapr_does(ingress: IngressThread) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from evroute import tracing
 from evroute.cloudevent import CloudEvent
 from evroute.delivery.command import deliver_command
 from evroute.delivery.http import MAX_REPLY_BYTES, USER_AGENT, deliver_http
@@ -42,6 +43,7 @@ async def deliver(
     extra_attributes: Mapping[str, str] | None = None,
     transform: Transform | None = None,
     max_event_bytes: int | None = None,
+    dead_letter_sink: bool = False,
 ) -> Outcome:
     """One attempt to deliver ``event`` to ``target`` (an HTTP URI or a command).
 
@@ -50,6 +52,9 @@ async def deliver(
     HTTP subscribers only. A reply event over ``max_event_bytes`` (``settings.maxEventBytes``)
     is an invalid reply, a permanent failure: it could not be stored. ``transform`` reshapes the event before it is encoded (see
     :mod:`evroute.delivery.transformed`).
+
+    The attempt carries the event's trace context (its own span's, when spans are exported:
+    ``dead_letter_sink`` names it) and a reply joins that trace.
     """
     if transform is not None:
         from evroute.delivery.transformed import deliver_transformed
@@ -67,6 +72,41 @@ async def deliver(
             session=session,
             max_event_bytes=max_event_bytes,
         )
+    hop = tracing.start_attempt(
+        event, route=route, broker=broker, attempt=attempt, dead_letter_sink=dead_letter_sink
+    )
+    outcome = await _deliver(
+        target,
+        event,
+        route=route,
+        broker=broker,
+        attempt=attempt,
+        delivery=delivery,
+        headers=headers,
+        signing_secret=signing_secret,
+        session=session,
+        extra_attributes=extra_attributes,
+        max_event_bytes=max_event_bytes,
+        trace=hop.headers,
+    )
+    return tracing.finish_attempt(hop, outcome)
+
+
+async def _deliver(
+    target: Subscriber,
+    event: CloudEvent,
+    *,
+    route: str,
+    broker: str,
+    attempt: int,
+    delivery: Delivery,
+    headers: Mapping[str, str],
+    signing_secret: str | None,
+    session: aiohttp.ClientSession,
+    extra_attributes: Mapping[str, str] | None,
+    max_event_bytes: int | None,
+    trace: Mapping[str, str],
+) -> Outcome:
     read = MAX_REPLY_BYTES if max_event_bytes is None else reply_read_limit(max_event_bytes)
     started = asyncio.get_running_loop().time()
     try:
@@ -88,6 +128,7 @@ async def deliver(
                 session=session,
                 max_reply_bytes=read,
                 max_event_bytes=max_event_bytes,
+                trace=trace,
             )
         if target.command:
             return await deliver_command(
@@ -99,6 +140,7 @@ async def deliver(
                 timeout=delivery.timeout,
                 max_reply_bytes=read,
                 max_event_bytes=max_event_bytes,
+                trace=trace,
             )
         return failure(Kind.PERMANENT, "the subscriber has neither a uri nor a command", 0.0)
     except Exception as exc:

@@ -3,7 +3,8 @@
 - The argv is executed directly, never through a shell, so nothing in an event (attributes,
   data) is ever interpreted as shell syntax. The event travels as structured JSON on stdin,
   with ``CE_ID``, ``CE_SOURCE``, ``CE_TYPE``, ``CE_SUBJECT``, ``CE_TIME`` (those present),
-  ``EVROUTE_ROUTE``, ``EVROUTE_ATTEMPT`` and ``EVROUTE_BROKER`` added to the environment.
+  ``EVROUTE_ROUTE``, ``EVROUTE_ATTEMPT`` and ``EVROUTE_BROKER`` added to the environment,
+  and ``TRACEPARENT``/``TRACESTATE`` (W3C trace context) when the event has a trace.
   Environment values cannot hold NUL characters; any are dropped there (stdin is exact).
 - The process starts a new session (its own process group). On timeout, or if the attempt is
   cancelled, the whole group is killed with SIGKILL, so helpers it spawned die with it.
@@ -56,6 +57,7 @@ def command_environment(
     base: Mapping[str, str] | None = None,
     allow: Iterable[str] | None = None,
     hide: Collection[str] = (),
+    trace: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment a command subscriber runs with (SPEC 5.2): ``base`` (the worker's) less
     the names in ``hide``, or only the names in ``allow``; plus the event's CE_* and EVROUTE_*."""
@@ -64,6 +66,12 @@ def command_environment(
         env = {name: source[name] for name in allow if name in source}
     else:
         env = {name: value for name, value in source.items() if name not in hide}
+    # The attempt's W3C trace context, as OpenTelemetry's environment carrier names it; never
+    # the worker's own (a TRACEPARENT it was started with belongs to another trace).
+    env.pop("TRACEPARENT", None)
+    env.pop("TRACESTATE", None)
+    for key, text in (trace or {}).items():
+        env[key.upper()] = text
     for var, attr in _CE_ENV:
         value = event.attributes.get(attr)
         if value is not None:
@@ -120,6 +128,7 @@ async def deliver_command(
     timeout: float | None,
     max_reply_bytes: int = MAX_REPLY_BYTES,
     max_event_bytes: int | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Run the subscriber's command once for ``event``; never raises for delivery faults.
 
@@ -135,7 +144,13 @@ async def deliver_command(
     if not argv:
         return failure(Kind.PERMANENT, "the command is empty", elapsed())
     env = command_environment(
-        event, route=route, broker=broker, attempt=attempt, allow=subscriber.env, hide=subscriber.hidden_env
+        event,
+        route=route,
+        broker=broker,
+        attempt=attempt,
+        allow=subscriber.env,
+        hide=subscriber.hidden_env,
+        trace=trace,
     )
     if "PATH" not in env and os.sep not in argv[0]:
         # exec searches the child's PATH; an allowlist without PATH still runs the program found here

@@ -69,8 +69,13 @@ def build_request(
     headers: Mapping[str, str],
     signing_secret: str | None,
     now: float,
+    trace: Mapping[str, str] | None = None,
 ) -> tuple[CIMultiDict[str], bytes]:
-    """The headers and body of one attempt. Raises InvalidInput for an unusable signing secret."""
+    """The headers and body of one attempt. Raises InvalidInput for an unusable signing secret.
+
+    ``trace``: the W3C ``traceparent``/``tracestate`` headers of the attempt (see
+    :func:`evroute.tracing.start_attempt`); they replace any a route's headers name.
+    """
     if delivery.format == "json":
         event_headers, body = to_structured(event)
     else:
@@ -87,6 +92,9 @@ def build_request(
         out[name] = value
     out["Prefer"] = "reply"
     out["evroute-attempt"] = str(attempt)
+    if trace:
+        for name, value in trace.items():
+            out[name] = value
     if signing_secret is not None:
         for name, value in signing.signature_headers(signing_secret, event.id, int(now), body).items():
             out[name] = value
@@ -105,6 +113,7 @@ async def deliver_http(
     max_reply_bytes: int = MAX_REPLY_BYTES,
     max_event_bytes: int | None = None,
     clock: Callable[[], float] = time.time,
+    trace: Mapping[str, str] | None = None,
 ) -> Outcome:
     """POST ``event`` to ``uri`` once and say what came of it; never raises for delivery faults.
 
@@ -122,6 +131,7 @@ async def deliver_http(
             headers=headers,
             signing_secret=signing_secret,
             now=clock(),
+            trace=trace,
         )
     except InvalidInput as exc:
         return failure(Kind.PERMANENT, one_line(f"cannot sign the request: {exc}"), attempt_.elapsed())

@@ -56,7 +56,7 @@ ROUTE_KEYS = (
     "transform",
     "env",
 )
-SETTINGS_KEYS = ("retention", "durability", "maxEventBytes")
+SETTINGS_KEYS = ("retention", "durability", "maxEventBytes", "tracing")
 
 Layer = tuple[dict[str, Any], frozenset[str]]
 # Expanded values this short are not masked: hiding "1" or "80" would garble every line it
@@ -219,7 +219,29 @@ class _Loader:
         size = DEFAULT_MAX_EVENT_BYTES
         if "maxEventBytes" in body:
             size = c.integer(body["maxEventBytes"], 1, at / "maxEventBytes", "") or DEFAULT_MAX_EVENT_BYTES
-        return Settings(retention=retention, durability=durability or "normal", max_event_bytes=size)
+        return Settings(
+            retention=retention,
+            durability=durability or "normal",
+            max_event_bytes=size,
+            tracing_endpoint=self.tracing(body.get("tracing"), at / "tracing"),
+        )
+
+    def tracing(self, value: object, at: Where) -> str | None:
+        """``settings.tracing: {endpoint: http://collector:4318}``: where spans are exported."""
+        c = self.c
+        body = c.mapping(value, at, "", "endpoint: http://HOST:4318")
+        if not body or not c.keys(body, ("endpoint",), at, ""):
+            return None
+        endpoint = body.get("endpoint")
+        if endpoint is None:
+            return None
+        if not isinstance(endpoint, str):
+            c.problem(at / "endpoint", "", f"must be an http(s) URL, got {show(endpoint)}")
+            return None
+        expanded = c.expand(endpoint, at / "endpoint", "", set())
+        if expanded is None:
+            return None
+        return c.http_uri(endpoint, expanded, at / "endpoint", "")
 
     def evroute_routes(self, doc: Doc) -> list[RawRoute]:
         items = doc.data.get("routes")

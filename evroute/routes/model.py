@@ -147,6 +147,7 @@ class Settings:
     retention: float | None = None  # seconds; None keeps events forever
     durability: str = "normal"  # normal | full
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    tracing_endpoint: str | None = None  # OTLP/HTTP base URL; the OTEL_EXPORTER_OTLP_* variables win
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from evroute import tracing
 from evroute.cloudevent import CloudEvent
 from evroute.delivery import deliver, new_session
 from evroute.delivery.outcome import Kind, Outcome
@@ -335,6 +336,14 @@ class Engine:
             if replaced is not None:
                 conn.execute("DELETE FROM dead_letters WHERE id = ?", (replaced,))
         self.metrics.dead_lettered(route.name, route.broker)
+        tracing.dead_lettered(
+            event,
+            route=route.name,
+            broker=route.broker,
+            reason=reason,
+            attempts=attempts,
+            error=letter.error or "",
+        )
         logger.warning(
             "route %s: seq %d id %s dead-lettered after %d attempt%s (%s: %s) as dlq %d",
             route.name,
@@ -380,6 +389,7 @@ class Engine:
                 headers={},
                 signing_secret=None,
                 session=self.session,
+                dead_letter_sink=True,
             )
             if outcome.kind is Kind.SUCCESS:
                 result = f"delivered to {route.mask(sink.describe())}"

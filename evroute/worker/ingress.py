@@ -58,6 +58,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from evroute import tracing
 from evroute.cloudevent import (
     BATCH_CT,
     STRUCTURED_CT,
@@ -238,7 +239,10 @@ class Ingress:
             return _error(
                 405, f"method {method} is not allowed on {path}: publish with POST", {"Allow": "POST"}
             )
-        return await self.publish(request, broker)
+        span = tracing.ingress_started(request.headers, broker)
+        response = await self.publish(request, broker, span)
+        tracing.ingress_finished(span, response.status)
+        return response
 
     def _authorized(self, request: web.Request) -> bool:
         if self._token is None:
@@ -269,7 +273,7 @@ class Ingress:
             return self.max_event_bytes * STRUCTURED_FACTOR
         return self.max_event_bytes
 
-    async def publish(self, request: web.Request, broker: str) -> web.Response:
+    async def publish(self, request: web.Request, broker: str, span: object = None) -> web.Response:
         headers = request.headers
         mode = http_mode(headers)
         if mode is None:
@@ -284,12 +288,12 @@ class Ingress:
             return self._too_large(mode, limit)
         ticket = self.budget.ticket()
         try:
-            return await self._publish(request, broker, mode, limit, ticket)
+            return await self._publish(request, broker, mode, limit, ticket, span)
         finally:
             ticket.release()
 
     async def _publish(
-        self, request: web.Request, broker: str, mode: str, limit: int, ticket: Ticket
+        self, request: web.Request, broker: str, mode: str, limit: int, ticket: Ticket, span: object
     ) -> web.Response:
         headers = request.headers
         length = request.content_length
@@ -324,6 +328,7 @@ class Ingress:
             return _error(400, f"cannot parse the request as a CloudEvent ({type(exc).__name__}: {exc})")
         if not events:
             return web.json_response({"stored": 0, "duplicates": 0}, status=202)
+        events = tracing.from_request(headers, events, broker, span)  # each event in a trace
         try:
             stored, duplicates = await self.committer.submit(broker, events)
         except (EvrouteError, sqlite3.Error, OSError) as exc:
@@ -380,8 +385,10 @@ class Ingress:
                 topic=topic,
                 pubsubname=pubsub,
                 metadata=metadata_from_query(request.query),
-                traceparent=request.headers.get("traceparent"),
+                # a malformed W3C header is ignored, as at the CloudEvents endpoints
+                traceparent=_valid_traceparent(request.headers.get("traceparent")),
             )
+            [event] = tracing.from_request(request.headers, [event], pubsub)
             check_size(event, self.max_event_bytes)
         except EventTooLarge as exc:
             return _error(413, exc.message)
@@ -422,6 +429,10 @@ class _Busy(Exception):
 
 class _Stalled(Exception):
     """The body sent nothing for the idle timeout."""
+
+
+def _valid_traceparent(header: str | None) -> str | None:
+    return header if header is not None and tracing.parse(header) is not None else None
 
 
 async def _read_capped(

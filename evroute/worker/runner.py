@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from evroute import tracing
 from evroute.errors import EvrouteError, LeaseHeld, RoutesInvalid, RuntimeFault
 from evroute.routes.load import load_routes
 from evroute.routes.model import RouteSet
@@ -77,6 +78,7 @@ class Runner:
         if not await self._take_lease(store):
             store.close()
             return 0
+        tracing.setup(routeset.settings.tracing_endpoint)  # spans, when an OTLP endpoint is configured
         engine = Engine(store, routeset, once=opts.once)
         self.engine = engine
         runner = None
@@ -107,6 +109,7 @@ class Runner:
             except EvrouteError:
                 pass
             store.close()
+            await asyncio.to_thread(tracing.shutdown)
             logger.info("worker stopped; cursors committed")
 
     async def _burst(self, engine: Engine, store: Store, drain: bool) -> None:
