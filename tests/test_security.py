@@ -509,6 +509,7 @@ def test_an_env_allowlist_passes_only_the_names_it_lists(secret_run: dict[str, A
             "EVROUTE_ROUTE",
             "EVROUTE_ATTEMPT",
             "EVROUTE_BROKER",
+            "TRACEPARENT",  # the attempt's trace context, like the CE_* variables
         ]
         + (["CE_TIME"] if "CE_TIME" in got else [])
     )
