@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import time
 from dataclasses import dataclass
 
+from evroute.errors import LeaseLost
 from evroute.store.db import Store
 
 LEASE = "worker"
@@ -60,6 +62,20 @@ def renew(store: Store, holder: str, now: float | None = None) -> bool:
             "UPDATE lease SET heartbeat = ? WHERE name = ? AND holder = ?", (stamp, LEASE, holder)
         )
         return cur.rowcount == 1
+
+
+def guard(conn: sqlite3.Connection, holder: str | None) -> None:
+    """Inside a write transaction: refuse the write unless ``holder`` holds the lease.
+
+    A worker that stalled past the TTL and was replaced must not move cursors or write
+    retries and dead letters behind its successor's back. ``None`` (tools, tests without a
+    lease) skips the check.
+    """
+    if holder is None:
+        return
+    row = conn.execute("SELECT holder FROM lease WHERE name = ?", (LEASE,)).fetchone()
+    if row is None or row[0] != holder:
+        raise LeaseLost("another worker holds the lease now; this worker stops delivering")
 
 
 def _alive(pid: int, host: str) -> bool:
