@@ -497,9 +497,12 @@ def test_a_store_error_during_reload_keeps_the_worker_and_the_next_reload_applie
           - name: a
             subscriber: {sink.url}/a
         """
-    two = one + f"""  - name: b
+    two = (
+        one
+        + f"""  - name: b
             subscriber: {sink.url}/b
         """
+    )
     rs = routeset(tmp_path, one)
     db = str(tmp_path / "ev.db")
     with_cursors(db, rs)
@@ -525,7 +528,7 @@ def test_a_store_error_during_reload_keeps_the_worker_and_the_next_reload_applie
             await engine.stop()
             store.close()
 
-    run(main())
+    run(main(), timeout=60)
 
 
 # ---------------------------------------------------------------------------------- route changes
@@ -781,3 +784,23 @@ def test_a_background_loop_that_fails_is_logged_once_backed_off_and_restarted(
     logged = [r for r in caplog.records if "commits" in r.getMessage()]
     assert len(logged) == 1 and "disk I/O error" in logged[0].getMessage()
     assert waits == sorted(waits) and waits[0] > 0 and len(waits) == 3
+
+
+def test_another_process_commit_wakes_an_idle_worker_through_the_wal_file(tmp_path: Path) -> None:
+    from evroute.worker.wakeups import WalWatch
+
+    db = str(tmp_path / "ev.db")
+    Store(db).close()
+
+    async def main() -> None:
+        watch = WalWatch(db)
+        assert watch.start()  # Linux: inotify
+        try:
+            await asyncio.sleep(0)
+            assert not watch.signal.is_set()
+            put_events(db, 1)  # another connection commits
+            await asyncio.wait_for(watch.signal.wait(), 5)
+        finally:
+            watch.stop()
+
+    run(main())

@@ -75,7 +75,7 @@ class Engine:
             on_reply=self.notify,
             on_retry=self._retry_scheduled,
             on_dead_letter=self._dead_lettered,
-            on_lease_lost=self._lost_lease,
+            on_lease_lost=self.lose_lease,
         )
         self.retrier = Retrier(
             lambda: self.runtimes, store=store, settler=self.settler, clock=clock, session=self._session
@@ -138,7 +138,8 @@ class Engine:
     def _retry_scheduled(self) -> None:
         self.retrier.notify()
 
-    def _lost_lease(self) -> None:
+    def lose_lease(self) -> None:
+        """Another worker holds the lease now: stop taking events at once."""
         if self.lease_lost.is_set():
             return
         logger.error("another worker holds the lease now; this worker stops delivering")
@@ -231,7 +232,7 @@ class Engine:
         try:
             moved = cursors.commit(self.store, [p for _, p in pending], now=now, holder=self.holder)
         except LeaseLost:
-            self._lost_lease()
+            self.lose_lease()
             raise
         for rt, p in pending:
             if p.route in moved:

@@ -145,7 +145,7 @@ class Runner:
                 logger.error("lost the worker lease to another worker; stopping")
                 self.lost.set()
                 if self.engine is not None:
-                    self.engine.lease_lost.set()
+                    self.engine.lose_lease()
                 return
 
     async def _serve(self, engine: Engine, store: Store) -> int:
