@@ -3,9 +3,13 @@ keeping a core busy.
 
 Every commit in WAL mode writes to the ``-wal`` file, so the kernel tells us (inotify,
 through watchdog) the moment another process commits; only then does the worker compare
-SQLite's ``PRAGMA data_version``. The file write comes just before the commit is visible in
-the shared index, so after each signal the version is also checked every 2 ms for a short
-burst, and once every ``SAFETY`` seconds in any case. Where no file notifications exist,
+SQLite's ``PRAGMA data_version``. While events keep coming (another process committed within
+the last second; the worker's own writes, such as its heartbeat, do not count) the version is
+checked every 2 ms, which is faster than the notification's
+trip through watchdog's threads and covers the moment between the file write and the commit
+becoming visible in the shared index; an idle worker waits for the signal, and checks once
+every ``SAFETY`` seconds in any case (and for 50 ms after each signal, as the commit may not
+show yet when the file is written). Where no file notifications exist,
 the version is polled every 2 ms as before.
 """
 
@@ -22,7 +26,8 @@ from typing import Any
 logger = logging.getLogger("evroute.worker")
 
 POLL_INTERVAL = 0.002  # while busy: wakes on other processes' commits within ~2 ms
-BURST = 0.05  # after a file signal or a change, keep checking this long at POLL_INTERVAL
+BURST = 1.0  # after another process's commit, keep checking this long at POLL_INTERVAL
+SHORT = 0.05  # after a file signal with no visible commit yet (or the worker's own write)
 SAFETY = 0.5  # idle: check at least this often even without a signal
 
 
@@ -87,9 +92,12 @@ class WalWatch:
 async def watch_commits(db_path: str, version: Callable[[], int], changed: Callable[[], None]) -> None:
     """Call ``changed()`` whenever another connection committed (``version()`` moved)."""
     watch = WalWatch(db_path)
+    last = version()
     notified = watch.start()
+    # A commit made before the baseline was taken (while the routes' first reads ran, or
+    # while the watch started) would otherwise go unnoticed until the next one: look once.
+    changed()
     try:
-        last = version()
         busy_until = time.monotonic() + BURST
         while True:
             now = time.monotonic()
@@ -102,7 +110,7 @@ async def watch_commits(db_path: str, version: Callable[[], int], changed: Calla
                     pass
             if watch.signal.is_set():
                 watch.signal.clear()
-                busy_until = time.monotonic() + BURST
+                busy_until = max(busy_until, time.monotonic() + SHORT)
             current = version()
             if current != last:
                 last = current
