@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from evroute.errors import InvalidInput, NotFound
-from evroute.store import lease, log
-from evroute.store.db import Store
+from evroute.store import log
+from evroute.store.db import Store, guard_lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,7 @@ def commit(
     stamp = time.time() if now is None else now
     moved = []
     with store.write() as conn:
-        lease.guard(conn, holder)
+        guard_lease(conn, holder)
         for p in progress:
             cur = conn.execute(
                 "UPDATE cursors SET position = max(position, ?), updated_at = ?, delivered = delivered + ?, "

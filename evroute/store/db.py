@@ -12,10 +12,11 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from evroute.errors import StoreError
+from evroute.errors import LeaseLost, StoreError
 from evroute.store.schema import ensure_schema
 
 BUSY_TIMEOUT_MS = 30_000
+LEASE = "worker"  # the name of the one lease row (see evroute.store.lease)
 
 
 class Store:
@@ -129,3 +130,18 @@ def checkpoint(path: str) -> None:
             conn.close()
     except sqlite3.Error as exc:
         raise StoreError(f"checkpoint of '{path}' skipped: {exc}") from None
+
+
+def guard_lease(conn: sqlite3.Connection, holder: str | None) -> None:
+    """Inside a write transaction: refuse the write unless ``holder`` holds the worker lease.
+
+    A worker that stalled past the lease's TTL and was replaced must not move cursors or
+    write retries and dead letters behind its successor's back. ``None`` (tools, tests
+    without a lease) skips the check. Lives here, not in ``lease``, so that the publish path
+    (which writes cursors) imports nothing more.
+    """
+    if holder is None:
+        return
+    row = conn.execute("SELECT holder FROM lease WHERE name = ?", (LEASE,)).fetchone()
+    if row is None or row[0] != holder:
+        raise LeaseLost("another worker holds the lease now; this worker stops delivering")

@@ -10,8 +10,7 @@ from typing import Any
 
 from evroute.cloudevent import CloudEvent, from_json, to_json
 from evroute.errors import NotFound
-from evroute.store import lease
-from evroute.store.db import Store
+from evroute.store.db import Store, guard_lease
 from evroute.store.retries import Retry
 
 
@@ -102,7 +101,7 @@ def bury(
     the retry row's seq) and the dead letter it replayed, all in one transaction. Returns the id.
     """
     with store.write() as conn:
-        lease.guard(conn, holder)
+        guard_lease(conn, holder)
         cur = conn.execute(
             "INSERT INTO dead_letters (route, broker, seq, event, event_id, event_type, attempts, status, "
             "reason, error, body, first_failed_at, dead_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",

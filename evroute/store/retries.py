@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from evroute.store import lease
-from evroute.store.db import Store
+from evroute.store.db import Store, guard_lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +34,7 @@ def schedule(store: Store, retries: Iterable[Retry], holder: str | None = None) 
     ``holder``: the worker's lease id; the write is refused if another worker holds the lease.
     """
     with store.write() as conn:
-        lease.guard(conn, holder)
+        guard_lease(conn, holder)
         conn.executemany(
             f"INSERT INTO retries ({_COLS}) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(route, seq) DO UPDATE SET "
             "attempt = max(attempt, excluded.attempt), due_at = excluded.due_at, "
@@ -108,7 +107,7 @@ def forget(store: Store, route: str, seq: int, replaced: int | None, holder: str
     """A retried (or replayed) event was delivered: drop its retry row and the dead letter it
     replays, in one transaction."""
     with store.write() as conn:
-        lease.guard(conn, holder)
+        guard_lease(conn, holder)
         conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (route, seq))
         if replaced is not None:
             conn.execute("DELETE FROM dead_letters WHERE id = ?", (replaced,))
