@@ -256,7 +256,8 @@ def test_a_due_retry_goes_before_the_rest_of_the_backlog(tmp_path: Path, receive
     assert ids.index("e-0", 1) <= 8, ids
 
 
-def test_once_exits_while_a_breaker_is_open_with_due_retries(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("ordering", ["unordered", "ordered"])
+def test_once_exits_while_a_breaker_is_open_with_due_retries(tmp_path: Path, receiver, ordering: str) -> None:  # type: ignore[no-untyped-def]
     sink = receiver(lambda r: Reply(503))
     rs = routeset(
         tmp_path,
@@ -265,7 +266,8 @@ def test_once_exits_while_a_breaker_is_open_with_due_retries(tmp_path: Path, rec
           - name: down
             subscriber: {sink.url}/
             start: earliest
-            delivery: {{concurrency: 1, retry: 5, backoffDelay: 10ms, circuitBreaker: {{consecutiveFailures: 1, cooldown: 1h}}}}
+            delivery: {{ordering: {ordering}, concurrency: 1, retry: 5, backoffDelay: 10ms,
+                        circuitBreaker: {{consecutiveFailures: 1, cooldown: 1h}}}}
         """,
     )
     db = str(tmp_path / "ev.db")

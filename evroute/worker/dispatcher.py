@@ -55,6 +55,7 @@ class Dispatcher:
         self.idle = False  # caught up: nothing left to read and nothing in flight
         self.parked = False  # --once: an ordered head waits for a retry that is not due yet
         self.held = False  # the breaker holds the route (open, or its probe is out)
+        self.sending = False  # an ordered route's head event is being attempted right now
         rt.listen(self.notify)
 
     # ------------------------------------------------------------------ lifecycle
@@ -68,7 +69,7 @@ class Dispatcher:
 
     def done_for_now(self) -> bool:
         """``--once``: nothing this route can do now (caught up, paused, held or parked)."""
-        if self.tasks or self.rt.mark.in_flight:
+        if self.tasks or self.sending:
             return False
         return self.idle or self.held or self.parked
 
@@ -247,6 +248,7 @@ class Dispatcher:
                 continue
             if not await self._slot(version, generation):
                 return False
+            self.sending = True
             try:
                 started = self.clock()
                 outcome = await attempt(rt.route, stored.event, tried + 1, self.session())
@@ -265,6 +267,7 @@ class Dispatcher:
                 if not await self.settler.persist(decision, self.stopping):
                     return False
             finally:
+                self.sending = False
                 rt.end()
             result = decision.settled
             if result.finished:

@@ -318,8 +318,6 @@ class Engine:
         if self.lease_lost.is_set():
             return True
         for d in self.dispatchers.values():
-            if d.tasks or d.rt.mark.in_flight:
-                return False
             if not (d.idle if drain else d.done_for_now()):
                 return False
         if self.retiring or self.side_tasks or self.retrier.busy:
