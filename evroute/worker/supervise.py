@@ -36,7 +36,7 @@ class Supervisor:
         self._failed_at: dict[str, float] = {}
 
     def spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
-        """Run ``loop()`` under supervision until it returns or :meth:`stop` (or ``cancel``)."""
+        """Run ``loop()`` under supervision until it returns or :meth:`stop`."""
         task = asyncio.get_running_loop().create_task(self._keep(name, loop), name=name)
         self.tasks[name] = task
         task.add_done_callback(lambda t: self.tasks.pop(name, None) if self.tasks.get(name) is t else None)
@@ -75,12 +75,6 @@ class Supervisor:
         """Loops that failed within the last ``HEALTHY_AFTER`` seconds."""
         now = time.monotonic()
         return sorted(n for n, at in self._failed_at.items() if now - at < HEALTHY_AFTER)
-
-    async def cancel(self, name: str) -> None:
-        task = self.tasks.pop(name, None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     async def stop(self) -> None:
         tasks = list(self.tasks.values())
