@@ -326,19 +326,26 @@ def resume(name: str) -> None:
 @click.option(
     "--to", "to", required=True, metavar="earliest|latest|SEQ|TIMESTAMP", help="Where the cursor goes."
 )
-def reset(name: str, to: str) -> None:
+@click.option(
+    "--drop-retries",
+    is_flag=True,
+    help="Also drop the route's scheduled retries (kept by default; dead-letter replays always stay).",
+)
+def reset(name: str, to: str, drop_retries: bool) -> None:
     """Move route NAME's cursor: replay (earliest, an older SEQ or time) or skip (latest).
 
-    SEQ is the first event delivered next; TIMESTAMP (RFC 3339) the first event published at
-    or after it. A running worker notices and continues from there.
+    SEQ is the first event delivered next (at most one past the last seq); TIMESTAMP (RFC 3339)
+    the first event published at or after it. A running worker notices and continues from
+    there. Retries already scheduled still run unless --drop-retries.
 
     \b
       evroute subscribe reset payment --to earliest
       evroute subscribe reset payment --to 2026-11-26T10:00:00Z
+      evroute subscribe reset payment --to latest --drop-retries
     """
     from evroute.errors import EvrouteError
     from evroute.routes.load import load_routes
-    from evroute.store import cursors
+    from evroute.store import cursors, retries
 
     obj = ctx_obj()
     with open_store() as store:
@@ -347,5 +354,13 @@ def reset(name: str, to: str) -> None:
             cursors.ensure(store, [(r.name, r.broker, r.start) for r in routeset.routes])
         except EvrouteError:
             pass
-        position = cursors.reset(store, name, to)
-    click.echo(f"route {name}: cursor at seq {position}; the next event delivered is the first after it")
+        waiting = retries.scheduled(store, name)
+        position = cursors.reset(store, name, to, drop_retries=drop_retries)
+    line = f"route {name}: cursor at seq {position}; the next event delivered is the first after it"
+    if waiting:
+        plural = "retry" if waiting == 1 else "retries"
+        if drop_retries:
+            line += f"; {waiting} scheduled {plural} dropped"
+        else:
+            line += f"; {waiting} scheduled {plural} kept (--drop-retries drops them)"
+    click.echo(line)
