@@ -8,23 +8,10 @@ the due time instead of starting the count again. Rows with ``dlq_id`` come from
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from evroute.store import attempts as attempt_log
+from evroute.store.base import Retry
 from evroute.store.db import Store, guard_lease
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    route: str
-    seq: int
-    attempt: int  # attempts already made
-    due_at: float
-    first_failed_at: float | None
-    last_status: int | None
-    last_error: str | None
-    dlq_id: int | None
-
 
 _COLS = "route, seq, attempt, due_at, first_failed_at, last_status, last_error, dlq_id"
 

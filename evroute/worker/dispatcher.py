@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from evroute.store import Store, retries
-from evroute.store import log as event_log
-from evroute.store.log import StoredEvent
+from evroute.store.base import Deliveries, StoredEvent
 from evroute.worker.attempt import attempt
 from evroute.worker.runtime import RouteRuntime
 from evroute.worker.settle import Settler
@@ -37,7 +35,7 @@ class Dispatcher:
         self,
         rt: RouteRuntime,
         *,
-        store: Store,
+        store: Deliveries,
         settler: Settler,
         clock: Callable[[], float],
         session: Callable[[], Any],
@@ -110,7 +108,7 @@ class Dispatcher:
                 continue
             self.held = False
             version, generation = rt.version, rt.generation
-            batch = event_log.read_after(self.store, rt.route.broker, rt.mark.read, BATCH)
+            batch = await self.store.read(rt.route.name, rt.route.broker, rt.mark.read, BATCH)
             if not batch:
                 self.idle = rt.mark.in_flight == 0
                 await self._sleep(None)
@@ -155,7 +153,7 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ unordered
 
-    async def _unordered(self, batch: list[StoredEvent], version: int, generation: int) -> None:
+    async def _unordered(self, batch: Sequence[StoredEvent], version: int, generation: int) -> None:
         rt = self.rt
         matches = rt.route.matcher.matches_event
         loop = asyncio.get_running_loop()
@@ -180,17 +178,18 @@ class Dispatcher:
                 try:
                     started = self.clock()
                     outcome = await attempt(
-                        rt.route, stored.event, 1, self.session(), self.settler.max_event_bytes()
+                        rt.route, stored.event, stored.attempt, self.session(), self.settler.max_event_bytes()
                     )
                     decision = self.settler.decide(
                         rt,
                         stored.event,
                         stored.seq,
                         outcome,
-                        attempt=1,
+                        attempt=stored.attempt,
                         started=started,
                         first_failed_at=None,
                         dlq_id=None,
+                        token=stored.token,
                     )
                     break
                 except Exception:
@@ -213,7 +212,7 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ ordered
 
-    async def _ordered(self, batch: list[StoredEvent], version: int, generation: int) -> None:
+    async def _ordered(self, batch: Sequence[StoredEvent], version: int, generation: int) -> None:
         rt = self.rt
         matches = rt.route.matcher.matches_event
         for stored in batch:
@@ -235,8 +234,8 @@ class Dispatcher:
     async def _ordered_one(self, stored: StoredEvent, version: int, generation: int) -> bool:
         """Deliver the head event until it is delivered or dead-lettered (True)."""
         rt = self.rt
-        row = retries.get(self.store, rt.route.name, stored.seq)
-        tried = row.attempt if row else 0
+        row = await self.store.retry_state(rt.route.name, stored.seq)
+        tried = row.attempt if row else stored.attempt - 1
         due = row.due_at if row else 0.0
         first_failed = row.first_failed_at if row else None
         scheduled = row is not None  # a retry row exists for this head event
@@ -267,6 +266,7 @@ class Dispatcher:
                     dlq_id=None,
                     ordered=True,
                     scheduled=scheduled,
+                    token=stored.token,
                 )
                 if not await self.settler.persist(decision, self.stopping):
                     return False
