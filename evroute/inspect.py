@@ -19,7 +19,19 @@ from evroute.clock import rfc3339
 from evroute.cloudevent import CloudEvent, to_dict
 from evroute.errors import NotFound, RoutesInvalid
 from evroute.routes.model import Route, RouteSet
+from evroute.routes.show import subscriber_text
+from evroute.store import Store
 from evroute.store.base import Cursor, EventStore
+
+
+def as_store(store: EventStore | Store) -> EventStore:
+    """The store seam; a SQLite connection itself is taken as the SQLite store over it."""
+    if isinstance(store, Store):
+        from evroute.store.sqlite import SqliteStore
+
+        return SqliteStore.over(store)
+    return store
+
 
 RUNNING = "running"
 NOT_RUNNING = "not running"
@@ -47,7 +59,7 @@ def load_lenient(path: str) -> LoadedRoutes:
     from evroute.routes.load import load_routes
 
     try:
-        return LoadedRoutes(load_routes(path))
+        return LoadedRoutes(load_routes(path, resolve=False))
     except RoutesInvalid as exc:
         return LoadedRoutes(RouteSet(), exc.message)
 
@@ -55,9 +67,10 @@ def load_lenient(path: str) -> LoadedRoutes:
 # --------------------------------------------------------------------------- status
 
 
-def worker_state(store: EventStore, now: float) -> dict[str, Any]:
+def worker_state(store: EventStore | Store, now: float) -> dict[str, Any]:
     """``{"state", "pid", "since"}``: running while a worker's heartbeat is fresh (the
     longest-running one when several share the routes)."""
+    store = as_store(store)
     live = sorted((w for w in store.workers(now) if w.alive), key=lambda w: w.since)
     if not live:
         return {"state": NOT_RUNNING, "pid": None, "since": None}
@@ -100,7 +113,7 @@ def _route_row(
     return {
         "name": name,
         "broker": broker,
-        "subscriber": route.mask(route.subscriber.describe()) if route is not None else None,
+        "subscriber": subscriber_text(route) if route is not None else None,
         "cursor": None if cursor is None else cursor.position,
         "lag": lag,
         "in_flight": in_flight,
@@ -115,9 +128,10 @@ def _route_row(
     }
 
 
-def route_status(store: EventStore, routeset: RouteSet, now: float) -> dict[str, Any]:
+def route_status(store: EventStore | Store, routeset: RouteSet, now: float) -> dict[str, Any]:
     """The ``status --json`` document: the worker, then every route of the file in file order,
     then the cursors of routes no longer in the file (``subscriber`` and ``paused`` None)."""
+    store = as_store(store)
     with store.snapshot():
         worker = worker_state(store, now)
         running = worker["state"] == RUNNING
@@ -153,9 +167,10 @@ class FoundEvent:
     others: tuple[tuple[int | None, str, str], ...] = ()
 
 
-def find_event(store: EventStore, key: str) -> FoundEvent:
+def find_event(store: EventStore | Store, key: str) -> FoundEvent:
     """The event with seq ``key`` (a number) or id ``key``; the newest when an id is in several
     brokers or sources. A number that is no seq is tried as an id. Raises NotFound."""
+    store = as_store(store)
     key = key.strip()
     if key.isascii() and key.isdigit():
         stored = store.event(int(key))
@@ -178,7 +193,25 @@ def find_event(store: EventStore, key: str) -> FoundEvent:
     raise NotFound(f"no event with id or seq '{key}' (see `evroute events list`)")
 
 
-def _state(store: EventStore, route: Route, cursor: Cursor | None, found: FoundEvent) -> dict[str, Any]:
+def attempt_doc(a: Any) -> dict[str, Any]:
+    """One attempt in the ``events show --json`` shape (SPEC 16)."""
+    return {
+        "attempt": a.attempt,
+        "at": rfc3339(a.at),
+        "duration_ms": round(a.duration_ms, 1),
+        "status": a.status,
+        "error": a.error,
+        "endpoint": a.endpoint,
+    }
+
+
+def _state(
+    store: EventStore,
+    route: Route,
+    cursor: Cursor | None,
+    found: FoundEvent,
+    history: dict[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "route": route.name,
         "state": "delivered",
@@ -187,6 +220,7 @@ def _state(store: EventStore, route: Route, cursor: Cursor | None, found: FoundE
         "last_error": None,
         "dlq_id": None,
         "failed_filter": None,
+        "attempts": [] if history is None else history.get(route.name, []),
     }
     seq = found.seq
     retry = store.retry_state(route.name, seq) if seq is not None else None
@@ -205,7 +239,7 @@ def _state(store: EventStore, route: Route, cursor: Cursor | None, found: FoundE
         letter = letters[-1]
         entry.update(state="dead", attempt=letter.attempts, last_error=letter.error, dlq_id=letter.id)
         return entry
-    failed = route.matcher.explain(found.event.attributes)
+    failed = route.matcher.explain_event(found.event)
     if failed is not None:
         entry.update(state="filtered", failed_filter=failed)
         return entry
@@ -214,12 +248,17 @@ def _state(store: EventStore, route: Route, cursor: Cursor | None, found: FoundE
     return entry
 
 
-def trace(store: EventStore, routeset: RouteSet, found: FoundEvent) -> dict[str, Any]:
+def trace(store: EventStore | Store, routeset: RouteSet, found: FoundEvent) -> dict[str, Any]:
     """The ``events show --json`` document of an event already found."""
+    store = as_store(store)
     with store.snapshot():
         found_cursors = store.cursors()
+        history: dict[str, list[dict[str, Any]]] = {}
+        if found.seq is not None:
+            for a in store.attempts_of(found.seq):
+                history.setdefault(a.route, []).append(attempt_doc(a))
         states = [
-            _state(store, route, _cursor_for(route, found_cursors), found)
+            _state(store, route, _cursor_for(route, found_cursors), found, history)
             for route in routeset.routes
             if route.broker == found.broker
         ]
@@ -232,9 +271,10 @@ def trace(store: EventStore, routeset: RouteSet, found: FoundEvent) -> dict[str,
     }
 
 
-def trace_event(store: EventStore, routeset: RouteSet, key: str) -> dict[str, Any]:
+def trace_event(store: EventStore | Store, routeset: RouteSet, key: str) -> dict[str, Any]:
     """``events show KEY --json``: the event with id or seq ``key`` and its state per route of
     its broker: delivered, pending, retrying, dead, filtered or paused."""
+    store = as_store(store)
     return trace(store, routeset, find_event(store, key))
 
 
@@ -244,6 +284,7 @@ __all__ = [
     "STATES",
     "FoundEvent",
     "LoadedRoutes",
+    "attempt_doc",
     "find_event",
     "load_lenient",
     "route_status",

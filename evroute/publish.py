@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
+from evroute import tracing
 from evroute.cloudevent import NESTED_TOO_DEEPLY, CloudEvent, check_size, is_json_type, make_event
 from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, StoreError
 from evroute.store.opener import Credentials, StoreURL, open_store
@@ -159,6 +160,7 @@ class RoutesConfig(NamedTuple):
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     warning: str | None = None  # one line, when the file could not be used
     cache_key: tuple[str, int, int, int] | None = None  # set when freshly loaded: remember it
+    tracing_endpoint: str | None = None  # settings.tracing.endpoint
 
     def to_json(self) -> str:
         return json.dumps(
@@ -166,6 +168,7 @@ class RoutesConfig(NamedTuple):
                 "routes": [list(r) for r in self.routes],
                 "durability": self.durability,
                 "maxEventBytes": self.max_event_bytes,
+                "tracing": self.tracing_endpoint,
             }
         )
 
@@ -176,6 +179,7 @@ class RoutesConfig(NamedTuple):
             tuple((str(n), str(b), str(s)) for n, b, s in doc["routes"]),
             str(doc["durability"]),
             int(doc["maxEventBytes"]),
+            tracing_endpoint=doc.get("tracing"),
         )
 
 
@@ -207,7 +211,7 @@ def _load(path: str, key: tuple[str, int, int, int]) -> RoutesConfig:
     from evroute.routes.load import load_routes
 
     try:
-        routeset = load_routes(path)
+        routeset = load_routes(path, resolve=False)
     except RoutesInvalid as exc:
         n = len(exc.problems)
         return RoutesConfig(
@@ -223,6 +227,7 @@ def _load(path: str, key: tuple[str, int, int, int]) -> RoutesConfig:
         settings.durability,
         settings.max_event_bytes,
         cache_key=key,
+        tracing_endpoint=settings.tracing_endpoint,
     )
 
 
@@ -255,6 +260,8 @@ class _Target:
         if self.url.kind != "sqlite" or os.path.exists(self.url.path):
             self.store = open_store(self.url, credentials=credentials)
         self.config = routes_config(routes, self.store)
+        # Spans are exported only with an endpoint configured: nothing of OpenTelemetry loads otherwise.
+        tracing.setup(self.config.tracing_endpoint, one_shot=True)
 
     def check_size(self, event: CloudEvent, where: str = "") -> None:
         try:
@@ -301,6 +308,7 @@ def publish_event(
     target = _Target(where, routes, credentials)
     try:
         target.check_size(event)
+        event = tracing.ensure(event, broker)  # an event without a trace gets one
         store = target.open()
         try:
             result = store.append(broker, [event])
@@ -341,7 +349,7 @@ def publish_file(
         for event in events:
             if problems.count:
                 continue  # nothing more is stored; reading on only reports every problem
-            pending.append(event)
+            pending.append(tracing.ensure(event, broker))
             if len(pending) >= CHUNK:
                 counted[0] += len(pending)
                 yield pending

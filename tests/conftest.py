@@ -31,3 +31,16 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory):
     yield cluster
     for server in cluster.servers:
         server.kill()
+
+
+class FakeClock:
+    """An injectable clock for the engine and the runner: time moves only when a test says so."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 SCENARIO = ROOT.parent / "shared" / "scenario.md"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Example:
@@ -359,3 +353,46 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     worker_log = (folder / "worker.log").read_text()
     assert "route notification added" in worker_log
     assert "changed" not in worker_log, worker_log
+
+
+# --------------------------------------------------------------------------- EventTransform
+
+
+def test_eventtransform_delivers_to_its_sink_and_replies_without_one(example: Examples) -> None:
+    ex = example("eventtransform")
+    ledger = ex.folder / "ledger.jsonl"
+    ex.service(ex.folder / "ledger.py", "--log", str(ledger), var="LEDGER_PORT")
+    (ex.folder / "order.json").write_text(lines(ex.folder / "orders.jsonl")[0])
+    shown = json.loads(
+        ex.evroute("routes", "test", "order.json", "--broker", "order-broker", "--json").stdout
+    )
+    assert [(r["route"], r["matched"]) for r in shown] == [
+        ("order-summary", True),
+        ("order-enrich", True),
+        ("enriched-audit", False),
+    ]
+    assert shown[0]["transformed"]["type"] == "order.summary"
+    assert shown[0]["transformed"]["data"] == {"order": 3001, "items": 2, "total": 30}
+    assert shown[1]["transformed"]["type"] == "order.enriched"
+    ex.publish("orders.jsonl")
+    ex.drain()
+
+    got = sorted((json.loads(line) for line in lines(ledger)), key=lambda e: (e["path"], e["id"]))
+    summaries = [e for e in got if e["path"] == "/summary"]
+    assert [(e["id"], e["type"], e["source"], e["subject"]) for e in summaries] == [
+        ("order-3001", "order.summary", "/shop/checkout", "eu-3001"),
+        ("order-3002", "order.summary", "/shop/checkout", "us-3002"),
+    ]
+    assert [e["data"] for e in summaries] == [
+        {"order": 3001, "items": 2, "total": 30},
+        {"order": 3002, "items": 1, "total": 40},
+    ]
+    audits = [e for e in got if e["path"] == "/audit"]
+    assert [(e["id"], e["type"], e["region"], e["evroutehops"]) for e in audits] == [
+        ("order-3001-enriched", "order.enriched", "eu", "1"),
+        ("order-3002-enriched", "order.enriched", "us", "1"),
+    ]
+    assert audits[0]["data"]["express"] is True and audits[1]["data"]["express"] is False
+    listed = json.loads(ex.evroute("events", "list", "--broker", "order-broker", "--json").stdout)
+    assert sorted(e["event"]["type"] for e in listed) == ["order.enriched"] * 2 + ["order.placed"] * 2
+    assert ex.dead_letters() == []

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner
+from helpers import run_cli
 
 from evroute.cli import main
 from evroute.export import dump_stream, service_for
@@ -144,14 +146,7 @@ def run(tmp_path: Path, text: str, *args: str) -> tuple[int, str, str]:
     """The real entry point (one error path) on a routes file holding ``text``."""
     routes = tmp_path / "routes.yaml"
     routes.write_text(text, encoding="utf-8")
-    runner = CliRunner()
-    with runner.isolation(env=ENV) as (out, err, _):
-        try:
-            main(["--routes", str(routes), "--db", str(tmp_path / "ev.db"), *args])
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue().decode(), err.getvalue().decode()
+    return run_cli("--routes", str(routes), "--db", str(tmp_path / "ev.db"), *args, env=ENV)
 
 
 def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -175,17 +170,22 @@ def _structural(schema: Any) -> Any:
     return out
 
 
+# The EventTransform CRD (v1alpha1) is kept with the tests' data, its source and licence named there.
+TRANSFORM_CRD = Path(__file__).resolve().parent / "data" / "knative" / "eventtransform.yaml"
+
+
 def crd_validator(kind: str) -> Any:
     jsonschema = pytest.importorskip("jsonschema")
-    path = CRDS / f"{kind.lower()}.yaml"
+    path = TRANSFORM_CRD if kind == "EventTransform" else CRDS / f"{kind.lower()}.yaml"
     if not path.exists():
         pytest.skip(f"Knative CRD anchor {path} is absent (shared/anchors/knative-eventing not laid out)")
     crd = yaml.safe_load(path.read_text(encoding="utf-8"))
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    api = "v1alpha1" if kind == "EventTransform" else "v1"
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == api)
     schema = _structural(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
     # The API server adds these to every kind; the CRD schema leaves them out.
     schema["properties"].update(
-        apiVersion={"type": "string", "const": "eventing.knative.dev/v1"},
+        apiVersion={"type": "string", "const": f"eventing.knative.dev/{api}"},
         kind={"type": "string", "const": kind},
         metadata={
             "type": "object",
@@ -203,7 +203,7 @@ def crd_validator(kind: str) -> Any:
 
 
 def assert_valid(manifests: list[dict[str, Any]]) -> None:
-    validators = {kind: crd_validator(kind) for kind in ("Broker", "Trigger")}
+    validators = {kind: crd_validator(kind) for kind in ("Broker", "Trigger", "EventTransform")}
     for manifest in manifests:
         errors = [e.message for e in validators[manifest["kind"]].iter_errors(manifest)]
         assert not errors, (manifest["metadata"]["name"], errors)
@@ -211,6 +211,10 @@ def assert_valid(manifests: list[dict[str, Any]]) -> None:
             # Knative's webhook requires an addressable subscriber and a broker.
             assert manifest["spec"]["broker"]
             assert manifest["spec"]["subscriber"].get("uri") or manifest["spec"]["subscriber"].get("ref")
+        if manifest["kind"] == "EventTransform":
+            # Knative's webhook: one transformation, and reply only with a sink.
+            assert manifest["spec"]["jsonata"]["expression"]
+            assert "reply" not in manifest["spec"] or "sink" in manifest["spec"]
 
 
 def test_validator_rejects_what_the_crd_would_prune() -> None:
@@ -549,6 +553,15 @@ FILTER_CASES: list[tuple[dict[str, str], list[Any]]] = [
     ({}, [{"prefix": {"source": "/shop/"}}, {"suffix": {"subject": "-eu"}}]),
     ({}, [{"any": [{"exact": {"region": "eu"}}, {"not": {"prefix": {"subject": "t-"}}}]}]),
     ({}, [{"not": {"all": [{"exact": {"type": "order.placed"}}, {"exact": {"region": "us"}}]}}]),
+    (
+        {},
+        [
+            {"exact": {"type": "order.placed", "region": "eu"}},
+            {"prefix": {"source": "/shop/", "subject": "o"}},
+        ],
+    ),
+    ({}, [{"any": [{"exact": {"region": "eu"}}, {"not": {}}]}, {}, {"all": []}]),
+    ({}, [{"suffix": {"subject": "-eu", "source": "eu"}}, {"any": []}]),
 ]
 EVENTS: list[dict[str, str]] = [
     {"id": "1", "source": "/shop/eu", "type": "order.placed", "specversion": "1.0"},
@@ -609,3 +622,131 @@ def test_cli_without_a_routes_file_is_bad_input(tmp_path: Path) -> None:
     assert exc.value.code == 2
     assert out.getvalue() == b""
     assert err.getvalue().decode().startswith(f"Error: routes file {tmp_path / 'missing.yaml'} not found")
+
+
+# --------------------------------------------------------------------------- transforms
+
+TRANSFORMS = """\
+services:
+  ledger: http://127.0.0.1:8081/
+routes:
+  - name: own
+    broker: orders
+    filter: {type: order.placed}
+    subscriber: {uri: http://127.0.0.1:8082/own}
+    transform:
+      jsonata: |
+        {"specversion": "1.0", "id": id, "source": source, "type": "order.own", "data": data}
+---
+apiVersion: eventing.knative.dev/v1alpha1
+kind: EventTransform
+metadata: {name: summary}
+spec:
+  jsonata:
+    expression: |
+      {"specversion": "1.0", "id": id, "source": source,
+       "type": "order.summary"}
+  sink: {ref: {apiVersion: v1, kind: Service, name: ledger}, uri: /summary}
+  reply: {jsonata: {expression: '$merge([$, {"type": "order.booked"}])'}}
+---
+apiVersion: eventing.knative.dev/v1alpha1
+kind: EventTransform
+metadata: {name: enrich}
+spec:
+  jsonata: {expression: '$merge([$, {"type": "order.enriched"}])'}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: summary}
+spec:
+  broker: orders
+  subscriber: {ref: {apiVersion: eventing.knative.dev/v1alpha1, kind: EventTransform, name: summary}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: summary-again}
+spec:
+  broker: orders
+  filters: [{exact: {type: order.placed, source: /shop}}]
+  subscriber: {ref: {apiVersion: eventing.knative.dev/v1alpha1, kind: EventTransform, name: summary}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: enrich}
+spec:
+  broker: orders
+  filter: {attributes: {type: order.placed}}
+  subscriber: {ref: {apiVersion: eventing.knative.dev/v1alpha1, kind: EventTransform, name: enrich}}
+"""
+
+
+def test_transforms_export_as_eventtransforms_valid_against_the_crd(tmp_path: Path) -> None:
+    routeset = load_routes_text(TRANSFORMS, str(tmp_path / "routes.yaml"), env={})
+    manifests, notes = to_knative(routeset, "shop", service_refs=True)
+    assert_valid(manifests)
+    assert notes == []
+    kinds = [(m["kind"], m["metadata"]["name"]) for m in manifests]
+    assert kinds == [
+        ("Broker", "orders"),
+        ("EventTransform", "own"),
+        ("Trigger", "own"),
+        ("EventTransform", "summary"),  # written once, for the two Triggers that use it
+        ("Trigger", "summary"),
+        ("Trigger", "summary-again"),
+        ("EventTransform", "enrich"),
+        ("Trigger", "enrich"),
+    ]
+    by = {(m["kind"], m["metadata"]["name"]): m for m in manifests}
+    assert by["EventTransform", "summary"]["spec"] == {
+        "jsonata": {
+            "expression": '{"specversion": "1.0", "id": id, "source": source,\n "type": "order.summary"}\n'
+        },
+        "sink": {"ref": {"apiVersion": "v1", "kind": "Service", "name": "ledger"}, "uri": "summary"},
+        "reply": {"jsonata": {"expression": '$merge([$, {"type": "order.booked"}])'}},
+    }
+    assert by["EventTransform", "enrich"]["spec"] == {
+        "jsonata": {"expression": '$merge([$, {"type": "order.enriched"}])'}
+    }  # no sink: Knative replies with the transformed event, into the broker
+    assert by["EventTransform", "own"]["spec"]["sink"] == {"uri": "http://127.0.0.1:8082/own"}
+    assert by["Trigger", "enrich"]["spec"]["subscriber"] == {
+        "ref": {"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "EventTransform", "name": "enrich"}
+    }
+    # A block expression stays a block in the YAML written.
+    assert '    expression: |\n      {"specversion"' in dump_stream(manifests)
+
+
+def test_transforms_round_trip_through_the_loader(tmp_path: Path) -> None:
+    routeset = load_routes_text(TRANSFORMS, str(tmp_path / "routes.yaml"), env={})
+    manifests, _ = to_knative(routeset)
+    again = load_routes_text(dump_stream(manifests), str(tmp_path / "again.yaml"), env={})
+    for before, after in zip(routeset.routes, again.routes, strict=True):
+        # A route's own transform comes back as the EventTransform of its name: same expression.
+        assert replace(after, transform=None) == replace(before, transform=None)
+        assert after.transform is not None and before.transform is not None
+        assert (after.transform.expression, after.transform.reply, after.transform.reply_expression) == (
+            before.transform.expression,
+            before.transform.reply,
+            before.transform.reply_expression,
+        )
+
+
+def test_eventtransform_crd_rejects_what_knative_would_prune() -> None:
+    validator = crd_validator("EventTransform")
+    good = {
+        "apiVersion": "eventing.knative.dev/v1alpha1",
+        "kind": "EventTransform",
+        "metadata": {"name": "t"},
+        "spec": {"jsonata": {"expression": "$"}, "sink": {"uri": "http://x/"}},
+    }
+    assert not list(validator.iter_errors(good))
+    assert list(validator.iter_errors({**good, "spec": {"jsonata": {"expr": "$"}}}))
+    assert list(validator.iter_errors({**good, "apiVersion": "eventing.knative.dev/v1"}))
+
+
+def test_dapr_export_names_a_transform_it_cannot_carry(tmp_path: Path) -> None:
+    routeset = load_routes_text(TRANSFORMS, str(tmp_path / "routes.yaml"), env={})
+    _, notes = to_dapr(routeset)
+    assert [n for n in notes if "JSONata transform" in n][:1] == [
+        "route 'own': a JSONata transform cannot be expressed in Dapr (Dapr delivers events as they "
+        "were published; the app receives them untransformed and must reshape them itself)"
+    ]

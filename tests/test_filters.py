@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from evroute.errors import InvalidInput
-from evroute.filters import check, compile_filters
+from evroute.filters import check, compile_filters, empty_expressions
 
 EVENT = {
     "specversion": "1.0",
@@ -151,10 +151,11 @@ def test_description_names_every_part() -> None:
         ([{"exact": {"": "x"}}], "empty attribute name (allowed: a CloudEvents attribute name)"),
         ([{"prefix": {"Type": "x"}}], "attribute name 'Type' is invalid (allowed: lowercase letters and digits, starting with a letter)"),
         ([{"exact": {"type": "a"}, "prefix": {"source": "/"}}], "more than one dialect in one filter: exact, prefix (allowed: exactly one per item; combine them with all: [...])"),
-        ([{"regex": {"type": "a"}}], "unknown filter dialect 'regex' (allowed: exact, prefix, suffix, all, any, not, cesql)"),
+        ([{"regex": {"type": "a"}}], "unknown filter dialect 'regex' (allowed: exact, prefix, suffix, all, any, not, cesql, cel)"),
         ([{"cesql": "type = "}], "CESQL: expected an expression but found end of expression at column 8 (allowed: CloudEvents SQL v1)"),
-        ([{"any": []}], "must be a non-empty list of filter expressions"),
-        ([{"exact": {"type": "a", "source": "b"}}], "has 2 attributes (allowed: exactly one, as in Knative; use all: [...] to require several)"),
+        ([{"any": {}}], "must be a list of filter expressions"),
+        ([{"exact": {"type": "a", "source": ""}}], "empty value for 'source' (allowed: a non-empty string)"),
+        ([[]], "must be one filter expression (allowed: exact, prefix, suffix, all, any, not, cesql, cel)"),
     ],
 )  # fmt: skip
 def test_check_names_each_problem(filters: list[object], message: str) -> None:
@@ -169,4 +170,54 @@ def test_check_walks_nested_expressions_with_paths() -> None:
     assert [(p.path, p.key) for p in problems] == [
         (("filter", "1bad"), True),
         (("filters", 0, "all", 0, "not", "suffix", "type"), False),
+    ]
+
+
+def test_string_dialects_with_several_attributes_need_every_one() -> None:
+    # Knative's webhook accepts these maps (its validation tests call them valid) and its
+    # end-to-end Trigger tables use them: every attribute must match.
+    for dialect, good, bad in (
+        ("exact", {"type": "order.placed", "source": "/shop/eu/checkout"}, {"source": "/shop/us"}),
+        ("prefix", {"type": "order.", "source": "/shop/"}, {"type": "invoice.placed"}),
+        ("suffix", {"type": ".placed", "subject": "-1"}, {"subject": "eu-west-2"}),
+    ):
+        assert check(None, [{dialect: good}]) == []
+        m = compile_filters({}, [{dialect: good}])
+        assert m.matches(EVENT)
+        assert not m.matches({**EVENT, **bad})
+        assert not m.matches({k: v for k, v in EVENT.items() if k != "type"})
+    m = compile_filters({}, [{"exact": {"type": "order.placed", "tenant": "acme"}}])
+    assert m.explain(EVENT) == "filters[0] exact tenant: 'acme', attribute missing"
+    assert m.description == "type=order.placed, tenant=acme"
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        [{}],
+        [{"not": {}}],
+        [{"all": []}],
+        [{"any": []}],
+        [{"not": {"not": {}}}],
+        [{"all": [{}, {"any": []}]}],
+        [{"cesql": ""}, {"exact": {}}],
+    ],
+)
+def test_empty_expressions_are_no_filter(filters: list[object]) -> None:
+    assert check(None, filters) == []
+    m = compile_filters({"type": "never"}, filters)  # a non-empty filters list still overrides
+    assert m.matches(EVENT) and m.matches({})
+    assert m.explain(EVENT) is None
+
+
+def test_empty_expressions_are_left_out_of_all_and_any() -> None:
+    # Knative drops them from the list they stand in: any(fail, {}) is any(fail).
+    m = compile_filters({}, [{"any": [{"exact": {"type": "a"}}, {"not": {}}]}])
+    assert not m.matches(EVENT)
+    m = compile_filters({}, [{"not": {}}, {"exact": {"type": "a"}}])
+    assert not m.matches(EVENT)
+    assert compile_filters({}, [{"all": [{}, {"exact": {"type": "order.placed"}}]}]).matches(EVENT)
+    assert empty_expressions([{"exact": {"type": "a"}}, {}, {"any": [{"not": {}}]}]) == [
+        ("filters", 1),
+        ("filters", 2, "any", 0, "not"),
     ]

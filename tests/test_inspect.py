@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from helpers import json_event
+from helpers import run_cli as run
 
-from evroute.cli import main
-from evroute.cloudevent import make_event
 from evroute.inspect import route_status, trace_event
 from evroute.routes.model import Matcher, Route, RouteSet, Subscriber
 from evroute.store import Store, cursors, deadletters, lease, retries
@@ -41,7 +40,16 @@ STATUS_KEYS = {
     "paused",
     "breaker",
 }
-TRACE_ROUTE_KEYS = {"route", "state", "attempt", "next_due", "last_error", "dlq_id", "failed_filter"}
+TRACE_ROUTE_KEYS = {
+    "route",
+    "state",
+    "attempt",
+    "next_due",
+    "last_error",
+    "dlq_id",
+    "failed_filter",
+    "attempts",
+}
 
 
 def exact(**want: str) -> Matcher:
@@ -64,16 +72,7 @@ def route(name: str, broker: str = "default", **kw: Any) -> Route:
 def publish(
     store: Store, n: int, broker: str = "default", type: str = "order.placed", prefix: str = "e"
 ) -> list[int]:
-    events = [
-        make_event(
-            type=type,
-            source="/shop",
-            id=f"{prefix}{i}",
-            data=json.dumps({"n": i}).encode(),
-            datacontenttype="application/json",
-        )
-        for i in range(n)
-    ]
+    events = [json_event(type, f"{prefix}{i}", {"n": i}) for i in range(n)]
     seqs = []
     for event in events:
         result = event_log.append(store, broker, [event])
@@ -109,18 +108,6 @@ def dead(store: Store, name: str, seq: int, now: float, broker: str = "default")
         ],
     )
     return dlq_id
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """The real entry point (one error path), output captured."""
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 @pytest.fixture

@@ -26,6 +26,14 @@ def open_store(create: bool = True) -> Any:
     return opener(obj.store, create=create, credentials=obj.credentials)
 
 
+def open_sqlite(create: bool = True) -> Any:
+    """The SQLite file itself, for what only it keeps (the outcome ring ``tail`` follows);
+    a NATS store is refused with one line."""
+    from evroute.store import Store
+
+    return Store(ctx_obj().db, create=create)
+
+
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 

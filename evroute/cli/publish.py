@@ -82,6 +82,12 @@ def init_cmd() -> None:
     "all or nothing.",
 )
 @click.option("--broker", metavar="NAME", help="Broker to publish to [default: default].")
+@click.option(
+    "--topic",
+    metavar="TOPIC",
+    help="Publish as Dapr does to this topic: the topic and pubsubname (the broker) attributes "
+    "are set, and the type defaults to com.dapr.event.sent.",
+)
 @click.option("--url", metavar="URL", help="Send to a running ingress (`evroute worker --listen`) instead.")
 @click.option(
     "--token", envvar="EVROUTE_TOKEN", metavar="TOKEN", help="Ingress token for --url (env EVROUTE_TOKEN)."
@@ -98,6 +104,7 @@ def publish(
     exts: tuple[str, ...],
     file_: str | None,
     broker: str | None,
+    topic: str | None,
     url: str | None,
     token: str | None,
 ) -> None:
@@ -112,6 +119,7 @@ def publish(
       evroute publish --type order.placed --ext tenant=acme --broker order-broker
       evroute publish --file orders.jsonl
       evroute publish --url http://127.0.0.1:8080/ --type order.placed
+      evroute publish --broker pubsub --topic orders --data '{"amount": 120}'
     """
     from evroute import publish as lib
     from evroute.errors import InvalidInput
@@ -134,12 +142,28 @@ def publish(
             given.append("--dataschema")
         if exts:
             given.append("--ext")
+        if topic is not None:
+            given.append("--topic")
         if given:
             raise InvalidInput(
                 f"--file takes every attribute from the file: {', '.join(given)} cannot be combined with it"
             )
         _publish_file(obj, broker_name, file_, url, token)
         return
+    extensions = lib.parse_extensions(exts)
+    if topic is not None:
+        from evroute.dapr_api import DAPR_TYPE, topic_attributes
+
+        if not topic:
+            raise InvalidInput("--topic must not be empty")
+        if url is None:
+            pubsub = broker_name
+        else:  # the URL's path names the broker: http://HOST:PORT/BROKER, or / for default
+            from urllib.parse import urlsplit
+
+            pubsub = urlsplit(url).path.strip("/") or lib.DEFAULT_BROKER
+        extensions.update(topic_attributes(topic, pubsub))
+        type_ = DAPR_TYPE if type_ is None else type_
     event = lib.event_from_options(
         type=type_,
         source=source,
@@ -149,7 +173,7 @@ def publish(
         datacontenttype=datacontenttype,
         dataschema=dataschema,
         time=time_,
-        extensions=lib.parse_extensions(exts),
+        extensions=extensions,
     )
     if url is not None:
         from evroute.client import send

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from evroute.cli.common import ctx_obj, echo_json, echo_table, open_store
+
+if TYPE_CHECKING:
+    from evroute.cloudevent import CloudEvent
 
 
 @click.group()
@@ -124,8 +127,9 @@ def test(
     """Which routes an event would reach; for each route it would not, the filter part that failed.
 
     The event is a structured CloudEvent JSON file (`-` reads stdin; id, source and specversion
-    may be left out), or is built from --type, --source, --subject and --ext. Exits 0 whether
-    or not anything matches.
+    may be left out), or is built from --type, --source, --subject and --ext. A matched route
+    with a transform (JSONata, or a Knative EventTransform) shows the event as it would be
+    delivered. Exits 0 whether or not anything matches.
 
     \b
       evroute routes test --type order.placed --source /shop --ext region=eu
@@ -141,17 +145,20 @@ def test(
     if event_file is None and type_ is None:
         raise InvalidInput("give an EVENT-FILE (structured CloudEvent JSON) or --type TYPE [--source S …]")
     if event_file is not None:
-        attributes = _event_from_file(event_file)
+        event = _event_from_file(event_file)
     else:
-        attributes = _event_from_flags(type_ or "", source, subject, id_, exts)
-    routeset = load_routes(ctx_obj().routes)
+        event = _event_from_flags(type_ or "", source, subject, id_, exts)
+    routeset = load_routes(ctx_obj().routes, resolve=False)
     results: list[dict[str, Any]] = []
     paused: dict[str, bool] = {}
     for route in routeset.routes:
         if route.broker != broker:
             continue
-        why = route.matcher.explain(attributes)
-        results.append({"route": route.name, "matched": why is None, "failed_filter": why})
+        why = route.matcher.explain_event(event)
+        result: dict[str, Any] = {"route": route.name, "matched": why is None, "failed_filter": why}
+        if why is None and route.transform is not None:
+            result.update(_transformed(route.transform, event))
+        results.append(result)
         paused[route.name] = route.paused
     if as_json:
         echo_json(results)
@@ -166,9 +173,27 @@ def test(
             outcome += " (paused: waits until resumed)"
         rows.append([r["route"], outcome, r["failed_filter"] or ""])
     echo_table(rows, ["route", "result", "failed filter"])
+    for r in results:
+        if "transformed" in r:
+            click.echo(f"\nroute {r['route']}: the transformed event:")
+            click.echo(json.dumps(r["transformed"], indent=2, ensure_ascii=False))
+        elif "transform_failed" in r:
+            click.echo(f"\nroute {r['route']}: {r['transform_failed']} (a delivery would fail permanently)")
 
 
-def _event_from_file(path: str) -> dict[str, Any]:
+def _transformed(transform: Any, event: Any) -> dict[str, Any]:
+    """What a route's transform makes of ``event``, as ``routes test`` shows it."""
+    from evroute.cloudevent import to_dict
+    from evroute.transform import TransformFailed
+
+    try:
+        shaped = transform.apply(event)
+    except TransformFailed as exc:
+        return {"transform_failed": exc.reason}
+    return {"transformed": to_dict(shaped)}
+
+
+def _event_from_file(path: str) -> CloudEvent:
     from evroute.cloudevent import from_dict
     from evroute.errors import InvalidInput
 
@@ -191,12 +216,12 @@ def _event_from_file(path: str) -> dict[str, Any]:
     obj.setdefault("specversion", "1.0")
     obj.setdefault("id", "evroute-routes-test")
     obj.setdefault("source", "/evroute/cli")
-    return dict(from_dict(obj, f"{path}: ").attributes)
+    return from_dict(obj, f"{path}: ")
 
 
 def _event_from_flags(
     type_: str, source: str, subject: str | None, id_: str, exts: tuple[str, ...]
-) -> dict[str, Any]:
+) -> CloudEvent:
     from evroute.cloudevent import make_event
     from evroute.errors import InvalidInput
 
@@ -206,5 +231,4 @@ def _event_from_flags(
         if not sep or not key:
             raise InvalidInput(f"--ext {item!r} must be KEY=VALUE")
         extensions[key] = value
-    event = make_event(type=type_, source=source, id=id_, subject=subject, extensions=extensions)
-    return dict(event.attributes)
+    return make_event(type=type_, source=source, id=id_, subject=subject, extensions=extensions)

@@ -94,8 +94,18 @@ def dump_stream(manifests: Sequence[Mapping[str, Any]]) -> str:
     """A ``---``-separated YAML stream, keys in the order the exporters build them."""
     import yaml
 
-    return yaml.safe_dump_all(
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        # A multi-line JSONata expression is written as a block, the way a user writes it.
+        style = "|" if "\n" in value and value == value.rstrip(" ") and "\t" not in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    _Dumper.add_representer(str, text)
+    return yaml.dump_all(
         [plain(m) for m in manifests],
+        Dumper=_Dumper,
         sort_keys=False,
         allow_unicode=True,
         default_flow_style=False,

@@ -1,4 +1,6 @@
-"""Routes as Knative Eventing manifests: one ``Broker`` per broker, one ``Trigger`` per route.
+"""Routes as Knative Eventing manifests: one ``Broker`` per broker, one ``Trigger`` per route,
+and an ``EventTransform`` (``v1alpha1``, JSONata) for a route with a transform, its Trigger's
+subscriber then being a ref to it.
 
 The Trigger is the route as SPEC 3.2 reads it, so exporting and loading back gives the same route
 (names, broker, filters, retry policy). Only delivery fields the v1 Trigger CRD knows are written:
@@ -25,6 +27,7 @@ from evroute.export import (
 from evroute.routes.model import Route, RouteSet
 
 API_VERSION = "eventing.knative.dev/v1"
+TRANSFORM_API_VERSION = "eventing.knative.dev/v1alpha1"
 ORDER_ANNOTATION = "kafka.eventing.knative.dev/delivery.order"
 
 
@@ -39,11 +42,46 @@ def to_knative(
     """
     manifests: list[dict[str, Any]] = [_broker(name, namespace) for name in brokers_in_order(routeset)]
     notes: list[str] = []
+    written: set[str] = set()  # EventTransforms already written (several Triggers may share one)
     for route in routeset.routes:
-        trigger = _trigger(route, routeset.services if service_refs else {}, namespace, notes)
-        if trigger is not None:
-            manifests.append(trigger)
+        services = routeset.services if service_refs else {}
+        trigger = _trigger(route, services, namespace, notes)
+        if trigger is None:
+            continue
+        if route.transform is not None:
+            transform = eventtransform(route, services, namespace)
+            name = transform["metadata"]["name"]
+            trigger["spec"]["subscriber"] = {
+                "ref": {"apiVersion": TRANSFORM_API_VERSION, "kind": "EventTransform", "name": name}
+            }
+            if name not in written:
+                written.add(name)
+                manifests.append(transform)
+        manifests.append(trigger)
     return manifests, notes
+
+
+def eventtransform(route: Route, services: Mapping[str, str], namespace: str | None) -> dict[str, Any]:
+    """The ``EventTransform`` a route's transform is in Knative: its JSONata expression, the
+    route's subscriber as ``spec.sink`` (none for a transform that replies into the broker)
+    and its reply rule. A route's own ``transform`` takes the route's name."""
+    t = route.transform
+    assert t is not None
+    spec: dict[str, Any] = {"jsonata": {"expression": t.expression}}
+    if not t.reply and route.subscriber.uri is not None:
+        spec["sink"] = _destination(route.subscriber.uri, services)
+        if t.discard_reply:
+            spec["reply"] = {"discard": True}
+        elif t.reply_expression is not None:
+            spec["reply"] = {"jsonata": {"expression": t.reply_expression}}
+    doc = {
+        "apiVersion": TRANSFORM_API_VERSION,
+        "kind": "EventTransform",
+        "metadata": _metadata(t.name or route.name, namespace),
+        "spec": spec,
+    }
+    result: dict[str, Any] = masked(doc, route)
+    return result
 
 
 def _broker(name: str, namespace: str | None) -> dict[str, Any]:
@@ -77,7 +115,8 @@ def _destination(uri: str, services: Mapping[str, str]) -> dict[str, Any]:
 def _trigger(
     route: Route, services: Mapping[str, str], namespace: str | None, notes: list[str]
 ) -> dict[str, Any] | None:
-    if route.subscriber.uri is None:
+    replies = route.transform is not None and route.transform.reply
+    if route.subscriber.uri is None and not replies:
         # A Trigger without an addressable subscriber is rejected by Knative; writing a
         # placeholder would deploy something that silently loses events, so the Trigger is left out.
         notes.append(
@@ -98,7 +137,8 @@ def _trigger(
         spec["filter"] = {"attributes": plain(route.filter)}
     if route.filters:
         spec["filters"] = plain(list(route.filters))
-    spec["subscriber"] = _destination(route.subscriber.uri, services)
+    if route.subscriber.uri is not None:
+        spec["subscriber"] = _destination(route.subscriber.uri, services)
     spec["delivery"] = _delivery(route, services, notes)
     _notes_for(route, notes)
     trigger = {"apiVersion": API_VERSION, "kind": "Trigger", "metadata": meta, "spec": spec}

@@ -4,6 +4,13 @@
 :class:`~evroute.filters.matcher.Matcher` once, when the routes file loads.
 """
 
-from evroute.filters.attributes import DIALECTS, FilterProblem, as_text, check, compile_filters
+from evroute.filters.attributes import (
+    DIALECTS,
+    FilterProblem,
+    as_text,
+    check,
+    compile_filters,
+    empty_expressions,
+)
 
-__all__ = ["DIALECTS", "FilterProblem", "as_text", "check", "compile_filters"]
+__all__ = ["DIALECTS", "FilterProblem", "as_text", "check", "compile_filters", "empty_expressions"]

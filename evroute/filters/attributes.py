@@ -2,9 +2,14 @@
 
 - ``filter`` (Trigger ``spec.filter.attributes``): every key present and equal; ``""`` means
   present and non-empty.
-- ``filters`` (SubscriptionsAPI): a list read as ``all``; each item has exactly one dialect:
-  ``exact`` / ``prefix`` / ``suffix`` (one attribute each, as Knative's webhook requires; a
-  missing attribute never matches), ``all``, ``any``, ``not`` and ``cesql``.
+- ``filters`` (SubscriptionsAPI): a list read as ``all``; each item has one dialect:
+  ``exact`` / ``prefix`` / ``suffix`` (a map of one or more attributes, every one must match;
+  a missing attribute never matches), ``all``, ``any``, ``not``, ``cesql`` and ``cel`` (CEL over
+  attributes and JSON data, :mod:`evroute.filters.cel`).
+- Empty expressions are Knative's "no filter": ``{}``, ``not: {}``, ``all: []``, ``any: []``
+  (and an empty ``exact`` / ``prefix`` / ``suffix`` map or ``cesql: ""``). Knative leaves them out of the list
+  they stand in, so they count for nothing inside ``all`` / ``any``; a ``filters`` list holding
+  nothing else lets every event through.
 
 String matching is case-sensitive. Attribute values that are not strings (integer and boolean
 extensions) are compared by their text, as in the HTTP binding: ``true``, ``false``, ``42``.
@@ -30,7 +35,7 @@ Attrs = Mapping[str, object]
 Match = Callable[[Attrs], bool]
 Explain = Callable[[Attrs], str | None]
 
-DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "cesql")
+DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "cesql", "cel")
 STRING_DIALECTS = ("exact", "prefix", "suffix")
 ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9]*\Z")  # \Z: `$` would pass a trailing newline
 NAME_RULE = "allowed: lowercase letters and digits, starting with a letter"
@@ -104,7 +109,9 @@ def _check_pair(
 
 
 def _check_item(path: tuple[str | int, ...], item: object) -> list[FilterProblem]:
-    if not isinstance(item, Mapping) or not item:
+    if item is None or (isinstance(item, Mapping) and not item):
+        return []  # Knative's "no filter"
+    if not isinstance(item, Mapping):
         return [FilterProblem(path, f"must be one filter expression (allowed: {', '.join(DIALECTS)})")]
     unknown = [k for k in item if k not in DIALECTS]
     if unknown:
@@ -123,24 +130,26 @@ def _check_item(path: tuple[str | int, ...], item: object) -> list[FilterProblem
     dialect, body = next(iter(item.items()))
     where = (*path, dialect)
     if dialect in STRING_DIALECTS:
-        if not isinstance(body, Mapping) or not body:
-            return [FilterProblem(where, "must be one attribute: value pair, like {type: order.placed}")]
-        if len(body) > 1:
-            return [
-                FilterProblem(
-                    where,
-                    f"has {len(body)} attributes (allowed: exactly one, as in Knative; "
-                    "use all: [...] to require several)",
-                )
-            ]
-        name, value = next(iter(body.items()))
-        return _check_pair((*where, name), name, value, empty_ok=False)
+        if body is None:
+            return []
+        if not isinstance(body, Mapping):
+            return [FilterProblem(where, "must be a map of attribute: value, like {type: order.placed}")]
+        return [p for name, value in body.items() for p in _check_pair((*where, name), name, value, False)]
     if dialect in ("all", "any"):
-        if not isinstance(body, list) or not body:
-            return [FilterProblem(where, "must be a non-empty list of filter expressions")]
+        if body is None:
+            return []
+        if not isinstance(body, list):
+            return [FilterProblem(where, "must be a list of filter expressions")]
         return [p for i, sub in enumerate(body) for p in _check_item((*where, i), sub)]
     if dialect == "not":
         return _check_item(where, body)
+    if body is None or body == "":
+        return []  # Knative: a missing expression is no filter
+    if dialect == "cel":
+        from evroute.filters import cel  # cel-python loads only for routes that use CEL
+
+        problem = cel.check(body)
+        return [] if problem is None else [FilterProblem(where, problem)]
     if not isinstance(body, str) or not body.strip():
         return [FilterProblem(where, "must be a CloudEvents SQL expression (text)")]
     try:
@@ -148,6 +157,29 @@ def _check_item(path: tuple[str | int, ...], item: object) -> list[FilterProblem
     except CesqlParseError as exc:
         return [FilterProblem(where, f"{exc.message} (allowed: CloudEvents SQL v1)")]
     return []
+
+
+def empty_expressions(filters: Sequence[Any] | None) -> list[tuple[str | int, ...]]:
+    """Where a valid ``filters`` list holds Knative's "no filter" (``{}``, ``not: {}``,
+    ``all: []``, ...), for ``routes check`` to note: each lets every event through."""
+    found: list[tuple[str | int, ...]] = []
+
+    def walk(path: tuple[str | int, ...], item: Any) -> None:
+        if not item:
+            found.append(path)
+            return
+        dialect, body = next(iter(item.items()))
+        if not body:
+            found.append((*path, dialect))
+        elif dialect in ("all", "any"):
+            for i, sub in enumerate(body):
+                walk((*path, dialect, i), sub)
+        elif dialect == "not":
+            walk((*path, "not"), body)
+
+    for i, item in enumerate(filters or ()):
+        walk(("filters", i), item)
+    return found
 
 
 def _kind(value: object) -> str:
@@ -183,9 +215,13 @@ def compile_filters(filter: Mapping[str, str], filters: Sequence[Any]) -> Matche
         where = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in first.path).replace(".[", "[")
         raise InvalidInput(f"{where}: {first.message}")
     if filters:
-        parts = [_compile_item(item, f"filters[{i}]") for i, item in enumerate(filters)]
+        parts = _present_parts(filters, "filters")
+        if not parts:  # only Knative "no filter" expressions: every event
+            return match_all()
         top = _all(parts, "filters")
-        return Matcher(top.match, top.explain, ", ".join(p.describe for p in parts))
+        return Matcher(
+            top.match, top.explain, ", ".join(p.describe for p in parts), needs_event=_uses_cel(filters)
+        )
     if filter:
         part = _attributes({k: _scalar_text(v) or "" for k, v in filter.items()})
         return Matcher(part.match, part.explain, part.describe)
@@ -255,28 +291,56 @@ _STRING_MATCHERS: dict[str, Callable[[str, str], Match]] = {
 }
 
 
-def _compile_item(item: Mapping[str, Any], label: str) -> _Part:
+def _present_parts(items: Sequence[Any], label: str) -> list[_Part]:
+    """The compiled items of a list, leaving out Knative's "no filter" ones, as Knative does."""
+    parts = (_compile_item(item, f"{label}[{i}]") for i, item in enumerate(items))
+    return [p for p in parts if p is not None]
+
+
+def _string_part(dialect: str, name: str, want: str, label: str) -> _Part:
+    match = _STRING_MATCHERS[dialect](name, want)
+
+    def explain_string(a: Attrs) -> str | None:
+        if match(a):
+            return None
+        got = a.get(name)
+        seen = "attribute missing" if got is None else f"got {as_text(got)!r}"
+        return f"{label} {dialect} {name}: {want!r}, {seen}"
+
+    sign = {"exact": "=", "prefix": "^=", "suffix": "$="}[dialect]
+    return _Part(match, explain_string, f"{name}{sign}{want}")
+
+
+def _compile_item(item: Mapping[str, Any] | None, label: str) -> _Part | None:
+    """The compiled expression, or None for Knative's "no filter" (an empty expression)."""
+    if not item:
+        return None
     dialect, body = next(iter(item.items()))
+    if not body:
+        return None  # not: {}, all: [], any: [], exact: {}
     if dialect in _STRING_MATCHERS:
-        name, raw = next(iter(body.items()))
-        want = _scalar_text(raw) or ""
-        match = _STRING_MATCHERS[dialect](name, want)
+        pairs = [_string_part(dialect, name, _scalar_text(raw) or "", label) for name, raw in body.items()]
+        if len(pairs) == 1:
+            return pairs[0]
+        matches = [p.match for p in pairs]
 
-        def explain_string(a: Attrs) -> str | None:
-            if match(a):
-                return None
-            got = a.get(name)
-            seen = "attribute missing" if got is None else f"got {as_text(got)!r}"
-            return f"{label} {dialect} {name}: {want!r}, {seen}"
+        def explain_pairs(a: Attrs) -> str | None:
+            for pair in pairs:
+                why = pair.explain(a)
+                if why is not None:
+                    return why
+            return None
 
-        sign = {"exact": "=", "prefix": "^=", "suffix": "$="}[dialect]
-        return _Part(match, explain_string, f"{name}{sign}{want}")
-    if dialect == "all":
-        return _all([_compile_item(sub, f"{label}.all[{i}]") for i, sub in enumerate(body)], label + " all")
-    if dialect == "any":
-        return _any([_compile_item(sub, f"{label}.any[{i}]") for i, sub in enumerate(body)], label)
+        return _Part(_and(matches), explain_pairs, ", ".join(p.describe for p in pairs))
+    if dialect in ("all", "any"):
+        parts = _present_parts(body, f"{label}.{dialect}")
+        if not parts:
+            return None
+        return _all(parts, label + " all") if dialect == "all" else _any(parts, label)
     if dialect == "not":
         inner = _compile_item(body, f"{label}.not")
+        if inner is None:
+            return None
         inner_match = inner.match
 
         def negated(a: Attrs) -> bool:
@@ -286,7 +350,36 @@ def _compile_item(item: Mapping[str, Any], label: str) -> _Part:
             return None if not inner_match(a) else f"{label} not: the event matches ({inner.describe})"
 
         return _Part(negated, explain_not, f"not({inner.describe})")
+    if dialect == "cel":
+        return _cel(body, label)
     return _cesql(parse(body), label)
+
+
+def _uses_cel(items: Sequence[Any]) -> bool:
+    """True when any item (at any depth) is a ``cel`` expression: the matcher needs the data."""
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        for dialect, body in item.items():
+            if dialect == "cel":
+                return True
+            if dialect in ("all", "any") and isinstance(body, list) and _uses_cel(body):
+                return True
+            if dialect == "not" and _uses_cel([body]):
+                return True
+    return False
+
+
+def _cel(source: str, label: str) -> _Part:
+    from evroute.filters.cel import compile_cel
+
+    expression = compile_cel(source)
+
+    def explain(a: Attrs) -> str | None:
+        why = expression.explain(a)
+        return None if why is None else f'{label} cel "{source}" ({why})'
+
+    return _Part(expression.matches, explain, f'cel "{source}"')
 
 
 def _cesql(expression: Expression, label: str) -> _Part:

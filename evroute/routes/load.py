@@ -6,9 +6,10 @@ problem, each as ``routes.yaml:LINE:COL: route 'NAME': field: what is wrong (wha
 An evroute document holds any of ``services`` (names for Knative refs), ``defaults``
 (``delivery`` merged under every route), ``settings`` and ``routes``; several may appear in
 one stream (``services`` and ``routes`` add up, ``defaults`` and ``settings`` appear once).
-Knative documents are read by :mod:`evroute.routes.knative`. Delivery settings merge field by
-field: built-in < ``defaults.delivery`` < the Broker's ``spec.delivery`` (for every route on that
-broker) < the route's own < annotations.
+Knative documents are read by :mod:`evroute.routes.knative`, Dapr Subscription and Resiliency
+documents by :mod:`evroute.routes.dapr`. Delivery settings merge field by field: built-in <
+``defaults.delivery`` < the Broker's ``spec.delivery`` (for every route on that broker) < a Dapr
+Resiliency's inbound policies for that pubsub < the route's own < annotations.
 
 ::
 
@@ -25,17 +26,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from evroute.errors import InvalidInput, RoutesInvalid
-from evroute.filters import as_text, check, compile_filters
-from evroute.routes import knative
+from evroute.filters import as_text, check, compile_filters, empty_expressions
+from evroute.routes import dapr, knative
 from evroute.routes.fields import Checker, RawRoute, Where, show
 from evroute.routes.model import (
     DEFAULT_DUPLICATE_WINDOW,
     DEFAULT_MAX_EVENT_BYTES,
+    INGRESS_TOKEN_VARS,
     Delivery,
     Route,
     RouteSet,
     Settings,
+    Subscriber,
 )
+from evroute.routes.transforms import Transforms, is_eventtransform, refers_to_transform
 from evroute.routes.yamltree import Doc, MalformedYaml, parse_stream
 
 DOC_KEYS = ("services", "defaults", "settings", "routes")
@@ -50,8 +54,10 @@ ROUTE_KEYS = (
     "signing",
     "start",
     "paused",
+    "transform",
+    "env",
 )
-SETTINGS_KEYS = ("retention", "durability", "maxEventBytes", "nats")
+SETTINGS_KEYS = ("retention", "durability", "maxEventBytes", "tracing", "nats")
 NATS_KEYS = ("replicas", "duplicateWindow")
 
 Layer = tuple[dict[str, Any], frozenset[str]]
@@ -60,8 +66,12 @@ Layer = tuple[dict[str, Any], frozenset[str]]
 MIN_SECRET = 3
 
 
-def load_routes(path: str, env: Mapping[str, str] | None = None) -> RouteSet:
-    """The routes of the file at ``path``; ``${VAR}`` expands from ``env`` (default os.environ)."""
+def load_routes(path: str, env: Mapping[str, str] | None = None, *, resolve: bool = True) -> RouteSet:
+    """The routes of the file at ``path``; ``${VAR}`` expands from ``env`` (default os.environ).
+
+    ``resolve=False`` reads the structure (names, brokers, start, filters) the same from any
+    shell: an unset variable stays as written (``${VAR}``) and programs are not looked up.
+    Commands that do not deliver use it, so a variable only the worker has never stops them."""
     try:
         with open(path, "rb") as fh:  # closed explicitly: a refcount close still warns (ResourceWarning)
             raw = fh.read()
@@ -77,22 +87,26 @@ def load_routes(path: str, env: Mapping[str, str] | None = None) -> RouteSet:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise RoutesInvalid([f"{path}:{line}:1: the file is not UTF-8 text (save it as UTF-8)"]) from None
-    return load_routes_text(text, path, env)
+    return load_routes_text(text, path, env, resolve=resolve)
 
 
-def load_routes_text(text: str, path: str, env: Mapping[str, str] | None = None) -> RouteSet:
+def load_routes_text(
+    text: str, path: str, env: Mapping[str, str] | None = None, *, resolve: bool = True
+) -> RouteSet:
     """The routes written in ``text``; ``path`` names the file in messages and anchors commands."""
-    return _Loader(text, path, os.environ if env is None else env).run()
+    return _Loader(text, path, os.environ if env is None else env, resolve).run()
 
 
 class _Loader:
-    def __init__(self, text: str, path: str, env: Mapping[str, str]) -> None:
+    def __init__(self, text: str, path: str, env: Mapping[str, str], resolve: bool) -> None:
         self.text = text
-        self.c = Checker(path, env)
+        self.c = Checker(path, env, resolve)
         self.defaults: Layer = ({}, frozenset())
         self.brokers: dict[str, Layer] = {}
         self.seen: dict[str, int] = {}  # route name -> line
         self.once: dict[str, int] = {}  # defaults/settings -> line
+        self.transforms = Transforms(self.c, text)
+        self.resiliency = dapr.Resiliency()  # Dapr Resiliency policies per pubsub (broker)
 
     def run(self) -> RouteSet:
         c = self.c
@@ -132,7 +146,11 @@ class _Loader:
             kind = knative.kind_of(doc.data)
             if kind == "Broker":
                 self.broker(doc)
-            elif kind is None:
+            elif is_eventtransform(doc.data):
+                self.transforms.read(doc)
+            elif dapr.kind_of(doc.data) == "Resiliency":
+                self.resiliency.read(c, doc)
+            elif kind is None and dapr.kind_of(doc.data) is None:
                 knative.ignored(c, doc)
         for doc in docs:
             if doc in ours:
@@ -141,11 +159,15 @@ class _Loader:
                 trigger = knative.read_trigger(c, doc)
                 if trigger is not None:
                     raws.append(trigger)
+            elif isinstance(doc.data, Mapping) and dapr.kind_of(doc.data) == "Subscription":
+                raws += dapr.read_subscription(c, doc)
         routes = [r for r in (self.route(raw) for raw in raws) if r is not None]
+        hidden = frozenset(c.variables) | INGRESS_TOKEN_VARS
+        routes = [_commands_get_env(r, hidden) for r in routes]
         if c.problems:
             raise RoutesInvalid([text for _, text in sorted(c.problems, key=lambda p: p[0])])
         services = {name: uri for name, (uri, _) in c.services.items()}
-        return RouteSet(tuple(routes), settings, services, c.path, tuple(c.notes))
+        return RouteSet(tuple(routes), settings, services, c.path, tuple(c.notes), c.resolve)
 
     def first(self, key: str, doc: Doc) -> bool:
         if key in self.once:
@@ -218,9 +240,27 @@ class _Loader:
             retention=retention,
             durability=durability or "normal",
             max_event_bytes=size,
+            tracing_endpoint=self.tracing(body.get("tracing"), at / "tracing"),
             nats_replicas=replicas,
             nats_duplicate_window=window,
         )
+
+    def tracing(self, value: object, at: Where) -> str | None:
+        """``settings.tracing: {endpoint: http://collector:4318}``: where spans are exported."""
+        c = self.c
+        body = c.mapping(value, at, "", "endpoint: http://HOST:4318")
+        if not body or not c.keys(body, ("endpoint",), at, ""):
+            return None
+        endpoint = body.get("endpoint")
+        if endpoint is None:
+            return None
+        if not isinstance(endpoint, str):
+            c.problem(at / "endpoint", "", f"must be an http(s) URL, got {show(endpoint)}")
+            return None
+        expanded = c.expand(endpoint, at / "endpoint", "", set())
+        if expanded is None:
+            return None
+        return c.http_uri(endpoint, expanded, at / "endpoint", "")
 
     def evroute_routes(self, doc: Doc) -> list[RawRoute]:
         items = doc.data.get("routes")
@@ -288,12 +328,23 @@ class _Loader:
             broker = c.name(v["broker"], at["broker"], scope) or "default"
 
         filt, filters = v.get("filter"), v.get("filters")
-        for problem in check(filt, filters):
+        filter_problems = check(filt, filters)
+        for problem in filter_problems:
             head, *rest = problem.path
             where = at[str(head)]
             for part in rest:
                 where = where / part
             c.problem(where, scope, problem.message, problem.key)
+        if not filter_problems:
+            for _, *rest in empty_expressions(filters):
+                where = at["filters"]
+                for part in rest:
+                    where = where / part
+                c.note(
+                    where,
+                    scope,
+                    f"{where.label}: an empty expression is Knative's no filter (it lets every event through)",
+                )
         if filt and filters:
             c.note(
                 at["filters"], scope, "both filter and filters are set; filters is used and filter is ignored"
@@ -301,16 +352,33 @@ class _Loader:
 
         secrets: set[str] = set()
         subscriber = None
+        transform = None
         if v.get("subscriber") is None:
             c.problem(
                 raw.where,
                 scope,
                 "subscriber is required (allowed: a URI, {uri: …}, {command: […]} or {ref: …})",
             )
+        elif refers_to_transform(v["subscriber"]):
+            if "transform" in v:
+                c.problem(
+                    at["transform"],
+                    scope,
+                    "both transform and a subscriber ref to an EventTransform are set (allowed: one of them)",
+                )
+            else:
+                found = self.transforms.resolve(v["subscriber"], at["subscriber"], scope, secrets)
+                subscriber, transform = found if found is not None else (None, None)
         else:
             subscriber = c.sink(v["subscriber"], at["subscriber"], scope, secrets)
+        if "transform" in v:
+            transform = self.transforms.route_transform(v["transform"], at["transform"], scope)
 
-        layers = [self.defaults, self.brokers.get(broker, ({}, frozenset()))]
+        layers = [
+            self.defaults,
+            self.brokers.get(broker, ({}, frozenset())),
+            self.resiliency.layers.get(broker, ({}, frozenset())),
+        ]
         if "delivery" in v:
             layers.append(c.delivery(v["delivery"], at["delivery"], scope))
         merged: dict[str, Any] = {}
@@ -328,9 +396,12 @@ class _Loader:
             v.get("start", "latest"), ("latest", "earliest"), at.get("start", raw.where), scope, "start"
         )
         paused = c.boolean(v.get("paused", False), at.get("paused", raw.where), scope)
+        env = c.env_names(v["env"], at["env"], scope) if "env" in v else None
+        if env is not None and subscriber is not None and subscriber.command is None:
+            c.note(at["env"], scope, "env is ignored (it applies to command subscribers)")
         if len(c.problems) > before or subscriber is None or not isinstance(name, str):
             return None
-        return Route(
+        route = Route(
             name=name,
             broker=broker,
             subscriber=subscriber,
@@ -343,5 +414,24 @@ class _Loader:
             start=start or "latest",
             paused=bool(paused),
             secrets=frozenset(s for s in secrets if len(s) >= MIN_SECRET),
+            env=env,
             line=line,
+            transform=transform,
         )
+        return raw.finish(route) if raw.finish is not None else route
+
+
+def _commands_get_env(route: Route, hidden: frozenset[str]) -> Route:
+    """``route`` with its command sinks told which environment to pass (SPEC 5.2)."""
+
+    def fix(sink: Subscriber | None) -> Subscriber | None:
+        if sink is None or sink.command is None:
+            return sink
+        return dataclasses.replace(sink, env=route.env, hidden_env=hidden)
+
+    subscriber = fix(route.subscriber)
+    dls = fix(route.delivery.dead_letter_sink)
+    if subscriber is route.subscriber and dls is route.delivery.dead_letter_sink:
+        return route
+    delivery = dataclasses.replace(route.delivery, dead_letter_sink=dls)
+    return dataclasses.replace(route, subscriber=subscriber or route.subscriber, delivery=delivery)

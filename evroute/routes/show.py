@@ -1,6 +1,7 @@
 """Routes as people and scripts read them: table rows and routes.yaml-shaped dicts.
 
-Everything here is masked: expanded ``${VAR}`` values and signing secrets print as ``***``.
+Everything here is masked: expanded ``${VAR}`` values, signing secrets and every header value
+(written in the file or expanded: either may be a credential) print as ``***``.
 """
 
 from __future__ import annotations
@@ -18,14 +19,29 @@ def sink_dict(sink: Subscriber | None, route: Route) -> dict[str, Any] | None:
         return None
     if sink.command is not None:
         return {"command": [route.mask(a) for a in sink.command]}
+    if sink.rules:  # a Dapr Subscription's path rules (match None: the default)
+        return {
+            "uri": route.mask(sink.uri or ""),
+            "rules": [{"match": r.source or None, "path": r.path} for r in sink.rules],
+        }
     return {"uri": route.mask(sink.uri or "")}
+
+
+def subscriber_text(route: Route) -> str:
+    """Where a route delivers, masked; a transform says so (``EventTransform x -> URI``)."""
+    text = route.mask(route.subscriber.describe())
+    t = route.transform
+    if t is None:
+        return text
+    via = f"EventTransform {t.name}" if t.name else "transform"
+    return f"{via} -> reply into {route.broker}" if t.reply else f"{via} -> {text}"
 
 
 def route_dict(route: Route) -> dict[str, Any]:
     """The route in routes.yaml vocabulary, every delivery field resolved, secrets masked."""
     d = route.delivery
     breaker = d.circuit_breaker
-    return {
+    out = {
         "name": route.name,
         "broker": route.broker,
         "filter": dict(route.filter),
@@ -49,11 +65,31 @@ def route_dict(route: Route) -> dict[str, Any]:
                 "cooldown": format_duration(breaker.cooldown),
             },
         },
-        "headers": {k: route.mask(v) for k, v in route.headers.items()},
+        "headers": {k: "***" for k in route.headers},
         "signing": None if route.signing_secret is None else {"secret": "***"},
         "start": route.start,
         "paused": route.paused,
+        **({} if route.transform is None else {"transform": _transform_dict(route)}),
+        "env": None if route.env is None else list(route.env),
     }
+    if route.dead_letter_topic is not None:
+        out["deadLetterTopic"] = route.dead_letter_topic
+    return out
+
+
+def _transform_dict(route: Route) -> dict[str, Any]:
+    t = route.transform
+    assert t is not None
+    out: dict[str, Any] = {"jsonata": t.expression}
+    if t.name:
+        out["eventTransform"] = t.name
+    if t.reply:
+        out["replyIntoBroker"] = True
+    if t.reply_expression is not None:
+        out["replyJsonata"] = t.reply_expression
+    if t.discard_reply:
+        out["discardReply"] = True
+    return out
 
 
 def route_row(route: Route) -> list[str]:
@@ -67,7 +103,7 @@ def route_row(route: Route) -> list[str]:
         route.name,
         route.broker,
         route.matcher.description,
-        route.mask(route.subscriber.describe()),
+        subscriber_text(route),
         retry,
         ordering,
         "yes" if route.paused else "",

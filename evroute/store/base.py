@@ -24,7 +24,7 @@ policies, breakers and the delivery itself stay above the seam.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -163,8 +163,9 @@ class EventStore(Protocol):
     def ensure_routes(self, routes: Sequence[RouteStart], now: float | None = None) -> list[str]: ...
     def cursor(self, route: str) -> Cursor | None: ...
     def cursors(self) -> dict[str, Cursor]: ...
-    def reset(self, route: str, to: str, now: float | None = None) -> int:
-        """Move to earliest | latest | SEQ | RFC 3339 time; returns the new position."""
+    def reset(self, route: str, to: str, now: float | None = None, *, drop_retries: bool = False) -> int:
+        """Move to earliest | latest | SEQ | RFC 3339 time; returns the new position.
+        Retries already scheduled are kept unless ``drop_retries`` (replays always stay)."""
         ...
 
     def forget(self, route: str) -> None:
@@ -173,6 +174,14 @@ class EventStore(Protocol):
 
     # retries waiting (status, events show)
     def retry_state(self, route: str, seq: int) -> Retry | None: ...
+    def scheduled(self, route: str) -> int:
+        """Retries of log events ``route`` has waiting (dead-letter replays not counted)."""
+        ...
+
+    def attempts_of(self, seq: int) -> list[Any]:
+        """The attempt history of one event, every route (``events show``)."""
+        ...
+
     def retry_summary(self, routes: Sequence[str] | None = None) -> dict[str, tuple[int, float | None]]:
         """route -> (retries waiting, next due), of ``routes`` (None: every route with any)."""
         ...
@@ -219,27 +228,54 @@ class Deliveries(Protocol):
     async def cursor(self, route: str) -> Cursor | None: ...
     async def read(self, route: str, broker: str, after: int, limit: int) -> Sequence[StoredEvent]: ...
     async def succeeded(
-        self, route: str, seq: int, token: Any, *, scheduled: bool, dlq_id: int | None
-    ) -> None: ...
-    async def retry(self, retry: Retry, token: Any) -> None:
+        self,
+        route: str,
+        seq: int,
+        token: Any,
+        *,
+        scheduled: bool,
+        dlq_id: int | None,
+        attempts: Sequence[Any] = (),
+    ) -> None:
+        """Delivered. ``attempts``: attempt-history rows to keep with it (SQLite: in the same
+        transaction; a store without attempt history may drop them)."""
+        ...
+
+    async def retry(self, retry: Retry, token: Any, attempts: Sequence[Any] = ()) -> None:
         """Attempt again at ``retry.due_at``. An ordered route's head event stays with its
         dispatcher, which waits the delay out and retries it in place: the store must not
         hand that event to anyone meanwhile (JetStream: MaxAckPending 1 keeps it so)."""
         ...
 
-    async def dead_letter(self, letter: NewDeadLetter, token: Any, replaced: int | None) -> int: ...
+    async def dead_letter(
+        self, letter: NewDeadLetter, token: Any, replaced: int | None, attempts: Sequence[Any] = ()
+    ) -> int: ...
     async def dls_outcome(self, dlq_id: int, outcome: str) -> None: ...
-    async def commit(self, progress: Sequence[Progress], now: float) -> list[str]:
-        """One write for many routes; returns the routes whose epoch moved (re-read them)."""
+    async def commit(self, progress: Sequence[Progress], now: float, recent: Sequence[Any] = ()) -> list[str]:
+        """One write for many routes (with ``recent`` outcomes for ``evroute tail``, where the
+        store keeps them); returns the routes whose epoch moved (re-read them)."""
+        ...
+
+    async def link(self, child: int, parent: int, kind: str, route: str) -> None:
+        """Remember that event ``child`` answers ``parent`` (a reply): the console links them."""
         ...
 
     async def epochs(self) -> dict[str, int]: ...
     async def lag(self, broker: str, position: int) -> int: ...
+    async def newest(self, broker: str) -> int:
+        """The newest seq of ``broker`` (0 if none): lag without counting."""
+        ...
+
     async def due(self, now: float, routes: Sequence[str], limit: int) -> list[Retry]:
         """Retries the store schedules itself (SQLite); JetStream redelivers through read()."""
         ...
 
-    async def next_due(self, routes: Sequence[str]) -> float | None: ...
+    async def due_for(self, route: str, now: float, limit: int, upto: int | None = None) -> list[Retry]:
+        """One route's due retries, oldest due first; ``upto`` (an ordered route, whose head
+        is retried in place): only dead-letter replays and rows at or behind that seq."""
+        ...
+
+    async def next_due(self, routes: Sequence[str], after: float | None = None) -> float | None: ...
     async def waiting(self, routes: Sequence[str]) -> int: ...
     async def retry_state(self, route: str, seq: int) -> Retry | None:
         """An ordered route's head event already on the schedule (SQLite); JetStream: None."""
@@ -262,6 +298,11 @@ class Deliveries(Protocol):
 
     def version(self) -> int:
         """Changes whenever another process wrote: the cheap wake-up check."""
+        ...
+
+    async def watch(self, changed: Callable[[], None]) -> None:
+        """Run until cancelled, calling ``changed()`` when another process wrote (new events,
+        a reset, a replay): the worker's wake-up. SQLite: the -wal file; JetStream: messages."""
         ...
 
     def problem(self) -> str | None:

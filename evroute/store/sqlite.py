@@ -9,8 +9,7 @@ imported only where they are built, so a single ``publish`` does not define them
 from __future__ import annotations
 
 import os
-import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -105,10 +104,10 @@ class SqliteStore:
 
         return cursors.all_cursors(self.db)
 
-    def reset(self, route: str, to: str, now: float | None = None) -> int:
+    def reset(self, route: str, to: str, now: float | None = None, *, drop_retries: bool = False) -> int:
         from evroute.store import cursors
 
-        return cursors.reset(self.db, route, to, now)
+        return cursors.reset(self.db, route, to, now, drop_retries=drop_retries)
 
     def forget(self, route: str) -> None:
         from evroute.store import cursors
@@ -121,6 +120,16 @@ class SqliteStore:
         from evroute.store import retries
 
         return retries.get(self.db, route, seq)
+
+    def scheduled(self, route: str) -> int:
+        from evroute.store import retries
+
+        return retries.scheduled(self.db, route)
+
+    def attempts_of(self, seq: int) -> list[Any]:
+        from evroute.store import attempts
+
+        return list(attempts.for_seq(self.db, seq))
 
     def retry_summary(self, routes: Sequence[str] | None = None) -> dict[str, tuple[int, float | None]]:
         from evroute.store import retries
@@ -223,9 +232,9 @@ class SqliteStore:
         return [Presence(held.holder, held.pid, held.host, held.since, held.heartbeat, alive=held.alive(now))]
 
     def collect(self, routes: Sequence[RouteStart], retention: float, now: float, limit: int | None) -> int:
-        from evroute.store import sweep
+        from evroute.retention import collect_routes  # the rules live there, beside the routes
 
-        return sweep.collect(self.db, routes, now - retention, limit)
+        return collect_routes(self.db, routes, retention, now, limit)
 
     @contextmanager
     def snapshot(self) -> Iterator[object]:
@@ -271,16 +280,18 @@ class SqliteStore:
 
 class SqliteDeliveries:
     """The worker's side on the same connection. Its methods do not yield to the loop: every
-    call is one short SQLite statement or transaction, as before the seam."""
+    call is one short SQLite statement or transaction, as before the seam. Once the worker
+    holds the lease (:meth:`join`), every write is guarded by it."""
 
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
         self.db = store.db
+        self.holder: str | None = None
         # WAL checkpoints copy pages back into the database file and can take tens of
         # milliseconds: never on the worker's connection, inside the delivery loop.
         # housekeep() checkpoints from a thread instead (publishers keep SQLite's
         # automatic checkpoints too).
-        self.db.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self.db.manual_checkpoints()
 
     async def attach(self, routes: Sequence[RouteStart], now: float | None = None) -> dict[str, Cursor]:
         from evroute.store import cursors
@@ -293,45 +304,55 @@ class SqliteDeliveries:
         return log.read_after(self.db, broker, after, limit)
 
     async def succeeded(
-        self, route: str, seq: int, token: Any, *, scheduled: bool, dlq_id: int | None
+        self,
+        route: str,
+        seq: int,
+        token: Any,
+        *,
+        scheduled: bool,
+        dlq_id: int | None,
+        attempts: Sequence[Any] = (),
     ) -> None:
         if not scheduled and dlq_id is None:
             return  # the watermark covers it at the next commit: no row per delivered event
-        with self.db.write() as conn:
-            conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (route, seq))
-            if dlq_id is not None:
-                conn.execute("DELETE FROM dead_letters WHERE id = ?", (dlq_id,))
-
-    async def retry(self, retry: Retry, token: Any) -> None:
         from evroute.store import retries
 
-        retries.schedule(self.db, [retry])
+        retries.forget(self.db, route, seq, dlq_id, self.holder, attempts=attempts)
 
-    async def dead_letter(self, letter: NewDeadLetter, token: Any, replaced: int | None) -> int:
+    async def retry(self, retry: Retry, token: Any, attempts: Sequence[Any] = ()) -> None:
+        from evroute.store import retries
+
+        retries.schedule(self.db, [retry], self.holder, attempts=attempts)
+
+    async def dead_letter(
+        self, letter: NewDeadLetter, token: Any, replaced: int | None, attempts: Sequence[Any] = ()
+    ) -> int:
         from evroute.store import deadletters
 
-        [dlq_id] = deadletters.add(self.db, [letter])  # drops the retry row of a logged event
-        if replaced is not None:
-            # A replay: the dead letter it came from goes, and so does the retry row of an
-            # event without a log seq (keyed by the dead letter's negative id).
-            with self.db.write() as conn:
-                if letter.seq is None:
-                    conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (letter.route, -replaced))
-                conn.execute("DELETE FROM dead_letters WHERE id = ?", (replaced,))
-        return dlq_id
+        # One transaction: the dead letter, its retry row (an event without a log seq is a
+        # replay keyed by the dead letter's negative id) and the dead letter it replayed.
+        key = letter.seq if letter.seq is not None else -(replaced or 0)
+        return deadletters.bury(self.db, letter, key, replaced, self.holder, attempts=attempts)
 
     async def dls_outcome(self, dlq_id: int, outcome: str) -> None:
         from evroute.store import deadletters
 
         deadletters.set_dls_outcome(self.db, dlq_id, outcome)
 
-    async def commit(self, progress: Sequence[Progress], now: float) -> list[str]:
+    async def commit(self, progress: Sequence[Progress], now: float, recent: Sequence[Any] = ()) -> list[str]:
         from evroute.store import cursors
 
-        return cursors.commit(self.db, progress, now)
+        return cursors.commit(self.db, progress, now=now, recent=recent, holder=self.holder)
+
+    async def link(self, child: int, parent: int, kind: str, route: str) -> None:
+        from evroute.store import links
+
+        links.add(self.db, links.Link(child, parent, kind, route))
 
     async def epochs(self) -> dict[str, int]:
-        return {str(r[0]): int(r[1]) for r in self.db.conn.execute("SELECT route, epoch FROM cursors")}
+        from evroute.store import cursors
+
+        return cursors.epochs(self.db)
 
     async def cursor(self, route: str) -> Cursor | None:
         return self.store.cursor(route)
@@ -341,10 +362,15 @@ class SqliteDeliveries:
 
         return retries.due(self.db, now, routes, limit)
 
-    async def next_due(self, routes: Sequence[str]) -> float | None:
+    async def due_for(self, route: str, now: float, limit: int, upto: int | None = None) -> list[Retry]:
         from evroute.store import retries
 
-        return retries.next_due(self.db, routes)
+        return retries.due_for_route(self.db, route, now, limit, replays_or_upto=upto)
+
+    async def next_due(self, routes: Sequence[str], after: float | None = None) -> float | None:
+        from evroute.store import retries
+
+        return retries.next_due(self.db, routes, after)
 
     async def waiting(self, routes: Sequence[str]) -> int:
         from evroute.store import retries
@@ -373,10 +399,16 @@ class SqliteDeliveries:
     async def lag(self, broker: str, position: int) -> int:
         return log.count_after(self.db, broker, position)
 
+    async def newest(self, broker: str) -> int:
+        return log.max_seq(self.db, broker)
+
     async def join(self, holder: str, now: float) -> bool:
         from evroute.store import lease
 
-        return lease.acquire(self.db, holder, now)
+        if lease.acquire(self.db, holder, now):
+            self.holder = holder
+            return True
+        return False
 
     async def beat(self, holder: str, now: float, counters: Mapping[str, int]) -> bool:
         from evroute.store import lease
@@ -394,6 +426,13 @@ class SqliteDeliveries:
     def version(self) -> int:
         return self.db.data_version()
 
+    async def watch(self, changed: Callable[[], None]) -> None:
+        """Call ``changed()`` whenever another process commits: the -wal file's notifications
+        wake a ``PRAGMA data_version`` check."""
+        from evroute.worker.wakeups import watch_commits  # the machinery lives with the worker
+
+        await watch_commits(self.db.path, self.db.data_version, changed)
+
     def problem(self) -> str | None:
         return None if self.db.writable() else f"database '{self.db.path}' is not writable"
 
@@ -405,16 +444,9 @@ class SqliteDeliveries:
         into the database file can take tens of milliseconds, never inside the delivery loop."""
         import asyncio
 
-        path = self.db.path
+        from evroute.store.db import checkpoint
 
-        def checkpoint() -> None:
-            conn = sqlite3.connect(path, timeout=1.0)
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            finally:
-                conn.close()
-
-        await asyncio.to_thread(checkpoint)
+        await asyncio.to_thread(checkpoint, self.db.path)
 
 
 __all__ = ["SqliteDeliveries", "SqliteStore"]

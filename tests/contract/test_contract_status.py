@@ -36,7 +36,16 @@ STATUS_KEYS = {
     "paused",
     "breaker",
 }
-TRACE_ROUTE_KEYS = {"route", "state", "attempt", "next_due", "last_error", "dlq_id", "failed_filter"}
+TRACE_ROUTE_KEYS = {
+    "route",
+    "state",
+    "attempt",
+    "next_due",
+    "last_error",
+    "dlq_id",
+    "failed_filter",
+    "attempts",
+}
 
 
 def exact(**want: str) -> Matcher:
@@ -151,7 +160,11 @@ def test_events_show_reports_every_state_with_the_exact_json_shape(store: StoreC
         states = {e["route"]: e for e in doc["routes"]}
         assert "elsewhere" not in states  # routes on other brokers are not listed
         assert [e["route"] for e in doc["routes"]] == ["done", "waiting", "flaky", "gave-up", "audit", "held"]
-        assert states["done"] == dict.fromkeys(TRACE_ROUTE_KEYS) | {"route": "done", "state": "delivered"}
+        assert states["done"] == dict.fromkeys(TRACE_ROUTE_KEYS) | {
+            "route": "done",
+            "state": "delivered",
+            "attempts": [],
+        }
         assert states["waiting"]["state"] == "pending"
         flaky = states["flaky"]
         assert flaky["state"] == "retrying" and flaky["attempt"] == 1
