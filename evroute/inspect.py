@@ -21,7 +21,7 @@ from evroute.errors import NotFound, RoutesInvalid
 from evroute.routes.model import Route, RouteSet
 from evroute.routes.show import subscriber_text
 from evroute.store import Store
-from evroute.store.base import Cursor, EventStore
+from evroute.store.base import Cursor, EventStore, Presence
 
 
 def as_store(store: EventStore | Store) -> EventStore:
@@ -146,7 +146,21 @@ def route_status(store: EventStore | Store, routeset: RouteSet, now: float) -> d
         for name in sorted(set(found) - known):
             cursor = found[name]
             rows.append(_route_row(store, figures, name, cursor.broker, cursor, None, running))
-    return {"worker": worker, "routes": rows}
+        workers = [_worker_row(w) for w in store.workers(now) if w.alive]
+    return {"worker": worker, "workers": workers, "routes": rows}
+
+
+def _worker_row(w: Presence) -> dict[str, Any]:
+    """One live worker of SPEC 16's ``workers`` list (SQLite: the lease holder)."""
+    return {
+        "id": w.holder,
+        "host": w.host,
+        "pid": w.pid,
+        "since": rfc3339(w.since),
+        "heartbeat": rfc3339(w.heartbeat),
+        "delivered": int(w.counters.get("delivered", 0)),
+        "failed": int(w.counters.get("failed", 0)),
+    }
 
 
 # --------------------------------------------------------------------------- one event

@@ -327,3 +327,48 @@ def test_a_commit_acks_the_events_it_covers_that_were_finished_without_a_call(st
         await d.close()
 
     run(main())
+
+
+def test_a_reset_with_retries_waiting_needs_drop_retries(store):
+    """The consumer holds the retries (NAK'd messages): recreating it drops them, so a reset
+    says so and changes nothing unless asked to drop them."""
+    store.put_routes("routes.yaml", ROUTES, None)
+    store.append("default", [ev(i) for i in range(2)])
+
+    async def main():
+        d = store.deliveries()
+        await d.attach([RouteStart("inv", "default", "earliest")])
+        got = await _read(d, "inv", 2)
+        await d.retry(Retry("inv", 1, 1, time.time() + 60, time.time(), 503, "503", None), got[0].token)
+        await d.succeeded("inv", got[1].seq, got[1].token, scheduled=False, dlq_id=None)
+        await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(store.scheduled, "inv") == 1
+        epoch = store.cursor("inv").epoch
+        with pytest.raises(InvalidInput, match="drops its 1 scheduled retry: add --drop-retries"):
+            await asyncio.to_thread(store.reset, "inv", "latest")
+        assert store.cursor("inv").epoch == epoch and store.scheduled("inv") == 1
+        assert await asyncio.to_thread(store.reset, "inv", "latest", drop_retries=True) == 2
+        assert store.scheduled("inv") == 0
+        await d.close()
+
+    run(main())
+
+
+def test_watch_wakes_the_worker_when_a_route_has_something_to_read(store):
+    store.put_routes("routes.yaml", ROUTES, None)
+
+    async def main():
+        d = store.deliveries()
+        await d.attach([RouteStart("inv", "default", "latest")])
+        woken = asyncio.Event()
+        watcher = asyncio.ensure_future(d.watch(woken.set))
+        assert await d.read("inv", "default", 0, 10) == []  # a pull request now waits on the server
+        woken.clear()
+        await asyncio.to_thread(store.append, "default", [ev(1)])
+        await asyncio.wait_for(woken.wait(), 1.0)
+        [got] = await d.read("inv", "default", 0, 10)
+        assert got.event.id == "e1"
+        watcher.cancel()
+        await d.close()
+
+    run(main())

@@ -11,7 +11,10 @@ durable consumer; every worker pulls from every route, and the server spreads th
 - A replayed dead letter comes back through ``read`` on the route's replay subject; its
   success removes the record, its new dead letter replaces the old one.
 - ``commit`` keeps the counters for the heartbeat; no position is written (acks are the
-  position).
+  position). Attempt history, recent outcomes and reply links are SQLite's (the console and
+  ``tail``): this store drops them.
+- ``watch`` wakes the worker when a puller's inbox receives something (messages, or the
+  server's status when a pull request ran out or the consumer was recreated).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ log = logging.getLogger("evroute.store.nats")
 
 READ_WAIT = 0.25  # how long one read waits on the server for a first message (a long poll)
 EPOCH_CHECK = 1.0
-SAVE_EVERY = 1.0  # seconds between writes of the route counters outside heartbeats  # seconds between looks at the consumers' creation times
+SAVE_EVERY = 1.0  # seconds between writes of the route counters outside heartbeats
 
 
 class NatsDeliveries:
@@ -52,6 +55,7 @@ class NatsDeliveries:
         self._epoch_task: asyncio.Future[None] | None = None
         self._reported: dict[str, int] = {}  # epochs as the last commit reported them
         self._arrivals = 0  # bumped by every message on a puller's inbox: the wake-up signal
+        self._arrival = asyncio.Event()
         # messages handed to the engine and not settled yet, per route by stream seq: the
         # engine finishes a filtered-out event without a call, so a commit acks those it covers
         self.unsettled: dict[str, dict[int, Any]] = {}
@@ -145,7 +149,7 @@ class NatsDeliveries:
             return
         self._epochs = {route: status.epoch_of(info) for route, _, info in found}
 
-    async def commit(self, progress: Sequence[Progress], now: float) -> list[str]:
+    async def commit(self, progress: Sequence[Progress], now: float, recent: Sequence[Any] = ()) -> list[str]:
         for p in progress:
             held = self.unsettled.get(p.route)
             if held:
@@ -166,7 +170,13 @@ class NatsDeliveries:
         return moved
 
     async def lag(self, broker: str, position: int) -> int:
-        return max(0, int(await self._io(streams.last_seq, broker)) - position)
+        return max(0, await self.newest(broker) - position)
+
+    async def newest(self, broker: str) -> int:
+        return int(await self._io(streams.last_seq, broker))
+
+    async def link(self, child: int, parent: int, kind: str, route: str) -> None:
+        pass  # reply links are the console's, which reads a SQLite file
 
     # ------------------------------------------------------------------ reading and settling
 
@@ -245,7 +255,14 @@ class NatsDeliveries:
         await self.dead_letter(letter, msg, None)
 
     async def succeeded(
-        self, route: str, seq: int, token: Any, *, scheduled: bool, dlq_id: int | None
+        self,
+        route: str,
+        seq: int,
+        token: Any,
+        *,
+        scheduled: bool,
+        dlq_id: int | None,
+        attempts: Sequence[Any] = (),
     ) -> None:
         self._settled(route, seq)
         await consumers.ack(token)
@@ -253,7 +270,7 @@ class NatsDeliveries:
         if replayed is not None:
             await self._io(deadletters.delete, replayed, route)
 
-    async def retry(self, retry: Retry, token: Any) -> None:
+    async def retry(self, retry: Retry, token: Any, attempts: Sequence[Any] = ()) -> None:
         if token is None:
             from evroute.errors import StoreError
 
@@ -272,7 +289,9 @@ class NatsDeliveries:
         self._settled(retry.route, retry.seq)
         await consumers.nak(token, retry.due_at - time.time())
 
-    async def dead_letter(self, letter: NewDeadLetter, token: Any, replaced: int | None) -> int:
+    async def dead_letter(
+        self, letter: NewDeadLetter, token: Any, replaced: int | None, attempts: Sequence[Any] = ()
+    ) -> int:
         replicas = self.store.settings.replicas if self.store.settings else 1
         dlq_id: int = await self._io(deadletters.add, letter, replicas)
         if token is not None:
@@ -293,7 +312,10 @@ class NatsDeliveries:
     async def due(self, now: float, routes: Sequence[str], limit: int) -> list[Retry]:
         return []  # NAK'd messages come back through read()
 
-    async def next_due(self, routes: Sequence[str]) -> float | None:
+    async def due_for(self, route: str, now: float, limit: int, upto: int | None = None) -> list[Retry]:
+        return []  # likewise
+
+    async def next_due(self, routes: Sequence[str], after: float | None = None) -> float | None:
         return None
 
     async def waiting(self, routes: Sequence[str]) -> int:
@@ -412,6 +434,27 @@ class NatsDeliveries:
 
     def _arrived(self) -> None:
         self._arrivals += 1
+        self._arrival.set()
+
+    async def watch(self, changed: Callable[[], None]) -> None:
+        """Until cancelled: ``changed()`` whenever a route has something to read (see
+        :meth:`version`). Sleeps on the pullers' inboxes, and at most until the next pull
+        request runs out (a request lost with a connection sends no status)."""
+        seen = self.version()
+        while True:
+            self._arrival.clear()
+            if self.version() == seen:
+                now = time.monotonic()
+                ends = [p.expires_at for p in self.pullers.values() if p.expires_at]
+                wait = max(0.0, min(ends) - now) if ends else consumers.PULL_EXPIRES
+                try:
+                    await asyncio.wait_for(self._arrival.wait(), wait + 0.01)
+                except TimeoutError:
+                    pass
+            current = self.version()
+            if current != seen:
+                seen = current
+                changed()
 
     def problem(self) -> str | None:
         """None while connected; while the client reconnects, says so (``/healthz`` 503)."""

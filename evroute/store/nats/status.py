@@ -119,10 +119,19 @@ async def presences(js: Any, now: float) -> list[Presence]:
                 host=str(beat.get("host", "")),
                 since=float(beat.get("since", 0)),
                 heartbeat=seen,
-                counters={k: int(v) for k, v in (beat.get("counters") or {}).items()},
+                counters=_counters(beat),
             )
         )
     return sorted(out, key=lambda p: p.since)
+
+
+def _counters(beat: dict[str, Any]) -> dict[str, int]:
+    """A heartbeat's counters, with what the worker delivered and failed summed over its routes."""
+    out = {k: int(v) for k, v in (beat.get("counters") or {}).items()}
+    routes = (beat.get("routes") or {}).values()
+    out["delivered"] = sum(int(r.get("delivered") or 0) for r in routes)
+    out["failed"] = sum(int(r.get("failed") or 0) for r in routes)
+    return out
 
 
 def heartbeat_record(

@@ -221,13 +221,23 @@ class NatsStore:
         found: dict[str, Cursor] = self._run(cursors)
         return found
 
-    def reset(self, route: str, to: str, now: float | None = None) -> int:
-        from evroute.errors import NotFound
+    def reset(self, route: str, to: str, now: float | None = None, *, drop_retries: bool = False) -> int:
+        """The consumer is recreated at ``to``. Its retries are the consumer's own (NAK'd
+        messages), so they cannot outlive it: with retries waiting, a reset needs
+        ``drop_retries`` (refused otherwise, nothing changed)."""
+        from evroute.errors import InvalidInput, NotFound
 
         found = self._consumer(route)
         if found is None:
             raise NotFound(f"route '{route}' has no consumer yet (is it in the routes file?)")
         broker, _ = found
+        waiting = self.scheduled(route)
+        if waiting and not drop_retries:
+            plural = "retry" if waiting == 1 else "retries"
+            raise InvalidInput(
+                f"on NATS JetStream a reset recreates route '{route}''s consumer, which drops its "
+                f"{waiting} scheduled {plural}: add --drop-retries"
+            )
         position: int = self._run(self._recreate, route, broker, to)
         return position
 
@@ -246,6 +256,18 @@ class NatsStore:
 
     def retry_state(self, route: str, seq: int) -> Retry | None:
         return None  # a NAK'd message's schedule is the server's; nothing per event to show
+
+    def scheduled(self, route: str) -> int:
+        """Messages the route's consumer handed out and has not had acknowledged: retries
+        waiting for their delay (a NAK'd message stays pending until redelivered) and attempts
+        in flight. The server does not tell the two apart; a reset drops both."""
+        from evroute.store.nats.status import pending
+
+        found: dict[str, tuple[int, int]] = self._run(pending, [route])
+        return found.get(route, (0, 0))[1]
+
+    def attempts_of(self, seq: int) -> list[Any]:
+        return []  # attempt history is kept by the SQLite store only
 
     def retry_summary(self, routes: Sequence[str] | None = None) -> dict[str, tuple[int, float | None]]:
         from evroute.store.nats.status import redelivering
