@@ -64,6 +64,22 @@ def load_lenient(path: str) -> LoadedRoutes:
         return LoadedRoutes(RouteSet(), exc.message)
 
 
+def routes_of(store: EventStore, path: str) -> LoadedRoutes:
+    """The routes the store's workers run: the file at ``path`` on SQLite, the copy kept in
+    the store on a cluster (NATS: KV ``EVROUTE_ROUTES``), read as :func:`load_lenient` does."""
+    if store.kind == "sqlite":
+        return load_lenient(path)
+    doc = store.routes(path)
+    if doc is None:
+        return LoadedRoutes(RouteSet(), "no routes stored yet (evroute routes apply FILE)", missing=True)
+    from evroute.routes.load import load_routes_text
+
+    try:
+        return LoadedRoutes(load_routes_text(doc.text, path, resolve=False))
+    except RoutesInvalid as exc:
+        return LoadedRoutes(RouteSet(), exc.message)
+
+
 # --------------------------------------------------------------------------- status
 
 

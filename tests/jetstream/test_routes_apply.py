@@ -96,3 +96,24 @@ def test_an_unreachable_server_is_one_error_line_exit_1(
     code, _, err = cli("--store", url, *command)
     assert code == 1, (command, err)
     assert err.startswith(f"Error: cannot reach NATS at {url}") and err.count("\n") == 1, err
+
+
+def test_status_and_dlq_on_a_cluster_read_the_routes_in_kv(nats_server, tmp_path: Path) -> None:
+    """A host without the routes file (or with an old one) sees the cluster's routes."""
+    source, here = tmp_path / "new.yaml", tmp_path / "elsewhere.yaml"
+    source.write_text(ROUTES)
+    url = nats_server.url
+    code, _, err = cli(
+        "--store", url, "--routes", str(tmp_path / "routes.yaml"), "routes", "apply", str(source)
+    )
+    assert code == 0, err
+    code, out, err = cli("--store", url, "--routes", str(here), "status", "--json")
+    assert code == 0, err
+    import json
+
+    doc = json.loads(out)
+    assert [r["name"] for r in doc["routes"]] == ["inv", "pay"]
+    assert doc["routes"][0]["subscriber"] == "http://127.0.0.1:9/inv"
+    assert doc["workers"] == []
+    code, out, err = cli("--store", url, "--routes", str(here), "dlq", "replay", "--all")
+    assert code == 0 and "not in the routes file" not in out + err, out + err
