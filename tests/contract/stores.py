@@ -160,7 +160,6 @@ class SqliteCase(StoreCase):
 # reads and settles in tests/jetstream/.
 NATS_NOT_APPLICABLE = {
     "test_commit_is_conditional_on_the_epoch": "positions move by acks on JetStream, not by commit()",
-    "test_reset_targets": "the test sets publish times (append now=); JetStream stamps them itself",
     "test_forget_drops_the_position_retries_and_dead_letters": "a retry row without a read message",
     "test_events_show_reports_every_state_with_the_exact_json_shape": "states written by commit() and retry rows",
     "test_events_show_replayed_dead_letter_is_retrying_with_its_dlq_id": "positions written by commit()",
