@@ -87,7 +87,7 @@ def test_reset_targets(store: StoreCase) -> None:
         assert len(epochs) == 2
         with pytest.raises(InvalidInput, match="bad --to 'soon'"):
             s.reset("r", "soon")
-        with pytest.raises(NotFound, match="route 'nope' has no (cursor|consumer) yet"):
+        with pytest.raises(NotFound, match=r"route 'nope' has no (cursor|consumer) yet"):
             s.reset("nope", "latest")
 
 
