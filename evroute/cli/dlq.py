@@ -172,10 +172,10 @@ def replay(ids: tuple[int, ...], route: str | None, everything: bool, dry_run: b
       evroute dlq replay --route payment
       evroute dlq replay --all --dry-run
     """
-    from evroute.inspect import RUNNING, load_lenient, worker_state
+    from evroute.inspect import RUNNING, routes_of, worker_state
 
-    loaded = load_lenient(ctx_obj().routes)
     with open_store(create=False) as store:
+        loaded = routes_of(store, ctx_obj().routes)
         letters = _select(store, ids, route, everything)
         if loaded.problem is None:
             # The worker only delivers replays of routes it runs: refuse (named IDs) or skip

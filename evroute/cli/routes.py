@@ -75,6 +75,34 @@ def check(as_json: bool) -> None:
         click.echo(f"note: {note}")
 
 
+@routes.command("apply")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+def apply(file: str | None) -> None:
+    """Make FILE (default: the --routes file) the routes every worker of the store runs.
+
+    On a NATS store the routes live in KV bucket EVROUTE_ROUTES and every worker applies a
+    new revision within a second; on SQLite they are the --routes file. The file is checked
+    first (nothing written on a problem) and written only if nobody changed the routes since
+    they were read. New routes get their position now.
+
+    \b
+      evroute --store nats://127.0.0.1:4222 routes apply routes.yaml
+    """
+    from evroute.routes.apply import apply_routes, read_text
+
+    obj = ctx_obj()
+    source = file or obj.routes
+    with open_store() as store:
+        applied = apply_routes(store, read_text(source), source, obj.routes)
+        where = store.url
+    state = "unchanged" if applied.unchanged else "applied"
+    click.echo(
+        f"{state}: {len(applied.routes)} routes from {source} to {where} (revision {applied.revision})"
+    )
+    if applied.created:
+        click.echo(f"new routes (position set now): {', '.join(applied.created)}")
+
+
 @routes.command("test")
 @click.argument("event_file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--type", "type_", metavar="TYPE", help="Event type (instead of EVENT-FILE).")

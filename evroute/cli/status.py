@@ -113,11 +113,11 @@ def _watch(as_json: bool, every: float) -> None:
 
 def _status_once(as_json: bool, before: dict[str, tuple[float, int]] | None) -> dict[str, tuple[float, int]]:
     """Print the status once; with ``before`` (watching) add deliveries/s since the last draw."""
-    from evroute.inspect import load_lenient, route_status
+    from evroute.inspect import route_status, routes_of
 
-    loaded = load_lenient(ctx_obj().routes)
     now = time.time()
     with open_store(create=False) as store:
+        loaded = routes_of(store, ctx_obj().routes)
         doc = route_status(store, loaded.routeset, now)
         line = _worker_line(store, now)
     seen = {r["name"]: (now, int(r["delivered"])) for r in doc["routes"]}

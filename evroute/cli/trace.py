@@ -53,10 +53,10 @@ def show(key: str, as_json: bool) -> None:
       evroute events show order-1
       evroute events show 42 --json
     """
-    from evroute.inspect import find_event, load_lenient, trace
+    from evroute.inspect import find_event, routes_of, trace
 
-    loaded = load_lenient(ctx_obj().routes)
     with open_store(create=False) as store:
+        loaded = routes_of(store, ctx_obj().routes)
         found = find_event(store, key)
         doc = trace(store, loaded.routeset, found)
     if loaded.problem:

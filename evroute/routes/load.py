@@ -30,6 +30,7 @@ from evroute.filters import as_text, check, compile_filters, empty_expressions
 from evroute.routes import dapr, knative
 from evroute.routes.fields import Checker, RawRoute, Where, show
 from evroute.routes.model import (
+    DEFAULT_DUPLICATE_WINDOW,
     DEFAULT_MAX_EVENT_BYTES,
     INGRESS_TOKEN_VARS,
     Delivery,
@@ -56,7 +57,8 @@ ROUTE_KEYS = (
     "transform",
     "env",
 )
-SETTINGS_KEYS = ("retention", "durability", "maxEventBytes", "tracing")
+SETTINGS_KEYS = ("retention", "durability", "maxEventBytes", "tracing", "nats")
+NATS_KEYS = ("replicas", "duplicateWindow")
 
 Layer = tuple[dict[str, Any], frozenset[str]]
 # Expanded values this short are not masked: hiding "1" or "80" would garble every line it
@@ -206,7 +208,7 @@ class _Loader:
     def settings(self, doc: Doc) -> Settings:
         c = self.c
         at = Where(doc, ("settings",))
-        body = c.mapping(doc.data.get("settings"), at, "", "retention, durability, maxEventBytes")
+        body = c.mapping(doc.data.get("settings"), at, "", "retention, durability, maxEventBytes, nats")
         if not body:
             return Settings()
         c.keys(body, SETTINGS_KEYS, at, "")
@@ -219,11 +221,28 @@ class _Loader:
         size = DEFAULT_MAX_EVENT_BYTES
         if "maxEventBytes" in body:
             size = c.integer(body["maxEventBytes"], 1, at / "maxEventBytes", "") or DEFAULT_MAX_EVENT_BYTES
+        replicas, window = 1, DEFAULT_DUPLICATE_WINDOW
+        nats = c.mapping(body.get("nats"), at / "nats", "", "replicas, duplicateWindow")
+        if nats:
+            c.keys(nats, NATS_KEYS, at / "nats", "")
+            if "replicas" in nats:
+                replicas = c.integer(nats["replicas"], 1, at / "nats" / "replicas", "") or 1
+                if replicas > 5:
+                    c.problem(
+                        at / "nats" / "replicas", "", f"must be 1 to 5 (JetStream's limit), got {replicas}"
+                    )
+            if nats.get("duplicateWindow") is not None:
+                window = (
+                    c.duration(nats["duplicateWindow"], at / "nats" / "duplicateWindow", "", positive=True)
+                    or DEFAULT_DUPLICATE_WINDOW
+                )
         return Settings(
             retention=retention,
             durability=durability or "normal",
             max_event_bytes=size,
             tracing_endpoint=self.tracing(body.get("tracing"), at / "tracing"),
+            nats_replicas=replicas,
+            nats_duplicate_window=window,
         )
 
     def tracing(self, value: object, at: Where) -> str | None:

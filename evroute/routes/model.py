@@ -29,6 +29,7 @@ BUILTIN_DELIVERY: dict[str, Any] = {
     "concurrency": 32,
     "circuitBreaker": None,
 }
+DEFAULT_DUPLICATE_WINDOW = 120.0  # JetStream dedup window (2m, the server's default)
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
 RETRY_FOREVER = 2**31 - 1  # Dapr's maxRetries -1: retry until it succeeds
 
@@ -148,6 +149,8 @@ class Settings:
     durability: str = "normal"  # normal | full
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     tracing_endpoint: str | None = None  # OTLP/HTTP base URL; the OTEL_EXPORTER_OTLP_* variables win
+    nats_replicas: int = 1  # settings.nats.replicas: copies of each JetStream stream
+    nats_duplicate_window: float = DEFAULT_DUPLICATE_WINDOW  # settings.nats.duplicateWindow
 
 
 @dataclass(frozen=True, slots=True)

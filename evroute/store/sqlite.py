@@ -229,7 +229,14 @@ class SqliteStore:
         held = lease.current(self.db)
         if held is None:
             return []
-        return [Presence(held.holder, held.pid, held.host, held.since, held.heartbeat, alive=held.alive(now))]
+        # The lease holder delivers every route: its figures are the routes' counters.
+        found = self.cursors().values()
+        counters = {"delivered": sum(c.delivered for c in found), "failed": sum(c.failed for c in found)}
+        return [
+            Presence(
+                held.holder, held.pid, held.host, held.since, held.heartbeat, counters, alive=held.alive(now)
+            )
+        ]
 
     def collect(self, routes: Sequence[RouteStart], retention: float, now: float, limit: int | None) -> int:
         from evroute.retention import collect_routes  # the rules live there, beside the routes

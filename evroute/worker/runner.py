@@ -106,6 +106,7 @@ class Runner:
         self.engine = engine
         runner = None
         observer = None
+        watcher: asyncio.Future[None] | None = None
         try:
             await engine.start()
             # Everything loaded so far lives as long as the process: keep it out of the
@@ -118,9 +119,16 @@ class Runner:
             if opts.once or opts.drain:
                 await self._burst(engine, drain=opts.drain)
                 return 1 if self._lease_gone(engine) else 0
-            observer = self._watch()
+            if opts.store.kind == "sqlite":
+                observer = self._watch()
+            else:  # a cluster's routes: every worker follows the revisions in the store
+                watch_routes = getattr(engine.deliveries, "watch_routes", None)
+                if watch_routes is not None:
+                    watcher = asyncio.ensure_future(watch_routes(self.reload.set))
             return await self._serve(engine)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await engine.stop()
             await self.supervisor.stop()
             if runner is not None:
@@ -281,8 +289,8 @@ class Runner:
         try:
             if engine.store.kind == "sqlite":
                 routeset = load_routes(self.options.routes)
-            else:
-                routeset = self._stored_routes(engine.store)
+            else:  # a network round trip: off the delivery loop
+                routeset = await asyncio.to_thread(self._stored_routes, engine.store)
         except RoutesInvalid as exc:
             logger.error("routes file rejected; keeping the last good routes:")
             for problem in exc.problems:

@@ -15,11 +15,13 @@ def test_kill_9_mid_delivery_then_restart_loses_nothing(store: StoreCase) -> Non
     a = Receiver(lambda r: Reply(200, delay=0.002)).start()
     b = Receiver().start()
     try:
+        # A short timeout: on JetStream the killed worker's messages come back after AckWait
+        # (timeout + margin), which would otherwise be the default 30 s.
         store.routes(
             f"""
             routes:
-              - {{name: inventory, subscriber: "{a.url}/", start: earliest}}
-              - {{name: payment, subscriber: "{b.url}/", start: earliest}}
+              - {{name: inventory, subscriber: "{a.url}/", start: earliest, delivery: {{timeout: 2s}}}}
+              - {{name: payment, subscriber: "{b.url}/", start: earliest, delivery: {{timeout: 2s}}}}
             """
         )
         ids = store.publish(2000)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -244,7 +245,7 @@ def test_status_json_shape_and_values(store: StoreCase) -> None:
         assert asyncio.run(worker.beat("w1", now - 1, {"delivered": 6}))
 
         doc = route_status(s, rs, now)
-        assert set(doc) == {"worker", "routes"}
+        assert set(doc) == {"worker", "workers", "routes"}
         assert doc["worker"] == {"state": "running", "pid": os.getpid(), "since": doc["worker"]["since"]}
         assert parse_time(doc["worker"]["since"]) == pytest.approx(now - 100, abs=0.01)
         for row in doc["routes"]:
@@ -284,3 +285,35 @@ def test_status_without_a_live_worker(store: StoreCase) -> None:
         assert asyncio.run(worker.join("w1", now - 10))
         asyncio.run(worker.leave("w1"))
         assert route_status(s, RouteSet(), now)["worker"]["state"] == "not running"
+
+
+def test_status_lists_the_live_workers_with_their_figures(store: StoreCase) -> None:
+    with store.store() as s:
+        now = time.time()
+        s.ensure_routes(starts([route("a")]))
+        worker = s.deliveries()
+
+        async def work() -> None:
+            assert await worker.join("w1", now - 50)
+            cursor = await worker.cursor("a")
+            assert cursor is not None
+            await worker.commit([Progress("a", 0, cursor.epoch, delivered=3, failed=1)], now)
+            assert await worker.beat("w1", now - 1, {})
+
+        asyncio.run(work())
+        doc = route_status(s, RouteSet(routes=(route("a"),)), now)
+        assert [set(w) for w in doc["workers"]] == [
+            {"id", "host", "pid", "since", "heartbeat", "delivered", "failed"}
+        ]
+        (w,) = doc["workers"]
+        assert (w["id"], w["host"], w["pid"], w["delivered"], w["failed"]) == (
+            "w1",
+            socket.gethostname(),
+            os.getpid(),
+            3,
+            1,
+        )
+        assert parse_time(w["since"]) == pytest.approx(now - 50, abs=0.01)
+        assert parse_time(w["heartbeat"]) == pytest.approx(now - 1, abs=0.01)
+        asyncio.run(worker.leave("w1"))
+        assert route_status(s, RouteSet(), now)["workers"] == []
