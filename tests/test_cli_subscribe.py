@@ -200,6 +200,8 @@ def test_list_masks_secrets(env: Env) -> None:
             "ordering": "unordered",
             "concurrency": 32,
             "circuitBreaker": None,
+            "rateLimit": None,
+            "endpointCooldown": "PT10S",
         },
         "headers": {},
         "signing": None,

@@ -81,6 +81,14 @@ def init_cmd() -> None:
     "all or nothing.",
 )
 @click.option("--broker", metavar="NAME", help="Broker to publish to [default: default].")
+@click.option(
+    "--delay",
+    metavar="DURATION",
+    help="Hold the event this long before any route delivers it (e.g. 10m, PT30S).",
+)
+@click.option(
+    "--at", "at", metavar="RFC3339", help="Hold the event until this time before any route delivers it."
+)
 @click.option("--url", metavar="URL", help="Send to a running ingress (`evroute worker --listen`) instead.")
 @click.option(
     "--token", envvar="EVROUTE_TOKEN", metavar="TOKEN", help="Ingress token for --url (env EVROUTE_TOKEN)."
@@ -97,6 +105,8 @@ def publish(
     exts: tuple[str, ...],
     file_: str | None,
     broker: str | None,
+    delay: str | None,
+    at: str | None,
     url: str | None,
     token: str | None,
 ) -> None:
@@ -109,6 +119,7 @@ def publish(
       evroute publish --type order.placed --source /shop --data '{"order": 1}'
       evroute publish --type note --data @note.txt --datacontenttype text/plain
       evroute publish --type order.placed --ext tenant=acme --broker order-broker
+      evroute publish --type reminder.due --delay 24h --data '{"order": 1}'
       evroute publish --file orders.jsonl
       evroute publish --url http://127.0.0.1:8080/ --type order.placed
     """
@@ -133,12 +144,23 @@ def publish(
             given.append("--dataschema")
         if exts:
             given.append("--ext")
+        if delay is not None or at is not None:
+            given.append("--delay/--at (set evroutedeliverat on each event of the file)")
         if given:
             raise InvalidInput(
                 f"--file takes every attribute from the file: {', '.join(given)} cannot be combined with it"
             )
         _publish_file(obj.db, obj.routes, broker_name, file_, url, token)
         return
+    extensions = lib.parse_extensions(exts)
+    if delay is not None or at is not None:
+        import time
+
+        from evroute.delay import DELIVER_AT, stamp
+
+        if DELIVER_AT in extensions:
+            raise InvalidInput(f"--ext {DELIVER_AT} and --delay/--at say the same thing: give one")
+        extensions[DELIVER_AT] = stamp(delay, at, time.time()) or ""
     event = lib.event_from_options(
         type=type_,
         source=source,
@@ -148,7 +170,7 @@ def publish(
         datacontenttype=datacontenttype,
         dataschema=dataschema,
         time=time_,
-        extensions=lib.parse_extensions(exts),
+        extensions=extensions,
     )
     if url is not None:
         from evroute.client import send
@@ -163,7 +185,8 @@ def publish(
         return
     result = lib.publish_event(obj.db, obj.routes, broker_name, event)
     if result.seq is not None:
-        click.echo(f"stored {event.id} seq {result.seq}")
+        held = event.attributes.get("evroutedeliverat")
+        click.echo(f"stored {event.id} seq {result.seq}" + (f", scheduled for {held}" if held else ""))
     else:
         click.echo(
             f"duplicate {event.id} (source {event.source}, broker {broker_name}): already stored, nothing written"

@@ -28,28 +28,50 @@ BUILTIN_DELIVERY: dict[str, Any] = {
     "ordering": "unordered",
     "concurrency": 32,
     "circuitBreaker": None,
+    "rateLimit": None,
+    "endpointCooldown": 10.0,
 }
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
 
 
 @dataclass(frozen=True, slots=True)
 class Subscriber:
-    """Where a route delivers: an absolute http(s) ``uri`` or a ``command`` argv (never a shell)."""
+    """Where a route delivers: an absolute http(s) ``uri``, several ``uris`` sharing the
+    deliveries (competing consumers), or a ``command`` argv (never a shell)."""
 
     uri: str | None = None
     command: tuple[str, ...] | None = None
     cwd: str | None = None  # the routes file's folder, for commands
+    uris: tuple[str, ...] = ()  # competing consumers: each attempt goes to one of them
 
     def describe(self) -> str:
+        if self.uris:
+            return ", ".join(self.uris)
         if self.uri is not None:
             return self.uri
         return " ".join(self.command or ())
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Every HTTP endpoint: the one ``uri``, or the ``uris`` of a consumer group."""
+        if self.uris:
+            return self.uris
+        return () if self.uri is None else (self.uri,)
 
 
 @dataclass(frozen=True, slots=True)
 class CircuitBreaker:
     consecutive_failures: int
     cooldown: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: ``rate`` attempts per ``per`` seconds, at most ``burst`` at once."""
+
+    rate: int
+    per: float
+    burst: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +87,8 @@ class Delivery:
     ordering: str = "unordered"  # unordered | ordered
     concurrency: int = 32
     circuit_breaker: CircuitBreaker | None = None
+    rate_limit: RateLimit | None = None
+    endpoint_cooldown: float = 10.0  # an endpoint failing with 5xx / no answer is skipped this long
 
     @property
     def ordered(self) -> bool:
@@ -87,6 +111,7 @@ class Route:
     secrets: frozenset[str] = frozenset()  # expanded ${VAR} values, masked in every output
     line: int = field(default=0, compare=False)  # where it is written: moving it changes nothing
     transform: Transform | None = None  # JSONata reshaping before delivery (evroute.transform)
+    pingsource: str | None = None  # made for the PingSource of this name (its uri sink)
 
     def mask(self, text: str) -> str:
         """``text`` with every secret of this route replaced by ``***``."""
@@ -104,6 +129,28 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class PingSource:
+    """A Knative ``sources.knative.dev/v1`` PingSource: a fixed event on a cron schedule, sent
+    into a broker (``broker``) or straight to ``uri``."""
+
+    name: str
+    namespace: str
+    schedule: str = "* * * * *"
+    timezone: str | None = None
+    content_type: str | None = None
+    data: bytes | None = None
+    base64: bool = False  # written as dataBase64 (kept for export)
+    broker: str | None = None
+    uri: str | None = None
+    extensions: Mapping[str, str] = field(default_factory=dict)  # spec.ceOverrides.extensions
+    line: int = field(default=0, compare=False)
+
+    @property
+    def source(self) -> str:
+        return f"/apis/v1/namespaces/{self.namespace}/pingsources/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSet:
     """Everything one routes file declares."""
 
@@ -112,6 +159,7 @@ class RouteSet:
     services: Mapping[str, str] = field(default_factory=dict)
     path: str | None = None
     notes: tuple[str, ...] = ()  # warnings and ignored documents, for `routes check`
+    sources: tuple[PingSource, ...] = ()  # Knative PingSource documents
 
     def by_name(self) -> dict[str, Route]:
         return {r.name: r for r in self.routes}

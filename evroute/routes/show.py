@@ -18,6 +18,8 @@ def sink_dict(sink: Subscriber | None, route: Route) -> dict[str, Any] | None:
         return None
     if sink.command is not None:
         return {"command": [route.mask(a) for a in sink.command]}
+    if sink.uris:
+        return {"uris": [route.mask(u) for u in sink.uris]}
     return {"uri": route.mask(sink.uri or "")}
 
 
@@ -35,6 +37,7 @@ def route_dict(route: Route) -> dict[str, Any]:
     """The route in routes.yaml vocabulary, every delivery field resolved, secrets masked."""
     d = route.delivery
     breaker = d.circuit_breaker
+    limit = d.rate_limit
     return {
         "name": route.name,
         "broker": route.broker,
@@ -58,6 +61,10 @@ def route_dict(route: Route) -> dict[str, Any]:
                 "consecutiveFailures": breaker.consecutive_failures,
                 "cooldown": format_duration(breaker.cooldown),
             },
+            "rateLimit": None
+            if limit is None
+            else {"rate": limit.rate, "per": format_duration(limit.per), "burst": limit.burst},
+            "endpointCooldown": format_duration(d.endpoint_cooldown),
         },
         "headers": {k: route.mask(v) for k, v in route.headers.items()},
         "signing": None if route.signing_secret is None else {"secret": "***"},
