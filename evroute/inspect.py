@@ -12,22 +12,24 @@ reads the event rows themselves.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from evroute.clock import rfc3339
 from evroute.cloudevent import CloudEvent, to_dict
+from evroute.delay import held_until
 from evroute.errors import NotFound, RoutesInvalid
 from evroute.routes.model import Route, RouteSet
 from evroute.routes.show import subscriber_text
-from evroute.store import Store, cursors, deadletters, lease, retries
+from evroute.store import Store, cursors, deadletters, lease, pace, retries
 from evroute.store import log as event_log
 from evroute.store.cursors import Cursor
 
 RUNNING = "running"
 NOT_RUNNING = "not running"
 
-STATES = ("delivered", "pending", "retrying", "dead", "filtered", "paused")
+STATES = ("delivered", "pending", "scheduled", "retrying", "dead", "filtered", "paused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +68,6 @@ def worker_state(store: Store, now: float) -> dict[str, Any]:
     return {"state": RUNNING, "pid": held.pid, "since": rfc3339(held.since)}
 
 
-def _retry_summary(store: Store, route: str) -> tuple[int, float | None]:
-    # The retries primary key starts with route: a range of the key, whatever the table's size.
-    row = store.conn.execute("SELECT count(*), min(due_at) FROM retries WHERE route = ?", (route,)).fetchone()
-    return int(row[0]), (None if row[1] is None else float(row[1]))
-
-
 def _dead_count(store: Store, route: str) -> int:
     row = store.conn.execute("SELECT count(*) FROM dead_letters WHERE route = ?", (route,)).fetchone()
     return int(row[0])
@@ -97,7 +93,8 @@ def _route_row(
     route: Route | None,
     running: bool,
 ) -> dict[str, Any]:
-    waiting, next_due = _retry_summary(store, name)
+    waiting, next_due, scheduled, _ = retries.route_summary(store, name)
+    reported = pace.get(store, name)
     lag = None if cursor is None else event_log.count_after(store, broker, cursor.position)
     # in_flight and the breaker live in the worker's memory (committed with the cursor):
     # with no worker running nothing is in flight and the next worker starts closed.
@@ -118,7 +115,36 @@ def _route_row(
         "last_error": _masked(route, None if cursor is None else cursor.last_error),
         "paused": route.paused if route is not None else None,
         "breaker": breaker,
+        "throttled": bool(running and reported is not None and reported.throttled),
+        "scheduled": scheduled,
+        "endpoints": _endpoints(route, reported, running),
     }
+
+
+def _endpoints(
+    route: Route | None, reported: pace.RoutePace | None, running: bool
+) -> list[dict[str, Any]] | None:
+    """A consumer group's endpoints with what the worker last said of them (None for one endpoint).
+    With no worker running nothing is in flight and every endpoint starts healthy."""
+    uris = route.subscriber.uris if route is not None else ()
+    if not uris:
+        return None
+    known = {e["uri"]: e for e in (reported.endpoints or [])} if reported is not None else {}
+    out = []
+    for uri in uris:
+        e = known.get(route.mask(uri) if route is not None else uri, {})
+        live = running and bool(e)
+        out.append(
+            {
+                "uri": route.mask(uri) if route is not None else uri,
+                "healthy": bool(e.get("healthy", True)) if live else True,
+                "in_flight": int(e.get("in_flight", 0)) if live else 0,
+                "delivered": int(e.get("delivered", 0)),
+                "failed": int(e.get("failed", 0)),
+                "last_error": e.get("last_error"),
+            }
+        )
+    return out
 
 
 def route_status(store: Store, routeset: RouteSet, now: float) -> dict[str, Any]:
@@ -185,7 +211,9 @@ def find_event(store: Store, key: str) -> FoundEvent:
     raise NotFound(f"no event with id or seq '{key}' (see `evroute events list`)")
 
 
-def _state(store: Store, route: Route, cursor: Cursor | None, found: FoundEvent) -> dict[str, Any]:
+def _state(
+    store: Store, route: Route, cursor: Cursor | None, found: FoundEvent, now: float
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "route": route.name,
         "state": "delivered",
@@ -194,9 +222,13 @@ def _state(store: Store, route: Route, cursor: Cursor | None, found: FoundEvent)
         "last_error": None,
         "dlq_id": None,
         "failed_filter": None,
+        "due": None,
     }
     seq = found.seq
     retry = retries.get(store, route.name, seq) if seq is not None else None
+    if retry is not None and retries.is_scheduled(retry):
+        entry.update(state="scheduled", due=rfc3339(retry.due_at), next_due=rfc3339(retry.due_at))
+        return entry
     if retry is not None:
         # A retry row wins over a dead letter: it is a replay of that dead letter under way.
         entry.update(
@@ -217,16 +249,22 @@ def _state(store: Store, route: Route, cursor: Cursor | None, found: FoundEvent)
         entry.update(state="filtered", failed_filter=failed)
         return entry
     if cursor is None or seq is None or seq > cursor.position:
-        entry["state"] = "paused" if route.paused else "pending"
+        held = held_until(found.event, now)
+        if held is not None:
+            # Not read by the route yet, but held: it will go on the schedule, not out now.
+            entry.update(state="scheduled", due=rfc3339(held), next_due=rfc3339(held))
+        else:
+            entry["state"] = "paused" if route.paused else "pending"
     return entry
 
 
-def trace(store: Store, routeset: RouteSet, found: FoundEvent) -> dict[str, Any]:
+def trace(store: Store, routeset: RouteSet, found: FoundEvent, now: float | None = None) -> dict[str, Any]:
     """The ``events show --json`` document of an event already found."""
+    now = time.time() if now is None else now
     with store.snapshot():
         found_cursors = cursors.all_cursors(store)
         states = [
-            _state(store, route, _cursor_for(route, found_cursors), found)
+            _state(store, route, _cursor_for(route, found_cursors), found, now)
             for route in routeset.routes
             if route.broker == found.broker
         ]
@@ -241,7 +279,7 @@ def trace(store: Store, routeset: RouteSet, found: FoundEvent) -> dict[str, Any]
 
 def trace_event(store: Store, routeset: RouteSet, key: str) -> dict[str, Any]:
     """``events show KEY --json``: the event with id or seq ``key`` and its state per route of
-    its broker: delivered, pending, retrying, dead, filtered or paused."""
+    its broker: delivered, pending, scheduled, retrying, dead, filtered or paused."""
     return trace(store, routeset, find_event(store, key))
 
 

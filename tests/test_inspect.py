@@ -39,8 +39,11 @@ STATUS_KEYS = {
     "last_error",
     "paused",
     "breaker",
+    "throttled",
+    "scheduled",
+    "endpoints",
 }
-TRACE_ROUTE_KEYS = {"route", "state", "attempt", "next_due", "last_error", "dlq_id", "failed_filter"}
+TRACE_ROUTE_KEYS = {"route", "state", "attempt", "next_due", "last_error", "dlq_id", "failed_filter", "due"}
 
 
 def exact(**want: str) -> Matcher:

@@ -98,6 +98,33 @@ def summary(store: Store) -> dict[str, tuple[int, float | None]]:
     }
 
 
+# A delayed event's first delivery waits on the schedule like a retry with no attempt made yet
+# and no failure: that is what tells it apart from a retry (see evroute/delay.py).
+SCHEDULED = "attempt = 0 AND dlq_id IS NULL AND last_error IS NULL"
+
+
+def is_scheduled(retry: Retry) -> bool:
+    """A delayed event waiting for its first delivery, not a retry."""
+    return retry.attempt == 0 and retry.dlq_id is None and retry.last_error is None
+
+
+def route_summary(store: Store, route: str) -> tuple[int, float | None, int, float | None]:
+    """(retries waiting, next retry due, delayed events scheduled, next due) of one route.
+    The primary key starts with route: a range of the key, whatever the table's size."""
+    row = store.conn.execute(
+        f"SELECT count(*) FILTER (WHERE NOT ({SCHEDULED})), min(due_at) FILTER (WHERE NOT ({SCHEDULED})), "
+        f"count(*) FILTER (WHERE {SCHEDULED}), min(due_at) FILTER (WHERE {SCHEDULED}) "
+        "FROM retries WHERE route = ?",
+        (route,),
+    ).fetchone()
+    return (
+        int(row[0]),
+        None if row[1] is None else float(row[1]),
+        int(row[2]),
+        None if row[3] is None else float(row[3]),
+    )
+
+
 def count(store: Store, routes: Iterable[str] | None = None) -> int:
     if routes is None:
         return int(store.conn.execute("SELECT count(*) FROM retries").fetchone()[0])
