@@ -58,7 +58,8 @@ def _short(text: str | None, width: int = 60) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def status(as_json: bool) -> None:
     """Show the worker's state and, per route: broker, subscriber, cursor, lag, in flight,
-    scheduled retries, dead letters, delivered/failed counts, breaker and last error.
+    scheduled retries, delayed events, dead letters, delivered/failed counts, breaker (and
+    whether its rate limit holds it back) and last error; then each endpoint of a consumer group.
 
     Cursors of routes no longer in the routes file are listed as "removed (cursor kept)".
 
@@ -93,10 +94,11 @@ def status(as_json: bool) -> None:
                 "" if r["lag"] is None else r["lag"],
                 r["in_flight"],
                 _retrying_cell(r["retrying"], r["next_retry_due"], now),
+                r["scheduled"],
                 r["dead_letters"],
                 r["delivered"],
                 r["failed"],
-                r["breaker"],
+                r["breaker"] + (", throttled" if r["throttled"] else ""),
                 {True: "yes", False: "no", None: ""}[r["paused"]],
                 _short(r["last_error"]),
             ]
@@ -111,6 +113,7 @@ def status(as_json: bool) -> None:
             "lag",
             "in flight",
             "retrying",
+            "scheduled",
             "dead letters",
             "delivered",
             "failed",
@@ -119,6 +122,13 @@ def status(as_json: bool) -> None:
             "last error",
         ],
     )
+    for r in doc["routes"]:
+        for e in r["endpoints"] or []:
+            health = "healthy" if e["healthy"] else "cooling down"
+            click.echo(
+                f"  {r['name']} -> {e['uri']}: {health}, in flight {e['in_flight']}, "
+                f"delivered {e['delivered']}, failed {e['failed']}"
+            )
 
 
 @click.command()

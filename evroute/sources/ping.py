@@ -161,8 +161,45 @@ class Ticker:
         return dict(self.due)
 
 
+class PingLoop:
+    """The worker's loop over a :class:`Ticker`: it sleeps until the next tick (a timer for the
+    one known due time, no polling) or until the sources change, then publishes what is due.
+    ``clock`` is the worker's clock; ``publish`` stores events in a broker and wakes its routes."""
+
+    def __init__(self, sources: Iterable[PingSource], clock: Callable[[], float], publish: Publish) -> None:
+        import asyncio
+
+        self.clock = clock
+        self.publish = publish
+        self.ticker = Ticker(sources, clock())
+        self.wake = asyncio.Event()
+        self.stopped = False
+
+    def configure(self, sources: Iterable[PingSource]) -> None:
+        self.ticker.configure(sources, self.clock())
+        self.wake.set()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.wake.set()
+
+    async def run(self) -> None:
+        import asyncio
+
+        while not self.stopped:
+            wait = self.ticker.step(self.clock(), self.publish)
+            self.wake.clear()
+            if self.stopped:
+                return
+            try:
+                await asyncio.wait_for(self.wake.wait(), wait)
+            except TimeoutError:
+                pass
+
+
 __all__ = [
     "EVENT_TYPE",
+    "PingLoop",
     "Ticker",
     "check_schedule",
     "check_timezone",
