@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from ingress_server import IngressThread
 
 from evroute.cli import main
 from evroute.clock import parse_time
@@ -18,8 +19,6 @@ from evroute.delay import deliver_at, held_until, stamp
 from evroute.errors import InvalidEvent, InvalidInput
 from evroute.store import Store
 from evroute.store import log as event_log
-
-from ingress_server import IngressThread
 
 
 def run(tmp_path: Path, *args: str, stdin: bytes = b"") -> tuple[int, str, str]:

@@ -301,7 +301,7 @@ def run(tmp_path: Path, *args: str) -> tuple[int, str, str]:
 
 
 def test_subscribe_add_rate_and_several_sinks(tmp_path: Path) -> None:
-    code, out, err = run(
+    code, _out, err = run(
         tmp_path, "subscribe", "add", "orders", "--sink", "http://127.0.0.1:8081/",
         "--sink", "http://127.0.0.1:8082/", "--rate", "50/s",
     )  # fmt: skip
