@@ -277,10 +277,10 @@ def trace(store: Store, routeset: RouteSet, found: FoundEvent, now: float | None
     }
 
 
-def trace_event(store: Store, routeset: RouteSet, key: str) -> dict[str, Any]:
+def trace_event(store: Store, routeset: RouteSet, key: str, now: float | None = None) -> dict[str, Any]:
     """``events show KEY --json``: the event with id or seq ``key`` and its state per route of
     its broker: delivered, pending, scheduled, retrying, dead, filtered or paused."""
-    return trace(store, routeset, find_event(store, key))
+    return trace(store, routeset, find_event(store, key), now)
 
 
 __all__ = [
