@@ -151,3 +151,37 @@ def test_4xx_does_not_cool_an_endpoint_and_a_reload_keeps_counts() -> None:
     group.configure(("http://a/", "http://b/"), cooldown=1.0)
     assert group.all["http://a/"].failed == 1 and group.cooldown == 1.0
     group.finish("http://gone/", ok=True, unhealthy=False, now=0.0)  # removed meanwhile: ignored
+
+
+def test_route_flow_picks_endpoints_pauses_on_429_and_reports_changes() -> None:
+    from dataclasses import replace
+
+    from evroute.routes.model import Route, Subscriber
+    from evroute.worker.flow import RouteFlow
+
+    route = Route(
+        name="r",
+        subscriber=Subscriber(uris=("http://a/", "http://b/")),
+        delivery=Delivery(rate_limit=RateLimit(rate=1, per=1.0, burst=1), retry_after_max=30.0),
+    )
+    flow = RouteFlow(route, now=0.0)
+    assert flow.wait(0.0) == 0.0 and flow.take(0.0)
+    assert flow.wait(0.0) == 1.0
+    first = flow.target(0.0)
+    assert first.uri == "http://a/" and first.uris == ()
+    report = flow.report(0.0)
+    assert report is not None and report.throttled and report.endpoints is not None
+    assert flow.report(0.0) is None  # nothing changed since
+    down = failure(Kind.RETRIABLE, "HTTP 503", 0.0, status=503)
+    assert flow.finish(first, down, now=0.5) is False
+    assert flow.target(0.6).uri == "http://b/"
+    assert flow.target(0.7).uri == "http://b/"  # a is cooling down for 10 s
+    slow = failure(Kind.RETRIABLE, "HTTP 429", 0.0, status=429, retry_after=20.0)
+    assert flow.finish(Subscriber(uri="http://b/"), slow, now=1.0) is True
+    assert flow.wait(5.0) == 16.0
+    flow.update(replace(route, delivery=Delivery(rate_limit=None)), now=2.0)
+    assert flow.wait(21.0) == 0.0
+    single = RouteFlow(Route(name="s", subscriber=Subscriber(uri="http://c/")), now=0.0)
+    assert single.target(0.0) == Subscriber(uri="http://c/")
+    report = single.report(0.0)
+    assert report is not None and report.endpoints is None and not report.throttled
