@@ -172,12 +172,15 @@ def test_route_flow_picks_endpoints_pauses_on_429_and_reports_changes() -> None:
     report = flow.report(0.0)
     assert report is not None and report.throttled and report.endpoints is not None
     assert flow.report(0.0) is None  # nothing changed since
-    down = failure(Kind.RETRIABLE, "HTTP 503", 0.0, status=503)
-    assert flow.finish(first, down, now=0.5) is False
+    down = replace(failure(Kind.RETRIABLE, "HTTP 503", 0.0, status=503), endpoint=first.uri)
+    assert flow.finish(down, now=0.5) is False
     assert flow.target(0.6).uri == "http://b/"
     assert flow.target(0.7).uri == "http://b/"  # a is cooling down for 10 s
-    slow = failure(Kind.RETRIABLE, "HTTP 429", 0.0, status=429, retry_after=20.0)
-    assert flow.finish(Subscriber(uri="http://b/"), slow, now=1.0) is True
+    slow = replace(
+        failure(Kind.RETRIABLE, "HTTP 429", 0.0, status=429, retry_after=20.0), endpoint="http://b/"
+    )
+    assert flow.finish(slow, now=1.0) is True
+    assert flow.group.all["http://b/"].failed == 1 and flow.group.all["http://b/"].healthy(1.0)
     assert flow.wait(5.0) == 16.0
     flow.update(replace(route, delivery=Delivery(rate_limit=None)), now=2.0)
     assert flow.wait(21.0) == 0.0

@@ -27,10 +27,10 @@ class RouteFlow:
         self.group = Endpoints(route.subscriber.uris, route.delivery.endpoint_cooldown)
         self._reported: tuple[bool, object] | None = None
 
-    def update(self, route: Route, now: float) -> None:
+    def update(self, route: Route, now: float | None = None) -> None:
         """A reloaded route: the bucket keeps its tokens, the endpoints their counts."""
         self.route = route
-        self.pace.configure(route.delivery.rate_limit, now)
+        self.pace.configure(route.delivery.rate_limit, self.pace.bucket.stamp if now is None else now)
         self.group.configure(route.subscriber.uris, route.delivery.endpoint_cooldown)
 
     # ------------------------------------------------------------------ may an attempt start?
@@ -47,6 +47,9 @@ class RouteFlow:
         """A token taken for an attempt that did not start after all."""
         self.pace.give_back()
 
+    def throttled(self, now: float) -> bool:
+        return self.pace.throttled(now)
+
     # ------------------------------------------------------------------ one attempt
 
     def target(self, now: float) -> Subscriber:
@@ -56,11 +59,12 @@ class RouteFlow:
             return sub
         return replace(sub, uri=self.group.pick(now), uris=())
 
-    def finish(self, target: Subscriber, outcome: Outcome, now: float) -> bool:
-        """Account for an attempt's outcome; True when the route is now paused (Retry-After)."""
-        if self.route.subscriber.uris and target.uri is not None:
+    def finish(self, outcome: Outcome, now: float) -> bool:
+        """Account for an attempt's outcome (``outcome.endpoint``: where it went in a consumer
+        group); True when the route is now paused by the subscriber's Retry-After."""
+        if self.route.subscriber.uris and outcome.endpoint is not None:
             self.group.finish(
-                target.uri,
+                outcome.endpoint,
                 ok=outcome.ok,
                 unhealthy=endpoint_unhealthy(outcome),
                 now=now,
