@@ -156,7 +156,7 @@ class _Loader:
         if c.problems:
             raise RoutesInvalid([text for _, text in sorted(c.problems, key=lambda p: p[0])])
         services = {name: uri for name, (uri, _) in c.services.items()}
-        return RouteSet(tuple(routes), settings, services, c.path, tuple(c.notes), tuple(self.sources))
+        return RouteSet(tuple(routes), settings, services, c.path, tuple(c.notes), sources=tuple(self.sources))
 
     def first(self, key: str, doc: Doc) -> bool:
         if key in self.once:
