@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TESTSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test check lint typecheck pytest soak bench clean
+.PHONY: demo test check lint typecheck pytest soak bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ soak: $(TESTSTAMP)
 bench: $(TESTSTAMP)
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python bench/run_all.py
+
+screenshots: $(TESTSTAMP)
+	$(BIN)/python examples/screenshots.py docs/screenshots
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -15,7 +15,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import table
 
-SCRIPTS = ["publish", "deliver", "fanout", "latency", "footprint", "ingress", "filters", "status"]
+SCRIPTS = [
+    "publish",
+    "deliver",
+    "fanout",
+    "latency",
+    "footprint",
+    "ingress",
+    "filters",
+    "status",
+    "console",
+    "tracing",
+]
 
 
 def main() -> None:

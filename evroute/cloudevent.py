@@ -22,6 +22,8 @@ from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from evroute.errors import EventTooLarge, InvalidEvent
+from evroute.tracing import TRACEPARENT, TRACESTATE
+from evroute.tracing import check as check_trace
 
 AttrValue = str | int | bool
 
@@ -173,6 +175,8 @@ def validate(attributes: Mapping[str, object], where: str = "") -> dict[str, Att
             raise InvalidEvent(
                 f"{where}extension '{name}' must be a string, integer or boolean, got {type(value).__name__}"
             )
+    if TRACEPARENT in out or TRACESTATE in out:
+        check_trace(out, where)  # the distributed-tracing extension: W3C Trace Context values
     return out
 
 

@@ -12,6 +12,7 @@
     │   └── NotFound             a route, event or dead letter that does not exist
     └── RuntimeFault             a fault at run time: CLI exit 1
         ├── StoreError           the database cannot be opened or written
+        │   └── LeaseLost        a worker's write refused: another worker holds the lease now
         └── LeaseHeld            another worker holds the database lease
 
 The CLI turns any of them into one line ``Error: <message>`` and the exit code in
@@ -80,6 +81,10 @@ class StoreError(RuntimeFault):
     """The database cannot be opened, created or written."""
 
 
+class LeaseLost(StoreError):
+    """A worker's write was refused because another worker holds the lease now."""
+
+
 class LeaseHeld(RuntimeFault):
     """Another worker holds the lease on this database."""
 
@@ -92,6 +97,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidInput",
     "LeaseHeld",
+    "LeaseLost",
     "NotFound",
     "RoutesInvalid",
     "RuntimeFault",

@@ -22,7 +22,7 @@ from evroute.delay import held_until
 from evroute.errors import NotFound, RoutesInvalid
 from evroute.routes.model import Route, RouteSet
 from evroute.routes.show import subscriber_text
-from evroute.store import Store, cursors, deadletters, lease, pace, retries
+from evroute.store import Store, attempts, cursors, deadletters, lease, pace, retries
 from evroute.store import log as event_log
 from evroute.store.cursors import Cursor
 
@@ -52,7 +52,7 @@ def load_lenient(path: str) -> LoadedRoutes:
     from evroute.routes.load import load_routes
 
     try:
-        return LoadedRoutes(load_routes(path))
+        return LoadedRoutes(load_routes(path, resolve=False))
     except RoutesInvalid as exc:
         return LoadedRoutes(RouteSet(), exc.message)
 
@@ -211,8 +211,25 @@ def find_event(store: Store, key: str) -> FoundEvent:
     raise NotFound(f"no event with id or seq '{key}' (see `evroute events list`)")
 
 
+def attempt_doc(a: attempts.Attempt) -> dict[str, Any]:
+    """One attempt in the ``events show --json`` shape (SPEC 16)."""
+    return {
+        "attempt": a.attempt,
+        "at": rfc3339(a.at),
+        "duration_ms": round(a.duration_ms, 1),
+        "status": a.status,
+        "error": a.error,
+        "endpoint": a.endpoint,
+    }
+
+
 def _state(
-    store: Store, route: Route, cursor: Cursor | None, found: FoundEvent, now: float
+    store: Store,
+    route: Route,
+    cursor: Cursor | None,
+    found: FoundEvent,
+    history: dict[str, list[dict[str, Any]]] | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "route": route.name,
@@ -223,6 +240,7 @@ def _state(
         "dlq_id": None,
         "failed_filter": None,
         "due": None,
+        "attempts": [] if history is None else history.get(route.name, []),
     }
     seq = found.seq
     retry = retries.get(store, route.name, seq) if seq is not None else None
@@ -244,12 +262,12 @@ def _state(
         letter = letters[-1]
         entry.update(state="dead", attempt=letter.attempts, last_error=letter.error, dlq_id=letter.id)
         return entry
-    failed = route.matcher.explain(found.event.attributes)
+    failed = route.matcher.explain_event(found.event)
     if failed is not None:
         entry.update(state="filtered", failed_filter=failed)
         return entry
     if cursor is None or seq is None or seq > cursor.position:
-        held = held_until(found.event, now)
+        held = held_until(found.event, time.time() if now is None else now)
         if held is not None:
             # Not read by the route yet, but held: it will go on the schedule, not out now.
             entry.update(state="scheduled", due=rfc3339(held), next_due=rfc3339(held))
@@ -263,8 +281,12 @@ def trace(store: Store, routeset: RouteSet, found: FoundEvent, now: float | None
     now = time.time() if now is None else now
     with store.snapshot():
         found_cursors = cursors.all_cursors(store)
+        history: dict[str, list[dict[str, Any]]] = {}
+        if found.seq is not None:
+            for a in attempts.for_seq(store, found.seq):
+                history.setdefault(a.route, []).append(attempt_doc(a))
         states = [
-            _state(store, route, _cursor_for(route, found_cursors), found, now)
+            _state(store, route, _cursor_for(route, found_cursors), found, history, now)
             for route in routeset.routes
             if route.broker == found.broker
         ]
@@ -289,6 +311,7 @@ __all__ = [
     "STATES",
     "FoundEvent",
     "LoadedRoutes",
+    "attempt_doc",
     "find_event",
     "load_lenient",
     "route_status",

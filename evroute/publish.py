@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, NamedTuple
 
+from evroute import tracing
 from evroute.cloudevent import NESTED_TOO_DEEPLY, CloudEvent, check_size, is_json_type, make_event
 from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, StoreError
 from evroute.store import Store
@@ -154,6 +155,7 @@ class RoutesConfig(NamedTuple):
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     warning: str | None = None  # one line, when the file could not be used
     cache_key: tuple[str, int, int, int] | None = None  # set when freshly loaded: remember it
+    tracing_endpoint: str | None = None  # settings.tracing.endpoint
 
     def to_json(self) -> str:
         return json.dumps(
@@ -161,6 +163,7 @@ class RoutesConfig(NamedTuple):
                 "routes": [list(r) for r in self.routes],
                 "durability": self.durability,
                 "maxEventBytes": self.max_event_bytes,
+                "tracing": self.tracing_endpoint,
             }
         )
 
@@ -171,6 +174,7 @@ class RoutesConfig(NamedTuple):
             tuple((str(n), str(b), str(s)) for n, b, s in doc["routes"]),
             str(doc["durability"]),
             int(doc["maxEventBytes"]),
+            tracing_endpoint=doc.get("tracing"),
         )
 
 
@@ -203,7 +207,7 @@ def _load(path: str, key: tuple[str, int, int, int]) -> RoutesConfig:
     from evroute.routes.load import load_routes
 
     try:
-        routeset = load_routes(path)
+        routeset = load_routes(path, resolve=False)
     except RoutesInvalid as exc:
         n = len(exc.problems)
         return RoutesConfig(
@@ -219,6 +223,7 @@ def _load(path: str, key: tuple[str, int, int, int]) -> RoutesConfig:
         settings.durability,
         settings.max_event_bytes,
         cache_key=key,
+        tracing_endpoint=settings.tracing_endpoint,
     )
 
 
@@ -252,6 +257,8 @@ class _Target:
         self.db = db
         self.store: Store | None = Store(db) if os.path.exists(db) else None
         self.config = routes_config(routes, self.store)
+        # Spans are exported only with an endpoint configured: nothing of OpenTelemetry loads otherwise.
+        tracing.setup(self.config.tracing_endpoint, one_shot=True)
 
     def check_size(self, event: CloudEvent, where: str = "") -> None:
         try:
@@ -335,6 +342,7 @@ def publish_event(db: str, routes: str, broker: str, event: CloudEvent) -> Publi
     target = _Target(db, routes)
     try:
         target.check_size(event)
+        event = tracing.ensure(event, broker)  # an event without a trace gets one
         store = target.open()
         try:
             result = log.append(store, broker, [event])
@@ -375,7 +383,7 @@ def publish_file(
             if problems.count:
                 continue  # nothing more is stored; reading on only reports every problem
             total += 1
-            pending.append(event)
+            pending.append(tracing.ensure(event, broker))
             if len(pending) >= CHUNK:
                 if not began:
                     target.begin()

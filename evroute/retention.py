@@ -22,10 +22,10 @@ the deletion right there.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from evroute.routes.model import Route, RouteSet
-from evroute.store import Store
+from evroute.store import Store, attempts, links
 
 CHUNK = 1000
 # The worker runs a pass every minute inside its event loop; this bounds one pass there.
@@ -59,7 +59,13 @@ def _bound(conn: sqlite3.Connection, broker: str, routes: Sequence[Route]) -> in
 
 
 def _collect_broker(
-    store: Store, broker: str, routes: Sequence[Route], cutoff: float, budget: int | None, chunk: int
+    store: Store,
+    broker: str,
+    routes: Sequence[Route],
+    cutoff: float,
+    budget: int | None,
+    chunk: int,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     deleted = 0
     after = 0
@@ -89,6 +95,10 @@ def _collect_broker(
                 (broker, after, last, after, last),
             )
             deleted += cur.rowcount
+            attempts.delete_gone(conn, after, last)  # the attempt history goes with its events
+            links.delete_gone(conn, after, last)
+        if progress is not None:
+            progress(cur.rowcount)
         if old < len(rows) or len(rows) < size:
             return deleted
         after = last
@@ -96,9 +106,15 @@ def _collect_broker(
 
 
 def collect(
-    store: Store, routeset: RouteSet, now: float, limit: int | None = WORKER_LIMIT, chunk: int = CHUNK
+    store: Store,
+    routeset: RouteSet,
+    now: float,
+    limit: int | None = WORKER_LIMIT,
+    chunk: int = CHUNK,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Delete what retention allows (at most ``limit`` rows; None = all); returns how many."""
+    """Delete what retention allows (at most ``limit`` rows; None = all); returns how many.
+    ``progress(n)`` is told after every chunk how many rows that chunk deleted."""
     retention = routeset.settings.retention
     if retention is None:
         return 0
@@ -111,7 +127,9 @@ def collect(
         budget = None if limit is None else limit - deleted
         if budget is not None and budget <= 0:
             break
-        deleted += _collect_broker(store, broker, by_broker.get(broker, []), cutoff, budget, max(1, chunk))
+        deleted += _collect_broker(
+            store, broker, by_broker.get(broker, []), cutoff, budget, max(1, chunk), progress
+        )
     return deleted
 
 

@@ -7,6 +7,7 @@ import asyncio
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -18,7 +19,9 @@ from evroute.worker.metrics import Metrics
 class IngressThread:
     """``with IngressThread(db) as srv: srv.url …``; ``woken`` lists every on_stored broker."""
 
-    def __init__(self, db: Path | str, *, token: str | None = None, max_event_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self, db: Path | str, *, token: str | None = None, max_event_bytes: int = 1 << 20, **options: Any
+    ) -> None:
         self.store = Store(str(db))
         self.metrics = Metrics()
         self.woken: list[str] = []
@@ -28,6 +31,7 @@ class IngressThread:
             token=token,
             metrics=self.metrics,
             on_stored=self.woken.append,
+            **options,
         )
         self.loop = asyncio.new_event_loop()
         self.port = 0

@@ -6,24 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli as run
 
-from evroute.cli import main
 from evroute.clock import parse_time
 from evroute.cloudevent import make_event
 from evroute.store import Store
 from evroute.store import log as event_log
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 @pytest.fixture

@@ -14,27 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli as run
 
-from evroute.cli import main
+from evroute import tracing
 from evroute.eventfile import MAX_PROBLEMS
 from evroute.publish import CHUNK, publish_file, routes_config
 from evroute.store import Store, cursors
 from evroute.store import log as event_log
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(*args: str, input: bytes | str | None = None) -> tuple[int, str, str]:
-    """The real entry point (one error path), output captured."""
-    runner = CliRunner()
-    with runner.isolation(input=input) as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 class Env:
@@ -163,7 +151,9 @@ def test_publish_every_option(env: Env) -> None:
     assert (code, out) == (0, "stored o-7 seq 1\n")
     [stored] = env.events()
     assert stored.broker == "order-broker"
-    assert dict(stored.event.attributes) == {
+    attrs = dict(stored.event.attributes)
+    assert tracing.parse(attrs.pop("traceparent")) is not None  # given a trace at publish
+    assert attrs == {
         "specversion": "1.0",
         "id": "o-7",
         "source": "/shop",
@@ -483,7 +473,7 @@ def test_publish_json_array_and_stdin(env: Env) -> None:
     events = {e.event.id: e.event for e in env.events()}
     assert events["1"].data == b"hello"
     assert events["2"].data == b"\x00\x01"
-    assert events["3"].extensions == {"tenant": "acme", "n": 5, "ok": True}
+    assert events["3"].with_attributes(traceparent=None).extensions == {"tenant": "acme", "n": 5, "ok": True}
 
 
 def _counted(env: Env) -> int:

@@ -10,9 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli
 
-from evroute.cli import main
 from evroute.cloudevent import make_event
 from evroute.routes.load import load_routes
 from evroute.store import Store, cursors, deadletters, retries
@@ -49,14 +48,7 @@ class Env:
         self.routes.write_text(ROUTES)
 
     def run(self, *args: str) -> tuple[int, str, str]:
-        runner = CliRunner()
-        with runner.isolation() as (out, err, _):
-            try:
-                main(["--db", self.db, "--routes", str(self.routes), *args])
-                code = 0
-            except SystemExit as exc:
-                code = int(exc.code or 0)
-        return code, out.getvalue().decode(), err.getvalue().decode()
+        return run_cli("--db", self.db, "--routes", str(self.routes), *args)
 
     def publish(self, n: int) -> None:
         with Store(self.db) as store:
@@ -136,6 +128,29 @@ def test_add_with_every_flag(env: Env) -> None:
     assert env.cursor("audit") == 0
 
 
+def test_add_with_an_env_allowlist(env: Env) -> None:
+    code, _, err = env.run(
+        "subscribe",
+        "add",
+        "audit",
+        "--command",
+        "cat",
+        "--env",
+        "API_KEY",
+        "--env",
+        "PATH",
+        "--env",
+        "API_KEY",
+    )
+    assert (code, err) == (0, "")
+    assert "    env: [API_KEY, PATH]\n" in env.routes.read_text()
+    route = load_routes(str(env.routes)).by_name()["audit"]
+    assert route.env == ("API_KEY", "PATH") and route.subscriber.env == ("API_KEY", "PATH")
+    code, out, _ = env.run("subscribe", "list", "--json")
+    listed = {r["name"]: r for r in json.loads(out)}
+    assert listed["audit"]["env"] == ["API_KEY", "PATH"] and listed["inventory"]["env"] is None
+
+
 def test_add_refuses_a_duplicate_name(env: Env) -> None:
     for name in ("inventory", "payment-trigger"):
         code, out, err = env.run("subscribe", "add", name, "--sink", "http://127.0.0.1:1/")
@@ -157,6 +172,8 @@ def test_add_refuses_a_duplicate_name(env: Env) -> None:
         (("n", "--sink", "http://h/", "--cesql", "type ="), "Error: --cesql: CESQL: expected an expression but found end of expression at column 7"),
         (("n", "--sink", "http://h/", "--dead-letter", "dlq"), "Error: --dead-letter 'dlq' is not an absolute http(s) URL"),
         (("n", "--sink", "http://h/", "--broker", "Shop"), "Error: --broker 'Shop' is invalid (allowed: ^[a-z0-9][a-z0-9-]{0,62}$, lowercase letters, digits and '-')"),
+        (("n", "--sink", "http://h/", "--env", "API_KEY"), "Error: --env applies to --command subscribers only (an HTTP subscriber gets no environment)"),
+        (("n", "--command", "true", "--env", "1X"), "Error: --env '1X' is not a variable name (allowed: letters, digits and _, not starting with a digit)"),
     ],
 )  # fmt: skip
 def test_add_names_the_bad_flag(env: Env, args: tuple[str, ...], message: str) -> None:
@@ -180,7 +197,7 @@ def test_list_masks_secrets(env: Env) -> None:
     assert [line.split()[0] for line in out.splitlines()[2:]] == ["inventory", "payment-trigger"]
     code, out, _ = env.run("subscribe", "list", "--json")
     routes = json.loads(out)
-    assert routes[0]["headers"] == {"Authorization": "Bearer ***"}
+    assert routes[0]["headers"] == {"Authorization": "***"}  # every header value, whole
     assert routes[0]["signing"] == {"secret": "***"}
     assert routes[1] == {
         "name": "payment-trigger",
@@ -207,6 +224,7 @@ def test_list_masks_secrets(env: Env) -> None:
         "signing": None,
         "start": "latest",
         "paused": False,
+        "env": None,
     }
 
 

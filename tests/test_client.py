@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from ingress_server import IngressThread
 
+from evroute import tracing
 from evroute.client import send
 from evroute.cloudevent import CloudEvent, make_event
 from evroute.errors import InvalidInput, RuntimeFault
@@ -30,14 +31,23 @@ def event(i: int, **kw: object) -> CloudEvent:
     return make_event(type="order.placed", source="/shop", id=f"o-{i}", **kw)  # type: ignore[arg-type]
 
 
+class _AnyTrace:
+    def __eq__(self, other: object) -> bool:
+        return tracing.parse(other) is not None
+
+
+ANY_TRACE = _AnyTrace()
+
+
 def test_single_event_goes_in_binary_mode_and_is_stored_as_sent(ingress: IngressThread) -> None:
     ev = event(1, data=bytes(range(200)), datacontenttype="application/octet-stream", extensions={"n": 5})
     assert send(ingress.url + "/orders", [ev]) == (1, 0)
     assert send(ingress.url + "/orders", [ev]) == (0, 1)
     (row,) = event_log.read_after(ingress.store, "orders", 0)
     assert row.event.data == ev.data
-    # binary mode carries every value as text: the extension arrives as the string "5"
-    assert dict(row.event.attributes) == {**ev.attributes, "n": "5"}
+    # binary mode carries every value as text: the extension arrives as the string "5"; an event
+    # without a trace is given one where it is stored
+    assert dict(row.event.attributes) == {**ev.attributes, "n": "5", "traceparent": ANY_TRACE}
     assert ingress.woken == ["orders"]
 
 
@@ -47,7 +57,9 @@ def test_many_events_go_as_one_batch(ingress: IngressThread) -> None:
     assert send(ingress.url + "/", [*events, event(9)]) == (1, 3)
     rows = event_log.read_after(ingress.store, "default", 0)
     assert [r.event.id for r in rows] == ["o-0", "o-1", "o-2", "o-9"]
-    assert [r.event.attributes for r in rows[:3]] == [e.attributes for e in events]  # structured keeps types
+    assert [r.event.with_attributes(traceparent=None).attributes for r in rows[:3]] == [
+        e.attributes for e in events
+    ]  # structured keeps types
     assert ingress.woken == ["default", "default"]  # one wake-up per request, not per event
     assert send(ingress.url, []) == (0, 0)
 

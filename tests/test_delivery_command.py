@@ -8,12 +8,12 @@ import os
 import signal
 import sys
 import textwrap
-import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from evroute.cloudevent import HOPS, CloudEvent, make_event, to_dict, to_json
 from evroute.delivery import deliver, new_session
@@ -48,6 +48,7 @@ def run(
     timeout: float = 30.0,
     attempt: int = 1,
     max_reply_bytes: int | None = None,
+    max_event_bytes: int | None = None,
 ) -> Outcome:
     async def main() -> Outcome:
         if max_reply_bytes is not None:
@@ -72,20 +73,12 @@ def run(
                 headers={"Authorization": "not for commands"},
                 signing_secret=None,
                 session=session,
+                max_event_bytes=max_event_bytes,
             )
         finally:
             await session.close()
 
     return asyncio.run(main())
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def gone(pid: int) -> bool:
@@ -216,8 +209,8 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert outcome.body == b"waiting\n"
     assert 1.4 <= outcome.elapsed < 8
     leader, child = map(int, (tmp_path / "pids").read_text().split())
-    assert wait_until(lambda: gone(leader)), "the command survived its timeout"
-    assert wait_until(lambda: gone(child)), "the command's child survived the timeout"
+    assert wait_until(lambda: gone(leader), 10, "the command gone after its timeout")
+    assert wait_until(lambda: gone(child), 10, "the command's child gone after the timeout")
 
 
 def test_cancelling_the_attempt_kills_the_process_group(tmp_path: Path) -> None:
@@ -249,7 +242,7 @@ def test_cancelling_the_attempt_kills_the_process_group(tmp_path: Path) -> None:
 
     asyncio.run(main())
     leader, child = map(int, (tmp_path / "pids").read_text().split())
-    assert wait_until(lambda: gone(leader)) and wait_until(lambda: gone(child))
+    assert wait_until(lambda: gone(leader), 10) and wait_until(lambda: gone(child), 10)
 
 
 def test_a_background_child_holding_stdout_does_not_hold_the_delivery(tmp_path: Path) -> None:
@@ -355,11 +348,13 @@ def test_stdout_flood_is_drained_without_growing_memory(tmp_path: Path) -> None:
             tracemalloc.stop()
 
     outcome, peak = asyncio.run(main())
-    assert (outcome.kind, outcome.status, outcome.reply) == (
-        Kind.SUCCESS,
+    # it began as a CloudEvent and ran past the cap: a reply too large to take
+    assert (outcome.kind, outcome.status, outcome.reply, outcome.error) == (
+        Kind.PERMANENT,
         0,
         None,
-    )  # over the cap: not a reply
+        "invalid reply: stdout is over 65536 bytes",
+    )
     assert peak < 8 << 20, f"peak {peak} bytes while 48 MiB went through stdout"
 
 
@@ -420,3 +415,27 @@ def test_event_content_is_never_run_by_a_shell(tmp_path: Path) -> None:
     assert seen["env"]["CE_TYPE"] == "order.placed;touch type-pwned"
     assert seen["env"]["CE_SUBJECT"] == nasty.subject
     assert seen["stdin"].encode() == to_json(nasty)
+
+
+def test_stdout_reply_over_max_event_bytes_is_an_invalid_reply(tmp_path: Path) -> None:
+    big = to_json(make_event(type="order.audited", source="/audit", id="big-1", data=b"z" * 5000)).decode()
+    sub = script(tmp_path, "big.py", f"import sys\nsys.stdin.read()\nprint({big!r})\n")
+
+    over = run(sub, max_event_bytes=4096)
+    assert (over.kind, over.status, over.reply) == (Kind.PERMANENT, 0, None)
+    assert over.error is not None and over.error.startswith("invalid reply: event is ")
+    assert over.error.endswith(" bytes, over maxEventBytes 4096")
+    # stdout far past the limit that begins as a CloudEvent is a reply that cannot be taken
+    far = run(sub, max_event_bytes=1000)
+    assert (far.kind, far.error) == (
+        Kind.PERMANENT,
+        "invalid reply: stdout is over 2000 bytes (maxEventBytes 1000)",
+    )
+    under = run(sub, max_event_bytes=8192)
+    assert under.kind is Kind.SUCCESS and under.reply is not None and under.reply.id == "big-1"
+
+
+def test_stdout_past_the_cap_that_is_no_event_is_plain_output(tmp_path: Path) -> None:
+    sub = script(tmp_path, "chatty.py", "import sys\nsys.stdout.write('log line\\n' * 30000)\n")
+    outcome = run(sub, max_reply_bytes=65536)
+    assert (outcome.kind, outcome.reply, outcome.error) == (Kind.SUCCESS, None, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import socket
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from helpers import free_port
 
 from evroute.cloudevent import (
     HOPS,
@@ -108,6 +109,7 @@ async def post(
     attempt: int = 1,
     path: str = "/hook",
     max_reply_bytes: int | None = None,
+    max_event_bytes: int | None = None,
 ) -> Outcome:
     session = new_session()
     try:
@@ -132,6 +134,7 @@ async def post(
             headers=headers or {},
             signing_secret=secret,
             session=session,
+            max_event_bytes=max_event_bytes,
         )
     finally:
         await session.close()
@@ -426,13 +429,6 @@ def test_deadline_while_reading_a_failure_body_keeps_the_status() -> None:
     assert outcome.elapsed < 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 def test_connection_refused() -> None:
     port = free_port()
     outcome = run(post(f"http://127.0.0.1:{port}", event()))
@@ -517,7 +513,7 @@ def test_binary_reply_increments_hops() -> None:
     assert (outcome.kind, outcome.status, outcome.error) == (Kind.SUCCESS, 200, None)
     assert outcome.reply is not None
     assert outcome.reply.attributes[HOPS] == 4
-    assert outcome.reply.with_attributes(**{HOPS: None}) == reply_event()
+    assert outcome.reply.with_attributes(**{HOPS: None, "traceparent": None}) == reply_event()
 
 
 def test_structured_reply_gets_hop_one() -> None:
@@ -533,7 +529,10 @@ def test_structured_reply_gets_hop_one() -> None:
     assert outcome.kind is Kind.SUCCESS and outcome.reply is not None
     assert outcome.reply.attributes[HOPS] == 1
     assert outcome.reply.data == b'{"reserved":true}'
-    assert outcome.reply.with_attributes(**{HOPS: None}).attributes == reply_event().attributes
+    assert (
+        outcome.reply.with_attributes(**{HOPS: None, "traceparent": None}).attributes
+        == reply_event().attributes
+    )
 
 
 def test_reply_past_the_hop_limit_is_dropped() -> None:
@@ -696,3 +695,47 @@ def test_deliver_to_an_empty_subscriber_is_permanent() -> None:
 
     outcome = asyncio.run(main())
     assert (outcome.kind, outcome.error) == (Kind.PERMANENT, "the subscriber has neither a uri nor a command")
+
+
+# --------------------------------------------------------------------------- maxEventBytes
+
+
+def big_reply(size: int) -> CloudEvent:
+    return make_event(type="order.reserved", source="/inventory", id="big-1", data=b"z" * size)
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_reply_over_max_event_bytes_is_an_invalid_reply(mode: str) -> None:
+    reply = big_reply(5000)
+    headers, body = to_binary(reply) if mode == "binary" else to_structured(reply)
+
+    async def main() -> tuple[Outcome, Outcome]:
+        async with Server(answer(200, body, headers)) as server:
+            return (
+                await post(server.url, event(), max_event_bytes=4096),
+                await post(server.url, event(), max_event_bytes=8192),
+            )
+
+    over, under = asyncio.run(main())
+    assert (over.kind, over.status, over.reply) == (Kind.PERMANENT, 200, None)
+    # measured as it would be stored: the reply with its evroutehops stamp
+    assert over.error is not None
+    size = re.fullmatch(r"invalid reply: event is (\d+) bytes, over maxEventBytes 4096", over.error)
+    assert size is not None and int(size.group(1)) > reply.size()
+    assert over.body is not None and len(over.body) == 1024
+    assert under.kind is Kind.SUCCESS and under.reply is not None and under.reply.data == reply.data
+
+
+def test_reply_body_far_over_max_event_bytes_is_not_read_to_the_end() -> None:
+    handler, sent = endless(200, {"Content-Type": STRUCTURED_CT})
+
+    async def main() -> Outcome:
+        async with Server(handler) as server:
+            return await post(server.url, event(), max_event_bytes=10_000)
+
+    outcome = asyncio.run(main())
+    assert (outcome.kind, outcome.error) == (
+        Kind.PERMANENT,
+        "invalid reply: body is over 20000 bytes (maxEventBytes 10000)",
+    )
+    assert sent[0] < 16 << 20

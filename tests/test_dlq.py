@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import json_event
+from helpers import run_cli as run
 
-from evroute.cli import main
 from evroute.clock import parse_time
 from evroute.cloudevent import make_event
 from evroute.store import Store, deadletters, lease, retries
@@ -33,17 +33,6 @@ DLQ_KEYS = {
 }
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue().decode(), err.getvalue().decode()
-
-
 class Env:
     """A database holding dead letters of two routes, and the global options to reach it."""
 
@@ -54,13 +43,7 @@ class Env:
         self.ids: dict[str, list[int]] = {"payment": [], "inventory": []}
         with Store(self.db) as store:
             for i in range(5):
-                event = make_event(
-                    type="order.placed",
-                    source="/shop",
-                    id=f"order-{i}",
-                    data=json.dumps({"order": i}).encode(),
-                    datacontenttype="application/json",
-                )
+                event = json_event("order.placed", f"order-{i}", {"order": i})
                 [seq] = event_log.append(store, "default", [event]).seqs
                 name = "payment" if i < 3 else "inventory"
                 [dlq_id] = deadletters.add(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from helpers import run_cli
 
 from evroute.cli import main
 from evroute.export import dump_stream, service_for
@@ -145,14 +146,7 @@ def run(tmp_path: Path, text: str, *args: str) -> tuple[int, str, str]:
     """The real entry point (one error path) on a routes file holding ``text``."""
     routes = tmp_path / "routes.yaml"
     routes.write_text(text, encoding="utf-8")
-    runner = CliRunner()
-    with runner.isolation(env=ENV) as (out, err, _):
-        try:
-            main(["--routes", str(routes), "--db", str(tmp_path / "ev.db"), *args])
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue().decode(), err.getvalue().decode()
+    return run_cli("--routes", str(routes), "--db", str(tmp_path / "ev.db"), *args, env=ENV)
 
 
 def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:

@@ -151,11 +151,11 @@ def test_description_names_every_part() -> None:
         ([{"exact": {"": "x"}}], "empty attribute name (allowed: a CloudEvents attribute name)"),
         ([{"prefix": {"Type": "x"}}], "attribute name 'Type' is invalid (allowed: lowercase letters and digits, starting with a letter)"),
         ([{"exact": {"type": "a"}, "prefix": {"source": "/"}}], "more than one dialect in one filter: exact, prefix (allowed: exactly one per item; combine them with all: [...])"),
-        ([{"regex": {"type": "a"}}], "unknown filter dialect 'regex' (allowed: exact, prefix, suffix, all, any, not, cesql)"),
+        ([{"regex": {"type": "a"}}], "unknown filter dialect 'regex' (allowed: exact, prefix, suffix, all, any, not, cesql, cel)"),
         ([{"cesql": "type = "}], "CESQL: expected an expression but found end of expression at column 8 (allowed: CloudEvents SQL v1)"),
         ([{"any": {}}], "must be a list of filter expressions"),
         ([{"exact": {"type": "a", "source": ""}}], "empty value for 'source' (allowed: a non-empty string)"),
-        ([[]], "must be one filter expression (allowed: exact, prefix, suffix, all, any, not, cesql)"),
+        ([[]], "must be one filter expression (allowed: exact, prefix, suffix, all, any, not, cesql, cel)"),
     ],
 )  # fmt: skip
 def test_check_names_each_problem(filters: list[object], message: str) -> None:

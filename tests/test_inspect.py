@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from helpers import json_event
+from helpers import run_cli as run
 
-from evroute.cli import main
 from evroute.clock import parse_time
-from evroute.cloudevent import make_event
 from evroute.errors import NotFound
 from evroute.inspect import route_status, trace_event
 from evroute.routes.model import Matcher, Route, RouteSet, Subscriber
@@ -43,7 +42,17 @@ STATUS_KEYS = {
     "scheduled",
     "endpoints",
 }
-TRACE_ROUTE_KEYS = {"route", "state", "attempt", "next_due", "last_error", "dlq_id", "failed_filter", "due"}
+TRACE_ROUTE_KEYS = {
+    "route",
+    "state",
+    "attempt",
+    "next_due",
+    "last_error",
+    "dlq_id",
+    "failed_filter",
+    "attempts",
+    "due",
+}
 
 
 def exact(**want: str) -> Matcher:
@@ -66,16 +75,7 @@ def route(name: str, broker: str = "default", **kw: Any) -> Route:
 def publish(
     store: Store, n: int, broker: str = "default", type: str = "order.placed", prefix: str = "e"
 ) -> list[int]:
-    events = [
-        make_event(
-            type=type,
-            source="/shop",
-            id=f"{prefix}{i}",
-            data=json.dumps({"n": i}).encode(),
-            datacontenttype="application/json",
-        )
-        for i in range(n)
-    ]
+    events = [json_event(type, f"{prefix}{i}", {"n": i}) for i in range(n)]
     seqs = []
     for event in events:
         result = event_log.append(store, broker, [event])
@@ -111,18 +111,6 @@ def dead(store: Store, name: str, seq: int, now: float, broker: str = "default")
         ],
     )
     return dlq_id
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """The real entry point (one error path), output captured."""
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 @pytest.fixture
@@ -175,7 +163,11 @@ def test_events_show_reports_every_state_with_the_exact_json_shape(store: Store)
     states = {e["route"]: e for e in doc["routes"]}
     assert "elsewhere" not in states  # routes on other brokers are not listed
     assert [e["route"] for e in doc["routes"]] == ["done", "waiting", "flaky", "gave-up", "audit", "held"]
-    assert states["done"] == dict.fromkeys(TRACE_ROUTE_KEYS) | {"route": "done", "state": "delivered"}
+    assert states["done"] == dict.fromkeys(TRACE_ROUTE_KEYS) | {
+        "route": "done",
+        "state": "delivered",
+        "attempts": [],
+    }
     assert states["waiting"]["state"] == "pending"
     flaky = states["flaky"]
     assert flaky["state"] == "retrying" and flaky["attempt"] == 1

@@ -5,25 +5,20 @@ step, compared with what the receivers saw."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-from receiver import Receiver, Reply
+from helpers import evroute_argv, evroute_env
+from helpers import wait_until as wait
 
-ROOT = Path(__file__).resolve().parents[1]
+from receiver import Receiver, Reply
 
 
 class Cli:
     def __init__(self, tmp_path: Path) -> None:
-        self.base = [
-            sys.executable, "-m", "evroute",
-            "--db", str(tmp_path / "ev.db"), "--routes", str(tmp_path / "routes.yaml"),
-        ]  # fmt: skip
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.base = evroute_argv(tmp_path)
+        self.env = evroute_env()
         self.cwd = tmp_path
 
     def __call__(self, *args: str) -> str:
@@ -41,15 +36,6 @@ class Cli:
             [*self.base, "worker", "-q"], env=self.env, cwd=self.cwd, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-
-
-def wait(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_outage_dead_letters_then_replay_and_status_and_trace_agree(tmp_path: Path) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import evroute, evroute_argv, evroute_env
 
 from evroute.cloudevent import make_event
 from evroute.store import Store
@@ -17,31 +17,13 @@ from evroute.store import log as event_log
 
 from receiver import Receiver
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 class Worker:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.log = tmp_path / "worker.log"
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self._err = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "evroute",
-                "--db",
-                str(tmp_path / "ev.db"),
-                "--routes",
-                str(tmp_path / "routes.yaml"),
-                "worker",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self._err,
-            cwd=tmp_path,
-        )
+        self.proc = evroute(tmp_path, "worker", stdout=subprocess.DEVNULL, stderr=self._err)
         self.wait_log("route")
 
     def text(self) -> str:
@@ -135,28 +117,15 @@ def test_subscribe_add_while_the_worker_runs(tmp_path: Path, sinks) -> None:  # 
     (tmp_path / "routes.yaml").write_text(routes_text(("inventory", inventory.url)))
     worker = Worker(tmp_path)
     try:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "evroute",
-                "--db",
-                str(tmp_path / "ev.db"),
-                "--routes",
-                str(tmp_path / "routes.yaml"),
-                "subscribe",
-                "add",
-                "notification",
-                "--sink",
-                notification.url + "/",
-                "--filter",
-                "type=order.placed",
-            ],
-            env=env,
+            evroute_argv(
+                tmp_path, "subscribe", "add", "notification", "--sink", notification.url + "/",
+                "--filter", "type=order.placed",
+            ),
+            env=evroute_env(),
             capture_output=True,
             text=True,
-        )
+        )  # fmt: skip
         assert result.returncode == 0, result.stderr
         worker.wait_log("route notification added")
         ids = [f"n-{i}" for i in range(25)]

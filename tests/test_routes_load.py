@@ -12,7 +12,7 @@ import pytest
 
 from evroute.errors import InvalidInput, RoutesInvalid
 from evroute.routes.load import load_routes, load_routes_text
-from evroute.routes.model import CircuitBreaker, Delivery, Subscriber
+from evroute.routes.model import INGRESS_TOKEN_VARS, CircuitBreaker, Delivery, Subscriber
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT.parent / "shared" / "scenario.md"
@@ -110,7 +110,9 @@ def test_a_full_evroute_route(tmp_path: Path) -> None:
         {},
     )
     (route,) = rs.routes
-    assert route.subscriber == Subscriber(command=("./handle.sh", "--fast"), cwd=str(tmp_path))
+    assert route.subscriber == Subscriber(
+        command=("./handle.sh", "--fast"), cwd=str(tmp_path), hidden_env=INGRESS_TOKEN_VARS
+    )
     assert route.delivery == Delivery(
         retry=0,
         backoff_policy="linear",
@@ -315,7 +317,8 @@ def test_env_expansion_and_masking() -> None:
     assert route.subscriber.uri == "http://127.0.0.1:8081/in"
     assert route.headers == {"Authorization": "Bearer tok-123456", "X-Literal": "${NOT_EXPANDED}"}
     assert route.signing_secret == env["SECRET"]
-    assert route.secrets == frozenset(env.values())
+    # every header value is masked, the literal one too
+    assert route.secrets == frozenset([*env.values(), "Bearer tok-123456", "${NOT_EXPANDED}"])
     assert route.mask("POST http://127.0.0.1:8081/in with tok-123456") == "POST http://***/in with ***"
 
 
@@ -376,7 +379,7 @@ def test_every_problem_at_once_with_line_and_column() -> None:
         "routes.yaml:8:17: route 'Bad_Name': subscriber: 'ftp://x/' is not an absolute http(s) URI "
         "(allowed: http://HOST[:PORT]/PATH or https://…)",
         "routes.yaml:10:5: route 'a': unknown key 'filtr' (did you mean 'filter'? allowed: name, broker, "
-        "filter, filters, subscriber, delivery, headers, signing, start, paused, transform)",
+        "filter, filters, subscriber, delivery, headers, signing, start, paused, transform, env)",
         "routes.yaml:13:22: route 'a': delivery.backoffPolicy: unknown policy 'fibonacci' (allowed: exponential, linear)",
         "routes.yaml:14:21: route 'a': delivery.backoffDelay: bad duration 'soon' "
         "(ISO 8601 like PT0.5S, PT1M, P1D, or 500ms, 2s, 1m, 1h, 1d)",
@@ -531,3 +534,54 @@ def test_routesets_compare_equal_when_nothing_changed() -> None:
     text = "routes:\n  - {name: a, subscriber: http://h/, filters: [{exact: {type: x}}]}\n"
     assert load(text) == load(text)
     assert load(text) != load(text.replace("type: x", "type: y"))
+
+
+def test_env_allowlist_names_what_a_command_is_given() -> None:
+    rs = load(
+        """\
+        routes:
+          - name: a
+            subscriber: {command: [cat]}
+            env: [API_KEY, PATH]
+          - name: b
+            subscriber: {command: [cat]}
+            headers: {X-Key: "${KEY}"}
+        """,
+        {"KEY": "key-123"},
+    )
+    a, b = rs.routes
+    assert a.env == ("API_KEY", "PATH") and a.subscriber.env == ("API_KEY", "PATH")
+    assert b.env is None and b.subscriber.env is None
+    # every variable any route expands is kept from commands, and so is the ingress token
+    assert a.subscriber.hidden_env == b.subscriber.hidden_env == {"KEY", "EVROUTE_TOKEN"}
+
+
+def test_env_allowlist_problems_and_notes() -> None:
+    assert problems(
+        """\
+        routes:
+          - {name: a, subscriber: {command: [cat]}, env: API_KEY}
+          - {name: b, subscriber: {command: [cat]}, env: [OK, 1X, "A-B"]}
+        """
+    ) == [
+        "routes.yaml:2:50: route 'a': env: must be a list of variable names, got 'API_KEY' (allowed: [NAME, …])",
+        "routes.yaml:3:55: route 'b': env[1]: '1X' is not a variable name (allowed: letters, digits, _)",
+        "routes.yaml:3:59: route 'b': env[2]: 'A-B' is not a variable name (allowed: letters, digits, _)",
+    ]
+    rs = load("routes:\n  - {name: h, subscriber: 'http://127.0.0.1:1/', env: [X]}\n")
+    assert rs.notes == ("routes.yaml:2: route 'h': env is ignored (it applies to command subscribers)",)
+
+
+def test_every_header_value_is_a_secret_literal_or_expanded() -> None:
+    rs = load(
+        """\
+        routes:
+          - name: a
+            subscriber: http://127.0.0.1:1/
+            headers: {X-Literal: "plain-literal-value", X-Short: "ok", Authorization: "Bearer ${T}"}
+        """,
+        {"T": "tok-42"},
+    )
+    (route,) = rs.routes
+    assert route.mask("sent plain-literal-value and Bearer tok-42") == "sent *** and ***"
+    assert route.mask("ok") == "ok"  # too short to hide without garbling every line

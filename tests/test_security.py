@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from helpers import evroute, free_port, progress, stop, wait_until
+from helpers import evroute_env as env_with
 
 from evroute.cloudevent import from_http, to_json
 from evroute.delivery import signing
@@ -42,20 +41,16 @@ URI_KEY = "uri-Key-0815-zyxwvu"
 WH_KEY = base64.b64encode(b"evroute-signing-key-for-tests-32b").decode()
 WH_SECRET = f"whsec_{WH_KEY}"
 INGRESS_TOKEN = "ingress-Token-9876-qwerty"
-SECRETS = (SECRET_TOKEN, URI_KEY, WH_SECRET, WH_KEY, INGRESS_TOKEN)
+LITERAL = "literal-Header-2468-mnbvcx"  # written into routes.yaml as it is, no ${VAR}
+SECRETS = (SECRET_TOKEN, URI_KEY, WH_SECRET, WH_KEY, INGRESS_TOKEN, LITERAL)
+ALLOWED = "allowed-Value-1357"
 
-
-def env_with(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
-
-
-def evroute(folder: Path, *args: str, env: dict[str, str], **kw: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [PY, "-m", "evroute", "--db", str(folder / "ev.db"), "--routes", str(folder / "routes.yaml"), *args],
-        env=env,
-        cwd=folder,
-        **kw,
-    )
+DUMP_ENV = """\
+import json, os, sys
+sys.stdin.buffer.read()
+with open(sys.argv[1], "w") as f:
+    json.dump(dict(os.environ), f)
+"""
 
 
 def cli(folder: Path, *args: str, env: dict[str, str], stdin: bytes | None = None) -> tuple[int, str]:
@@ -67,29 +62,8 @@ def cli(folder: Path, *args: str, env: dict[str, str], stdin: bytes | None = Non
     return proc.returncode, out.decode(errors="replace")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s")
-
-
 def settled(db: Path, routes: list[str]) -> bool:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        last = dict(conn.execute("SELECT broker, max(seq) FROM events GROUP BY broker").fetchall())
-        position = dict(conn.execute("SELECT route, position FROM cursors").fetchall())
-        retrying = {r[0] for r in conn.execute("SELECT DISTINCT route FROM retries")}
-    finally:
-        conn.close()
+    last, position, retrying = progress(db)
     return bool(last) and all(
         position.get(r, -1) >= last.get("default", 0) and r not in retrying for r in routes
     )
@@ -102,17 +76,6 @@ def dls_tried(db: Path) -> bool:
     finally:
         conn.close()
     return row is not None and row[0] is not None
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-        raise AssertionError("the worker did not stop within 20s of SIGTERM") from None
 
 
 def ingress_up(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -280,16 +243,27 @@ def secret_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         "    headers: {Authorization: 'Bearer ${SECRET_TOKEN}', X-Api-Key: '${SECRET_TOKEN}'}\n"
         "  - name: down\n"
         f"    subscriber: '{down.url}/d?key=${{URI_KEY}}'\n"
-        "    headers: {X-Api-Key: '${SECRET_TOKEN}'}\n"
+        f"    headers: {{X-Api-Key: '${{SECRET_TOKEN}}', X-Literal: '{LITERAL}'}}\n"
         "    delivery: {retry: 1, deadLetterSink: {uri: 'http://127.0.0.1:9/dls?key=${URI_KEY}'}}\n"
+        # commands see neither the ingress token nor what the other routes expand
+        "  - name: envdump\n"
+        f"    subscriber: {{command: [{PY}, dump_env.py, envdump.json]}}\n"
+        "  - name: allowlisted\n"
+        f"    subscriber: {{command: [{PY}, dump_env.py, allowlisted.json]}}\n"
+        "    env: [ALLOWED_VAR, SECRET_TOKEN]\n"
     )
-    env = env_with(SECRET_TOKEN=SECRET_TOKEN, URI_KEY=URI_KEY, WH_SECRET=WH_SECRET)
+    (folder / "dump_env.py").write_text(DUMP_ENV)
+    env = env_with(
+        SECRET_TOKEN=SECRET_TOKEN,
+        URI_KEY=URI_KEY,
+        WH_SECRET=WH_SECRET,
+        ALLOWED_VAR=ALLOWED,
+        EVROUTE_TOKEN=INGRESS_TOKEN,  # the token from the environment, never on a command line
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (folder / "worker.log").open("wb")
-    proc = evroute(
-        folder, "worker", "-v", "--listen", f"127.0.0.1:{port}", "--token", INGRESS_TOKEN, env=env, stderr=log
-    )
+    proc = evroute(folder, "worker", "-v", "--listen", f"127.0.0.1:{port}", env=env, stderr=log)
     out: dict[str, Any] = {"signed": signed, "outputs": {}}
     outputs: dict[str, str] = out["outputs"]
     try:
@@ -308,12 +282,12 @@ def secret_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         metrics = httpx.get(f"{url}/metrics", headers=auth)
         outputs["metrics"] = metrics.text
         code, text = cli(
-            folder, "publish", "--url", url + "/", "--token", INGRESS_TOKEN, "--id", "e-2", "--type", "t",
+            folder, "publish", "--url", url + "/", "--id", "e-2", "--type", "t",
             "--data", '{"order": 2}', env=env,
         )  # fmt: skip
         assert code == 0, text
         outputs["publish --url"] = text
-        routes = ["signed-binary", "signed-json", "redirected", "down"]
+        routes = ["signed-binary", "signed-json", "redirected", "down", "envdump", "allowlisted"]
         wait_until(lambda: settled(folder / "ev.db", routes), 30, "every route settled")
         wait_until(lambda: dls_tried(folder / "ev.db"), 30, "the dead-letter sink was tried")
         for name, args in {
@@ -353,6 +327,7 @@ def secret_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         assert code == 0, text
         outputs[f"dlq show {letter['id']} ({letter['route']})"] = text
     out["letters"] = {d["route"]: d for d in letters}
+    out["envs"] = {n: json.loads((folder / f"{n}.json").read_text()) for n in ("envdump", "allowlisted")}
     yield out
 
 
@@ -381,13 +356,16 @@ def test_secrets_appear_nowhere(secret_run: dict[str, Any]) -> None:
     for name in must_mask:
         assert "***" in outputs[name], f"no *** in {name}:\n{outputs[name]}"
     routes = {r["name"]: r for r in json.loads(outputs["subscribe list --json"])}
-    assert routes["signed-binary"]["headers"] == {"Authorization": "Bearer ***", "X-Api-Key": "***"}
+    # every header value is masked, whatever it holds
+    assert routes["signed-binary"]["headers"] == {"Authorization": "***", "X-Api-Key": "***"}
+    assert routes["down"]["headers"] == {"X-Api-Key": "***", "X-Literal": "***"}
+    assert routes["allowlisted"]["env"] == ["ALLOWED_VAR", "SECRET_TOKEN"]
     assert routes["signed-binary"]["signing"] == {"secret": "***"}
     assert routes["down"]["delivery"]["deadLetterSink"]["uri"].endswith("?key=***")
     # Failures whose texts and bodies carried a secret: the subscribers echoed what they were sent.
     letters = secret_run["letters"]
     assert "key=***&auth=***" in letters["redirected"]["error"], letters["redirected"]
-    assert letters["redirected"]["body"] == "wrong place, you sent Bearer ***"
+    assert letters["redirected"]["body"] == "wrong place, you sent ***"  # the whole header value
     assert letters["down"]["body"] == "down; key ***"
     assert letters["down"]["dls_outcome"].startswith("failed")
     log = outputs["worker log (-v)"]
@@ -503,3 +481,37 @@ def test_ingress_binds_loopback_by_default_and_takes_the_token_from_the_environm
     assert code == 0, text
     assert f"http://127.0.0.1:{port}/ (token required)" in text
     assert INGRESS_TOKEN not in text
+
+
+def test_command_subscribers_get_no_ingress_token_and_no_other_routes_secrets(
+    secret_run: dict[str, Any],
+) -> None:
+    plain = secret_run["envs"]["envdump"]
+    for secret in SECRETS:
+        assert secret not in json.dumps(plain), secret
+    for name in ("EVROUTE_TOKEN", "SECRET_TOKEN", "URI_KEY", "WH_SECRET"):
+        assert name not in plain
+    # everything else of the worker's environment is inherited, and the event's variables added
+    assert plain["PYTHONPATH"] == str(ROOT) and plain["ALLOWED_VAR"] == ALLOWED
+    assert plain["EVROUTE_ROUTE"] == "envdump" and plain["CE_ID"] in ("e-1", "e-2")
+
+
+def test_an_env_allowlist_passes_only_the_names_it_lists(secret_run: dict[str, Any]) -> None:
+    got = secret_run["envs"]["allowlisted"]
+    got.pop("LC_CTYPE", None)  # set by the Python child itself under a C locale (PEP 538)
+    assert sorted(got) == sorted(
+        [
+            "ALLOWED_VAR",
+            "SECRET_TOKEN",
+            "CE_ID",
+            "CE_SOURCE",
+            "CE_TYPE",
+            "EVROUTE_ROUTE",
+            "EVROUTE_ATTEMPT",
+            "EVROUTE_BROKER",
+            "TRACEPARENT",  # the attempt's trace context, like the CE_* variables
+        ]
+        + (["CE_TIME"] if "CE_TIME" in got else [])
+    )
+    # a name listed is passed even when a route expands it: the route asked for it
+    assert (got["ALLOWED_VAR"], got["SECRET_TOKEN"]) == (ALLOWED, SECRET_TOKEN)

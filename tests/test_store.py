@@ -343,7 +343,7 @@ def test_schema_created_in_an_empty_file_and_reopen_is_idempotent(tmp_path: Path
     assert _tables(str(path)) == tables
     with sqlite3.connect(path) as conn:
         applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY name")]
-    assert applied == ["0001_initial", "0002_routes_cache", "0003_route_pace"]
+    assert applied == ["0001_initial", "0002_routes_cache", "0003_attempts", "0004_route_pace"]
 
 
 def test_schema_upgrade_from_the_first_version_keeps_the_data(tmp_path: Path) -> None:
@@ -371,7 +371,7 @@ def test_schema_upgrade_from_the_first_version_keeps_the_data(tmp_path: Path) ->
         assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert [e.event.id for e in log.read_after(s, "default", 0)] == ["1"]
         assert log.append(s, "default", [ev(2)]).seqs == (2,)
-    assert "routes_cache" in _tables(path)
+    assert {"routes_cache", "attempts", "outcomes"} <= _tables(path)
 
 
 def test_store_refuses_paths_it_cannot_use(tmp_path: Path) -> None:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections import Counter
 from pathlib import Path
 
+import helpers
 import pytest
+from helpers import wait_until as wait
 
 from evroute.cloudevent import make_event
 from evroute.store import Store, cursors, lease
@@ -23,23 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def evroute(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "evroute",
-            "--db",
-            str(tmp_path / "ev.db"),
-            "--routes",
-            str(tmp_path / "routes.yaml"),
-            *args,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=tmp_path,
-    )
+    return helpers.evroute(tmp_path, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def write_routes(tmp_path: Path, text: str) -> None:
@@ -55,15 +39,6 @@ def publish(tmp_path: Path, n: int, start: int = 0) -> list[str]:
         for i in range(0, n, 100):
             event_log.append(store, "default", events[i : i + 100])
     return [e.id for e in events]
-
-
-def wait(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

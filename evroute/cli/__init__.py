@@ -30,6 +30,8 @@ COMMANDS: dict[str, str] = {
     "worker": "evroute.cli.worker:worker",
     "dlq": "evroute.cli.dlq:dlq",
     "export": "evroute.cli.export:export",
+    "ui": "evroute.cli.ui:ui",
+    "tail": "evroute.cli.tail:tail",
 }
 
 

@@ -59,7 +59,7 @@ def knative_cmd(namespace: str | None, service_refs: bool) -> None:
     from evroute.routes.load import load_routes
 
     _check_name("--namespace", namespace)
-    routeset = load_routes(ctx_obj().routes)
+    routeset = load_routes(ctx_obj().routes, resolve=False)
     _emit(*to_knative(routeset, namespace, service_refs=service_refs))
 
 
@@ -80,5 +80,5 @@ def dapr_cmd(namespace: str | None, pubsub: str) -> None:
 
     _check_name("--namespace", namespace)
     _check_name("--pubsub", pubsub)
-    routeset = load_routes(ctx_obj().routes)
+    routeset = load_routes(ctx_obj().routes, resolve=False)
     _emit(*to_dapr(routeset, namespace, pubsub=pubsub))

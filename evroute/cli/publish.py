@@ -89,6 +89,12 @@ def init_cmd() -> None:
 @click.option(
     "--at", "at", metavar="RFC3339", help="Hold the event until this time before any route delivers it."
 )
+@click.option(
+    "--topic",
+    metavar="TOPIC",
+    help="Publish as Dapr does to this topic: the topic and pubsubname (the broker) attributes "
+    "are set, and the type defaults to com.dapr.event.sent.",
+)
 @click.option("--url", metavar="URL", help="Send to a running ingress (`evroute worker --listen`) instead.")
 @click.option(
     "--token", envvar="EVROUTE_TOKEN", metavar="TOKEN", help="Ingress token for --url (env EVROUTE_TOKEN)."
@@ -107,6 +113,7 @@ def publish(
     broker: str | None,
     delay: str | None,
     at: str | None,
+    topic: str | None,
     url: str | None,
     token: str | None,
 ) -> None:
@@ -122,6 +129,7 @@ def publish(
       evroute publish --type reminder.due --delay 24h --data '{"order": 1}'
       evroute publish --file orders.jsonl
       evroute publish --url http://127.0.0.1:8080/ --type order.placed
+      evroute publish --broker pubsub --topic orders --data '{"amount": 120}'
     """
     from evroute import publish as lib
     from evroute.errors import InvalidInput
@@ -146,6 +154,8 @@ def publish(
             given.append("--ext")
         if delay is not None or at is not None:
             given.append("--delay/--at (set evroutedeliverat on each event of the file)")
+        if topic is not None:
+            given.append("--topic")
         if given:
             raise InvalidInput(
                 f"--file takes every attribute from the file: {', '.join(given)} cannot be combined with it"
@@ -161,6 +171,19 @@ def publish(
         if DELIVER_AT in extensions:
             raise InvalidInput(f"--ext {DELIVER_AT} and --delay/--at say the same thing: give one")
         extensions[DELIVER_AT] = stamp(delay, at, time.time()) or ""
+    if topic is not None:
+        from evroute.dapr_api import DAPR_TYPE, topic_attributes
+
+        if not topic:
+            raise InvalidInput("--topic must not be empty")
+        if url is None:
+            pubsub = broker_name
+        else:  # the URL's path names the broker: http://HOST:PORT/BROKER, or / for default
+            from urllib.parse import urlsplit
+
+            pubsub = urlsplit(url).path.strip("/") or lib.DEFAULT_BROKER
+        extensions.update(topic_attributes(topic, pubsub))
+        type_ = DAPR_TYPE if type_ is None else type_
     event = lib.event_from_options(
         type=type_,
         source=source,

@@ -157,14 +157,13 @@ def test(
         event = _event_from_file(event_file)
     else:
         event = _event_from_flags(type_ or "", source, subject, id_, exts)
-    attributes = dict(event.attributes)
-    routeset = load_routes(ctx_obj().routes)
+    routeset = load_routes(ctx_obj().routes, resolve=False)
     results: list[dict[str, Any]] = []
     paused: dict[str, bool] = {}
     for route in routeset.routes:
         if route.broker != broker:
             continue
-        why = route.matcher.explain(attributes)
+        why = route.matcher.explain_event(event)
         result: dict[str, Any] = {"route": route.name, "matched": why is None, "failed_filter": why}
         if why is None and route.transform is not None:
             result.update(_transformed(route.transform, event))

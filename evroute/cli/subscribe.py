@@ -47,6 +47,11 @@ def subscribe() -> None:
     help="Exact attribute match (repeatable; all must hold).",
 )
 @click.option("--cesql", metavar="EXPR", help="A CloudEvents SQL filter, e.g. \"subject LIKE 'eu-%'\".")
+@click.option(
+    "--cel",
+    metavar="EXPR",
+    help="A CEL filter over attributes and JSON data (Dapr's language), e.g. 'event.data.amount > 100'.",
+)
 @click.option("--retry", type=click.IntRange(min=0), help="Retries after the first attempt.")
 @click.option("--backoff-policy", type=click.Choice(["exponential", "linear"]), help="How waits grow.")
 @click.option("--backoff-delay", metavar="DURATION", help="First wait, e.g. PT0.5S or 500ms.")
@@ -58,6 +63,13 @@ def subscribe() -> None:
 @click.option(
     "--from", "start", type=click.Choice(["latest", "earliest"]), help="Where the new route starts."
 )
+@click.option(
+    "--env",
+    "env_names",
+    multiple=True,
+    metavar="NAME",
+    help="Pass only these variables to the --command (repeatable; CE_* and EVROUTE_* always).",
+)
 def add(
     name: str,
     sinks: tuple[str, ...],
@@ -65,6 +77,7 @@ def add(
     broker: str,
     filters: tuple[str, ...],
     cesql: str | None,
+    cel: str | None,
     retry: int | None,
     backoff_policy: str | None,
     backoff_delay: str | None,
@@ -74,6 +87,7 @@ def add(
     concurrency: int | None,
     rate: str | None,
     start: str | None,
+    env_names: tuple[str, ...],
 ) -> None:
     """Add route NAME to the routes file, keeping its comments and layout.
 
@@ -85,6 +99,8 @@ def add(
               --retry 5 --dead-letter http://127.0.0.1:8089/payment-dlq
       evroute subscribe add audit --command 'python3 audit.py' --cesql "subject LIKE 'eu-%'" --from earliest
       evroute subscribe add orders --sink http://10.0.0.1:8080/ --sink http://10.0.0.2:8080/ --rate 50/s
+      evroute subscribe add large --sink http://127.0.0.1:8083/ --cel 'event.data.amount > 100'
+      evroute subscribe add mailer --command 'python3 mail.py' --env SMTP_PASSWORD --env PATH
     """
     from evroute.routes.edit import add_route
     from evroute.store import cursors
@@ -96,7 +112,7 @@ def add(
         sink = sinks[0] if sinks else None
     entry = build_entry(
         obj.routes, name, sink, command, broker, filters, cesql, retry, backoff_policy,
-        backoff_delay, timeout, dead_letter, ordered, concurrency, start,
+        backoff_delay, timeout, dead_letter, ordered, concurrency, start, env_names, cel=cel,
         sinks=sinks if len(sinks) > 1 else (), rate=rate,
     )  # fmt: skip
     routeset = add_route(obj.routes, entry)
@@ -125,6 +141,8 @@ def build_entry(
     ordered: bool,
     concurrency: int | None,
     start: str | None,
+    env_names: tuple[str, ...] = (),
+    cel: str | None = None,
     *,
     sinks: tuple[str, ...] = (),
     rate: str | None = None,
@@ -136,7 +154,7 @@ def build_entry(
     from evroute.errors import InvalidDuration, InvalidInput
     from evroute.filters.attributes import ATTRIBUTE_NAME
     from evroute.filters.cesql import parse
-    from evroute.routes.fields import NAME, NAME_RULE, find_program, is_http_uri
+    from evroute.routes.fields import NAME, NAME_RULE, VAR_NAME, find_program, is_http_uri
 
     if not NAME.match(name):
         raise InvalidInput(f"NAME {name!r} is invalid ({NAME_RULE}, at most 63 characters)")
@@ -155,16 +173,26 @@ def build_entry(
                 f"--filter {item!r} must be KEY=VALUE with a lowercase attribute name, like type=order.placed"
             )
         attributes[key] = value
-    if cesql is not None:
-        try:
-            parse(cesql)
-        except InvalidInput as exc:
-            raise InvalidInput(f"--cesql: {exc.message}") from None
-        # filters overrides filter, so the attribute matches join the CESQL expression there.
+    if cesql is not None or cel is not None:
+        expressions: list[dict[str, str]] = []
+        if cesql is not None:
+            try:
+                parse(cesql)
+            except InvalidInput as exc:
+                raise InvalidInput(f"--cesql: {exc.message}") from None
+            expressions.append({"cesql": cesql})
+        if cel is not None:
+            from evroute.filters import cel as cel_filter
+
+            problem = cel_filter.check(cel)
+            if problem is not None:
+                raise InvalidInput(f"--cel: {problem}")
+            expressions.append({"cel": cel})
+        # filters overrides filter, so the attribute matches join the expressions there.
         exact = [
             {"exact": {k: v}} if v else {"cesql": f"EXISTS {k} AND {k} <> ''"} for k, v in attributes.items()
         ]
-        entry["filters"] = [*exact, {"cesql": cesql}]
+        entry["filters"] = [*exact, *expressions]
     elif attributes:
         entry["filter"] = attributes
     if sinks:
@@ -225,6 +253,17 @@ def build_entry(
         entry["delivery"] = delivery
     if start is not None:
         entry["start"] = start
+    if env_names:
+        if command is None:
+            raise InvalidInput(
+                "--env applies to --command subscribers only (an HTTP subscriber gets no environment)"
+            )
+        for var in env_names:
+            if not VAR_NAME.match(var):
+                raise InvalidInput(
+                    f"--env {var!r} is not a variable name (allowed: letters, digits and _, not starting with a digit)"
+                )
+        entry["env"] = list(dict.fromkeys(env_names))
     return entry
 
 
@@ -263,7 +302,7 @@ def list_(as_json: bool) -> None:
     from evroute.routes.load import load_routes
     from evroute.routes.show import HEADERS, route_dict, route_row
 
-    routeset = load_routes(ctx_obj().routes)
+    routeset = load_routes(ctx_obj().routes, resolve=False)
     if as_json:
         echo_json([route_dict(r) for r in routeset.routes])
     else:
@@ -339,26 +378,41 @@ def resume(name: str) -> None:
 @click.option(
     "--to", "to", required=True, metavar="earliest|latest|SEQ|TIMESTAMP", help="Where the cursor goes."
 )
-def reset(name: str, to: str) -> None:
+@click.option(
+    "--drop-retries",
+    is_flag=True,
+    help="Also drop the route's scheduled retries (kept by default; dead-letter replays always stay).",
+)
+def reset(name: str, to: str, drop_retries: bool) -> None:
     """Move route NAME's cursor: replay (earliest, an older SEQ or time) or skip (latest).
 
-    SEQ is the first event delivered next; TIMESTAMP (RFC 3339) the first event published at
-    or after it. A running worker notices and continues from there.
+    SEQ is the first event delivered next (at most one past the last seq); TIMESTAMP (RFC 3339)
+    the first event published at or after it. A running worker notices and continues from
+    there. Retries already scheduled still run unless --drop-retries.
 
     \b
       evroute subscribe reset payment --to earliest
       evroute subscribe reset payment --to 2026-11-26T10:00:00Z
+      evroute subscribe reset payment --to latest --drop-retries
     """
     from evroute.errors import EvrouteError
     from evroute.routes.load import load_routes
-    from evroute.store import cursors
+    from evroute.store import cursors, retries
 
     obj = ctx_obj()
     with open_store() as store:
         try:  # a route written but never seen by a command yet has no cursor: create it first
-            routeset = load_routes(obj.routes)
+            routeset = load_routes(obj.routes, resolve=False)
             cursors.ensure(store, [(r.name, r.broker, r.start) for r in routeset.routes])
         except EvrouteError:
             pass
-        position = cursors.reset(store, name, to)
-    click.echo(f"route {name}: cursor at seq {position}; the next event delivered is the first after it")
+        waiting = retries.scheduled(store, name)
+        position = cursors.reset(store, name, to, drop_retries=drop_retries)
+    line = f"route {name}: cursor at seq {position}; the next event delivered is the first after it"
+    if waiting:
+        plural = "retry" if waiting == 1 else "retries"
+        if drop_retries:
+            line += f"; {waiting} scheduled {plural} dropped"
+        else:
+            line += f"; {waiting} scheduled {plural} kept (--drop-retries drops them)"
+    click.echo(line)

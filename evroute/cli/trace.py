@@ -93,3 +93,10 @@ def show(key: str, as_json: bool) -> None:
         [[r["route"], r["state"], _detail(r, now)] for r in doc["routes"]],
         ["route", "state", "detail"],
     )
+    for r in doc["routes"]:
+        if r["attempts"]:
+            click.echo(f"attempts of route {r['route']}:")
+            for a in r["attempts"]:
+                status = "-" if a["status"] is None else str(a["status"])
+                error = f"  {a['error']}" if a["error"] else ""
+                click.echo(f"  #{a['attempt']:<3} {a['at']}  {status:>4}  {a['duration_ms']:>8.1f} ms{error}")

@@ -34,7 +34,7 @@ def worker(
 
     \b
       evroute worker
-      evroute worker --listen 127.0.0.1:8080 --token s3cret
+      EVROUTE_TOKEN=$(cat ~/.config/evroute/token) evroute worker --listen 127.0.0.1:8080
       evroute worker --drain
     """
     from evroute.errors import InvalidInput

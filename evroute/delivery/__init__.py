@@ -15,10 +15,12 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from evroute import tracing
 from evroute.cloudevent import CloudEvent
 from evroute.delivery.command import deliver_command
-from evroute.delivery.http import USER_AGENT, deliver_http
+from evroute.delivery.http import MAX_REPLY_BYTES, USER_AGENT, deliver_http
 from evroute.delivery.outcome import Kind, Outcome, failure, one_line
+from evroute.delivery.policy import reply_read_limit
 from evroute.routes.model import Delivery, Subscriber
 from evroute.transform import Transform
 
@@ -40,13 +42,19 @@ async def deliver(
     session: aiohttp.ClientSession,
     extra_attributes: Mapping[str, str] | None = None,
     transform: Transform | None = None,
+    max_event_bytes: int | None = None,
+    dead_letter_sink: bool = False,
 ) -> Outcome:
     """One attempt to deliver ``event`` to ``target`` (an HTTP URI or a command).
 
     ``extra_attributes`` are set on the event as sent (the dead-letter sink's
     ``knativeerror*`` extensions, for instance); ``headers`` and ``signing_secret`` apply to
-    HTTP subscribers only. ``transform`` reshapes the event before it is encoded (see
+    HTTP subscribers only. A reply event over ``max_event_bytes`` (``settings.maxEventBytes``)
+    is an invalid reply, a permanent failure: it could not be stored. ``transform`` reshapes the event before it is encoded (see
     :mod:`evroute.delivery.transformed`).
+
+    The attempt carries the event's trace context (its own span's, when spans are exported:
+    ``dead_letter_sink`` names it) and a reply joins that trace.
     """
     if transform is not None:
         from evroute.delivery.transformed import deliver_transformed
@@ -62,11 +70,53 @@ async def deliver(
             headers=headers,
             signing_secret=signing_secret,
             session=session,
+            max_event_bytes=max_event_bytes,
         )
+    hop = tracing.start_attempt(
+        event, route=route, broker=broker, attempt=attempt, dead_letter_sink=dead_letter_sink
+    )
+    outcome = await _deliver(
+        target,
+        event,
+        route=route,
+        broker=broker,
+        attempt=attempt,
+        delivery=delivery,
+        headers=headers,
+        signing_secret=signing_secret,
+        session=session,
+        extra_attributes=extra_attributes,
+        max_event_bytes=max_event_bytes,
+        trace=hop.headers,
+    )
+    return tracing.finish_attempt(hop, outcome)
+
+
+async def _deliver(
+    target: Subscriber,
+    event: CloudEvent,
+    *,
+    route: str,
+    broker: str,
+    attempt: int,
+    delivery: Delivery,
+    headers: Mapping[str, str],
+    signing_secret: str | None,
+    session: aiohttp.ClientSession,
+    extra_attributes: Mapping[str, str] | None,
+    max_event_bytes: int | None,
+    trace: Mapping[str, str],
+) -> Outcome:
+    read = MAX_REPLY_BYTES if max_event_bytes is None else reply_read_limit(max_event_bytes)
     started = asyncio.get_running_loop().time()
     try:
         if extra_attributes:
             event = event.with_attributes(**dict(extra_attributes))
+        if target.rules:  # a Dapr Subscription: the first rule that matches picks the path
+            chosen = target.for_event(event)
+            if chosen is None:
+                return failure(Kind.PERMANENT, "no matching rule", 0.0)
+            target = chosen
         if target.uri is not None:
             return await deliver_http(
                 target.uri,
@@ -76,10 +126,21 @@ async def deliver(
                 headers=headers,
                 signing_secret=signing_secret,
                 session=session,
+                max_reply_bytes=read,
+                max_event_bytes=max_event_bytes,
+                trace=trace,
             )
         if target.command:
             return await deliver_command(
-                target, event, route=route, broker=broker, attempt=attempt, timeout=delivery.timeout
+                target,
+                event,
+                route=route,
+                broker=broker,
+                attempt=attempt,
+                timeout=delivery.timeout,
+                max_reply_bytes=read,
+                max_event_bytes=max_event_bytes,
+                trace=trace,
             )
         return failure(Kind.PERMANENT, "the subscriber has neither a uri nor a command", 0.0)
     except Exception as exc:

@@ -3,7 +3,8 @@
 - The argv is executed directly, never through a shell, so nothing in an event (attributes,
   data) is ever interpreted as shell syntax. The event travels as structured JSON on stdin,
   with ``CE_ID``, ``CE_SOURCE``, ``CE_TYPE``, ``CE_SUBJECT``, ``CE_TIME`` (those present),
-  ``EVROUTE_ROUTE``, ``EVROUTE_ATTEMPT`` and ``EVROUTE_BROKER`` added to the environment.
+  ``EVROUTE_ROUTE``, ``EVROUTE_ATTEMPT`` and ``EVROUTE_BROKER`` added to the environment,
+  and ``TRACEPARENT``/``TRACESTATE`` (W3C trace context) when the event has a trace.
   Environment values cannot hold NUL characters; any are dropped there (stdin is exact).
 - The process starts a new session (its own process group). On timeout, or if the attempt is
   cancelled, the whole group is killed with SIGKILL, so helpers it spawned die with it.
@@ -22,14 +23,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import cast
 
 from evroute.cloudevent import CloudEvent, from_dict, to_json
 from evroute.delivery.outcome import BODY_KEEP, Kind, Outcome, failure, one_line, seconds, success
-from evroute.delivery.policy import accept_reply, classify_exit, invalid_reply
+from evroute.delivery.policy import accept_reply, classify_exit, invalid_reply, oversized_reply
 from evroute.errors import InvalidEvent
 from evroute.routes.model import Subscriber
 
@@ -47,9 +49,29 @@ _CE_ENV = (
 
 
 def command_environment(
-    event: CloudEvent, *, route: str, broker: str, attempt: int, base: Mapping[str, str] | None = None
+    event: CloudEvent,
+    *,
+    route: str,
+    broker: str,
+    attempt: int,
+    base: Mapping[str, str] | None = None,
+    allow: Iterable[str] | None = None,
+    hide: Collection[str] = (),
+    trace: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
+    """The environment a command subscriber runs with (SPEC 5.2): ``base`` (the worker's) less
+    the names in ``hide``, or only the names in ``allow``; plus the event's CE_* and EVROUTE_*."""
+    source = os.environ if base is None else base
+    if allow is not None:
+        env = {name: source[name] for name in allow if name in source}
+    else:
+        env = {name: value for name, value in source.items() if name not in hide}
+    # The attempt's W3C trace context, as OpenTelemetry's environment carrier names it; never
+    # the worker's own (a TRACEPARENT it was started with belongs to another trace).
+    env.pop("TRACEPARENT", None)
+    env.pop("TRACESTATE", None)
+    for key, text in (trace or {}).items():
+        env[key.upper()] = text
     for var, attr in _CE_ENV:
         value = event.attributes.get(attr)
         if value is not None:
@@ -105,8 +127,13 @@ async def deliver_command(
     attempt: int,
     timeout: float | None,
     max_reply_bytes: int = MAX_REPLY_BYTES,
+    max_event_bytes: int | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> Outcome:
-    """Run the subscriber's command once for ``event``; never raises for delivery faults."""
+    """Run the subscriber's command once for ``event``; never raises for delivery faults.
+
+    stdout is kept up to ``max_reply_bytes``; a reply event over ``max_event_bytes`` is an
+    invalid reply, and so is stdout that begins as a CloudEvent but runs past the cap."""
     loop = asyncio.get_running_loop()
     started = loop.time()
 
@@ -116,7 +143,18 @@ async def deliver_command(
     argv = list(subscriber.command or ())
     if not argv:
         return failure(Kind.PERMANENT, "the command is empty", elapsed())
-    env = command_environment(event, route=route, broker=broker, attempt=attempt)
+    env = command_environment(
+        event,
+        route=route,
+        broker=broker,
+        attempt=attempt,
+        allow=subscriber.env,
+        hide=subscriber.hidden_env,
+        trace=trace,
+    )
+    if "PATH" not in env and os.sep not in argv[0]:
+        # exec searches the child's PATH; an allowlist without PATH still runs the program found here
+        argv[0] = shutil.which(argv[0]) or argv[0]
     try:
         transport, proto = await loop.subprocess_exec(
             lambda: _Collector(loop, max_reply_bytes),
@@ -169,10 +207,12 @@ async def deliver_command(
         transport.close()
     code = transport.get_returncode()
     assert code is not None  # process_exited has fired
-    return _judge(event, code, proto, elapsed())
+    return _judge(event, code, proto, elapsed(), max_event_bytes)
 
 
-def _judge(event: CloudEvent, code: int, proto: _Collector, elapsed: float) -> Outcome:
+def _judge(
+    event: CloudEvent, code: int, proto: _Collector, elapsed: float, max_event_bytes: int | None
+) -> Outcome:
     status = code if code >= 0 else 128 - code
     kind = classify_exit(status)
     if kind is not Kind.SUCCESS:
@@ -185,7 +225,12 @@ def _judge(event: CloudEvent, code: int, proto: _Collector, elapsed: float) -> O
             error += f": {last}"
         return failure(kind, one_line(error), elapsed, status=status, body=bytes(proto.stderr))
     if not proto.stdout_complete:
-        return success(status, elapsed)
+        head = bytes(proto.stdout).lstrip()
+        if head.startswith(b"{") and b'"specversion"' in head:
+            return oversized_reply(
+                "stdout", proto.stdout_cap, max_event_bytes, status=status, elapsed=elapsed, raw=head
+            )
+        return success(status, elapsed)  # output, not a reply
     text = bytes(proto.stdout).strip()
     if not text.startswith(b"{"):
         return success(status, elapsed)
@@ -199,7 +244,9 @@ def _judge(event: CloudEvent, code: int, proto: _Collector, elapsed: float) -> O
         reply = from_dict(obj)
     except InvalidEvent as exc:
         return invalid_reply(str(exc), status=status, elapsed=elapsed, raw=text)
-    return accept_reply(event, reply, status=status, elapsed=elapsed, raw=text)
+    return accept_reply(
+        event, reply, status=status, elapsed=elapsed, raw=text, max_event_bytes=max_event_bytes
+    )
 
 
 def _kill_group(pid: int) -> None:

@@ -17,8 +17,8 @@ What the response means is decided by :mod:`evroute.delivery.policy`. Choices ma
 - A 2xx that looks like a CloudEvent (a structured or batch content type, or any ``ce-``
   header) is a reply. If it does not validate, the attempt is a **permanent** failure
   ``invalid reply: <reason>`` rather than a quiet success: the subscriber meant to publish
-  something and it would otherwise be lost without a trace. A batch, or a reply larger than
-  ``max_reply_bytes``, is invalid in the same way.
+  something and it would otherwise be lost without a trace. A batch, a body larger than
+  ``max_reply_bytes``, or a reply event larger than ``max_event_bytes`` is invalid in the same way.
 - Any other 2xx body is ignored.
 """
 
@@ -38,10 +38,14 @@ from evroute.cloudevent import CloudEvent, from_http, http_mode, to_binary, to_s
 from evroute.delivery import signing
 from evroute.delivery.outcome import BODY_KEEP, Kind, Outcome, failure, one_line, seconds, success
 from evroute.delivery.policy import (
+    DAPR_STATUS_BYTES,
     RETRY_AFTER_STATUSES,
     accept_reply,
+    classify_dapr,
     classify_status,
+    dapr_answer,
     invalid_reply,
+    oversized_reply,
     parse_retry_after,
 )
 from evroute.errors import InvalidEvent, InvalidInput
@@ -65,8 +69,13 @@ def build_request(
     headers: Mapping[str, str],
     signing_secret: str | None,
     now: float,
+    trace: Mapping[str, str] | None = None,
 ) -> tuple[CIMultiDict[str], bytes]:
-    """The headers and body of one attempt. Raises InvalidInput for an unusable signing secret."""
+    """The headers and body of one attempt. Raises InvalidInput for an unusable signing secret.
+
+    ``trace``: the W3C ``traceparent``/``tracestate`` headers of the attempt (see
+    :func:`evroute.tracing.start_attempt`); they replace any a route's headers name.
+    """
     if delivery.format == "json":
         event_headers, body = to_structured(event)
     else:
@@ -83,6 +92,9 @@ def build_request(
         out[name] = value
     out["Prefer"] = "reply"
     out["evroute-attempt"] = str(attempt)
+    if trace:
+        for name, value in trace.items():
+            out[name] = value
     if signing_secret is not None:
         for name, value in signing.signature_headers(signing_secret, event.id, int(now), body).items():
             out[name] = value
@@ -99,9 +111,14 @@ async def deliver_http(
     signing_secret: str | None,
     session: aiohttp.ClientSession,
     max_reply_bytes: int = MAX_REPLY_BYTES,
+    max_event_bytes: int | None = None,
     clock: Callable[[], float] = time.time,
+    trace: Mapping[str, str] | None = None,
 ) -> Outcome:
-    """POST ``event`` to ``uri`` once and say what came of it; never raises for delivery faults."""
+    """POST ``event`` to ``uri`` once and say what came of it; never raises for delivery faults.
+
+    A reply body is read up to ``max_reply_bytes``; a reply event over ``max_event_bytes``
+    (the routes file's ``settings.maxEventBytes``) is an invalid reply."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     limit = delivery.timeout if delivery.timeout > 0 else None
@@ -114,6 +131,7 @@ async def deliver_http(
             headers=headers,
             signing_secret=signing_secret,
             now=clock(),
+            trace=trace,
         )
     except InvalidInput as exc:
         return failure(Kind.PERMANENT, one_line(f"cannot sign the request: {exc}"), attempt_.elapsed())
@@ -142,7 +160,9 @@ async def deliver_http(
         except (aiohttp.ClientError, OSError) as exc:
             error = f"{type(exc).__name__} talking to {_where(uri)}: {exc}"
             return failure(Kind.RETRIABLE, one_line(error), attempt_.elapsed())
-        return await _judge(response, event, attempt_, max_reply_bytes, clock)
+        if delivery.contract == "dapr":
+            return await _judge_dapr(response, attempt_)
+        return await _judge(response, event, attempt_, max_reply_bytes, max_event_bytes, clock)
     finally:
         if response is not None:
             # Unread body left: aiohttp closes the connection instead of returning it to the pool.
@@ -169,6 +189,7 @@ async def _judge(
     parent: CloudEvent,
     attempt: _Attempt,
     max_reply_bytes: int,
+    max_event_bytes: int | None,
     clock: Callable[[], float],
 ) -> Outcome:
     status = response.status
@@ -179,8 +200,8 @@ async def _judge(
             return success(status, attempt.elapsed())
         raw, state = await _read(response, attempt.deadline, keep=max_reply_bytes, limit=max_reply_bytes)
         if state == "over":
-            return invalid_reply(
-                f"body is over {max_reply_bytes} bytes", status=status, elapsed=attempt.elapsed(), raw=raw
+            return oversized_reply(
+                "body", max_reply_bytes, max_event_bytes, status=status, elapsed=attempt.elapsed(), raw=raw
             )
         if state == "timeout":
             return failure(
@@ -206,7 +227,9 @@ async def _judge(
             [reply] = from_http(response.headers, raw)
         except InvalidEvent as exc:
             return invalid_reply(str(exc), status=status, elapsed=attempt.elapsed(), raw=raw)
-        return accept_reply(parent, reply, status=status, elapsed=attempt.elapsed(), raw=raw)
+        return accept_reply(
+            parent, reply, status=status, elapsed=attempt.elapsed(), raw=raw, max_event_bytes=max_event_bytes
+        )
     kept, _ = await _read(response, attempt.deadline, keep=BODY_KEEP, limit=DRAIN_BYTES)
     error = f"HTTP {status}"
     if 300 <= status <= 399:
@@ -218,6 +241,24 @@ async def _judge(
     return failure(
         kind, one_line(error), attempt.elapsed(), status=status, body=kept, retry_after=retry_after
     )
+
+
+async def _judge_dapr(response: aiohttp.ClientResponse, attempt: _Attempt) -> Outcome:
+    """Dapr's contract (a route from a Dapr Subscription): the body's status, then 404."""
+    status = response.status
+    kind = classify_dapr(status)
+    if kind is Kind.SUCCESS:
+        raw, state = await _read(response, attempt.deadline, keep=DAPR_STATUS_BYTES, limit=DAPR_STATUS_BYTES)
+        if state in ("timeout", "broken"):
+            return failure(Kind.RETRIABLE, f"HTTP {status}: body cut short", attempt.elapsed(), status=status)
+        kind, error = dapr_answer(raw if state == "eof" else b"")
+        if kind is Kind.SUCCESS:
+            return success(status, attempt.elapsed())
+        return failure(
+            kind, error or f"HTTP {status}", attempt.elapsed(), status=status, body=raw[:BODY_KEEP]
+        )
+    kept, _ = await _read(response, attempt.deadline, keep=BODY_KEEP, limit=DRAIN_BYTES)
+    return failure(kind, f"HTTP {status}", attempt.elapsed(), status=status, body=kept)
 
 
 def _looks_like_event(response: aiohttp.ClientResponse) -> bool:

@@ -14,12 +14,28 @@ exit 65 (EX_DATAERR)                permanent
 
 404 and 409 are retried, as Knative does: a subscriber that is being deployed answers 404 for
 a moment, and 409 is a conflict that a later attempt may not hit.
+
+Routes read from Dapr Subscriptions (``Delivery.contract == "dapr"``) are judged as Dapr's
+sidecar judges an app (dapr/dapr ``pkg/runtime/subscription/postman/http``):
+
+==========================================  ===========================================
+2xx, body empty, not JSON, or no status     success
+2xx with ``{"status": "SUCCESS"}``          success
+2xx with ``{"status": "RETRY"}``            retriable
+2xx with ``{"status": "DROP"}``             permanent, reason ``dropped by subscriber``
+2xx with any other status value             retriable (Dapr: "unknown status")
+404                                         permanent (Dapr drops the message)
+every other status, connection errors       retriable
+==========================================  ===========================================
+
+A Dapr app never replies with an event: its 2xx bodies are read for the status only.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as _dt
+import json
 import math
 from email.utils import parsedate_to_datetime
 
@@ -28,6 +44,9 @@ from evroute.delivery.outcome import BODY_KEEP, Kind, Outcome, failure, one_line
 from evroute.routes.model import Delivery
 
 HOP_LIMIT = 16  # a reply whose evroutehops would exceed this is dropped (loop guard)
+# A reply's body may take up to this many times maxEventBytes on the wire (structured JSON,
+# base64 data); the event it carries must still be within maxEventBytes itself.
+REPLY_READ_FACTOR = 2
 RETRIABLE_STATUSES = frozenset({404, 408, 409, 429})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 EX_DATAERR = 65
@@ -45,6 +64,37 @@ def classify_status(status: int) -> Kind:
     if 500 <= status <= 599 or status in RETRIABLE_STATUSES:
         return Kind.RETRIABLE
     return Kind.PERMANENT
+
+
+DROPPED = "dropped by subscriber"  # reason of a Dapr DROP; kept as the dead letter's reason
+DAPR_STATUS_BYTES = 64 * 1024  # largest 2xx body read for Dapr's {"status": …}
+
+
+def classify_dapr(status: int) -> Kind:
+    """Dapr's judgement of an HTTP status (the 2xx body is judged by :func:`dapr_answer`)."""
+    if 200 <= status <= 299:
+        return Kind.SUCCESS
+    if status == 404:
+        return Kind.PERMANENT
+    return Kind.RETRIABLE
+
+
+def dapr_answer(body: bytes) -> tuple[Kind, str | None]:
+    """What a Dapr app's 2xx body says: (kind, error). Unparseable or empty means success."""
+    try:
+        answer = json.loads(body) if body.strip() else None
+    except ValueError:
+        return Kind.SUCCESS, None
+    value = answer.get("status") if isinstance(answer, dict) else None
+    if value is None or value == "" or value == "SUCCESS":
+        return Kind.SUCCESS, None
+    if value == "RETRY":
+        return Kind.RETRIABLE, "subscriber answered RETRY"
+    if value == "DROP":
+        return Kind.PERMANENT, DROPPED
+    return Kind.RETRIABLE, one_line(
+        f"unknown status {value!r} from subscriber (allowed: SUCCESS, RETRY, DROP)"
+    )
 
 
 def classify_exit(code: int) -> Kind:
@@ -82,6 +132,14 @@ def backoff(delivery: Delivery, retry_number: int) -> float:
     delay = max(0.0, delivery.backoff_delay)
     if delivery.backoff_policy == "linear":
         wait = delay * k
+    elif delivery.backoff_policy == "constant":  # Dapr's constant retry policy
+        wait = delay
+    elif delivery.backoff_multiplier != 2.0:
+        # Dapr's exponential policy (×1.5); past the float range every cap applies anyway.
+        try:
+            wait = delay * delivery.backoff_multiplier ** min(k - 1, 1000)
+        except OverflowError:
+            wait = math.inf
     else:
         # 2.0 ** 1024 overflows; any exponent this large is far past every cap anyway.
         wait = delay * 2.0 ** min(k - 1, 1000)
@@ -144,14 +202,41 @@ def hops_for_reply(parent: CloudEvent) -> int:
     return hops + 1
 
 
+def reply_read_limit(max_event_bytes: int) -> int:
+    """How much of a reply body a sink reads before it calls the reply too large."""
+    return max_event_bytes * REPLY_READ_FACTOR
+
+
 def accept_reply(
-    parent: CloudEvent, reply: CloudEvent, *, status: int, elapsed: float, raw: bytes | None
+    parent: CloudEvent,
+    reply: CloudEvent,
+    *,
+    status: int,
+    elapsed: float,
+    raw: bytes | None,
+    max_event_bytes: int | None = None,
 ) -> Outcome:
-    """A success carrying ``reply`` stamped with its hop count, or a permanent ``hop limit``."""
+    """A success carrying ``reply`` stamped with its hop count; a permanent ``hop limit``; or,
+    for a reply over ``max_event_bytes``, a permanent ``invalid reply`` (it cannot be stored,
+    and a success would lose it without a trace)."""
     hops = hops_for_reply(parent)
     if hops > HOP_LIMIT:
         return failure(Kind.PERMANENT, "hop limit", elapsed, status=status, body=(raw or b"")[:BODY_KEEP])
-    return success(status, elapsed, reply.with_attributes(**{HOPS: hops}))
+    stamped = reply.with_attributes(**{HOPS: hops})
+    if max_event_bytes is not None:
+        size = stamped.size()
+        if size > max_event_bytes:
+            why = f"event is {size} bytes, over maxEventBytes {max_event_bytes}"
+            return invalid_reply(why, status=status, elapsed=elapsed, raw=raw)
+    return success(status, elapsed, stamped)
+
+
+def oversized_reply(
+    what: str, cap: int, max_event_bytes: int | None, *, status: int, elapsed: float, raw: bytes | None
+) -> Outcome:
+    """A reply whose body (``what``: "body", "stdout") went past ``cap`` bytes: permanent."""
+    limit = f" (maxEventBytes {max_event_bytes})" if max_event_bytes is not None else ""
+    return invalid_reply(f"{what} is over {cap} bytes{limit}", status=status, elapsed=elapsed, raw=raw)
 
 
 def invalid_reply(reason: str, *, status: int, elapsed: float, raw: bytes | None) -> Outcome:
@@ -179,6 +264,19 @@ def transformed_reply(parent: CloudEvent, reply: CloudEvent, elapsed: float) -> 
     return Outcome(Kind.SUCCESS, None, None, None, reply.with_attributes(**{HOPS: hops}), None, elapsed)
 
 
+def dead_letter_copy(event: CloudEvent, route: str, topic: str) -> CloudEvent | None:
+    """The event as published to a Dapr ``deadLetterTopic``: ``topic`` is the dead-letter topic,
+    so subscriptions on it receive it. Its id derives from the original and the route, since a
+    broker stores one event per (source, id) and redoing a dead letter must not double it.
+
+    The copy counts as a hop (``evroutehops`` + 1, as a reply does): dead-letter topics whose
+    subscribers fail into each other's topics stop at the hop limit (None: not published)."""
+    hops = hops_for_reply(event)
+    if hops > HOP_LIMIT:
+        return None
+    return event.with_attributes(id=f"{event.id}.deadletter.{route}", topic=topic, **{HOPS: hops})
+
+
 def dls_event(event: CloudEvent, dest: str, status: int | None, body: bytes | None) -> CloudEvent:
     """The event as sent to a ``deadLetterSink``, with Knative's error extensions (SPEC 5.4):
     the failed subscriber, the final status (500 when there was no response), and the base64
@@ -193,24 +291,32 @@ def dls_event(event: CloudEvent, dest: str, status: int | None, body: bytes | No
 
 
 __all__ = [
+    "DAPR_STATUS_BYTES",
+    "DROPPED",
     "ERROR_CODE",
     "ERROR_DATA",
     "ERROR_DEST",
     "EX_DATAERR",
     "EX_TEMPFAIL",
     "HOP_LIMIT",
+    "REPLY_READ_FACTOR",
     "RETRIABLE_STATUSES",
     "RETRY_AFTER_STATUSES",
     "accept_reply",
     "backoff",
+    "classify_dapr",
     "classify_exit",
     "classify_status",
+    "dapr_answer",
+    "dead_letter_copy",
     "dls_event",
     "endpoint_unhealthy",
     "hops_for_reply",
     "invalid_reply",
     "next_wait",
+    "oversized_reply",
     "parse_retry_after",
+    "reply_read_limit",
     "route_pause",
     "transform_failed",
     "transformed_reply",

@@ -36,6 +36,7 @@ async def deliver_transformed(
     headers: Mapping[str, str],
     signing_secret: str | None,
     session: aiohttp.ClientSession,
+    max_event_bytes: int | None = None,
 ) -> Outcome:
     from evroute.delivery import deliver
 
@@ -57,6 +58,7 @@ async def deliver_transformed(
         headers=headers,
         signing_secret=signing_secret,
         session=session,
+        max_event_bytes=max_event_bytes,
     )
     if outcome.reply is None:
         return outcome

@@ -2,9 +2,11 @@
 ``dapr.io/v1alpha1`` ``Resiliency`` holding every route's retry, timeout and circuit breaker policy.
 
 A broker becomes a topic of one pub/sub component; a route's filter becomes the CEL ``match`` of a
-routing rule; its subscriber URI becomes the rule's path, and the app that serves it (found through
+routing rule (a ``cel`` filter is written as it is); its subscriber URI becomes the rule's path, and the app that serves it (found through
 ``services:``) the Subscription's ``scopes``. A dead-letter sink becomes a ``<route>-dlq`` topic
-plus a Subscription that delivers that topic to the sink. See docs/export.md.
+plus a Subscription that delivers that topic to the sink. A route read from a Dapr Subscription
+is written back as that Subscription (pubsub, topic, rules, default, deadLetterTopic). See
+docs/export.md.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evroute.export import chosen, masked, one_endpoint, plain, rate_text, service_for, url_path
-from evroute.routes.model import Route, RouteSet, Subscriber
+from evroute.routes.model import RETRY_FOREVER, Route, RouteSet, Subscriber
 
 SUBSCRIPTION_API = "dapr.io/v2alpha1"
 RESILIENCY_API = "dapr.io/v1alpha1"
@@ -121,9 +123,27 @@ def _subscription(
     return doc
 
 
+def _from_dapr(route: Route, services: Mapping[str, str], namespace: str | None) -> dict[str, Any]:
+    """A route read from a Dapr Subscription, written back as one: its CEL rules and paths,
+    default, topic, pubsub and dead-letter topic as they were."""
+    rules = [{"match": r.source, "path": r.path} for r in route.subscriber.rules if r.match is not None]
+    routes: dict[str, Any] = {"rules": rules} if rules else {}
+    last = route.subscriber.rules[-1]
+    if last.match is None:
+        routes["default"] = last.path
+    doc = _subscription(
+        route.name, route.filter["topic"], routes, _app(route, services), namespace, route.broker
+    )
+    if route.dead_letter_topic is not None:
+        doc["spec"]["deadLetterTopic"] = route.dead_letter_topic
+    return masked(doc, route)
+
+
 def _subscriptions(
     route: Route, services: Mapping[str, str], namespace: str | None, pubsub: str, notes: list[str]
 ) -> list[dict[str, Any]]:
+    if route.subscriber.rules:
+        return [_from_dapr(route, services, namespace)]
     path, app = _target(route, route.subscriber, services, "subscriber", notes)
     match, left_out = filter_to_cel(route.filter, route.filters)
     for part in left_out:
@@ -217,7 +237,7 @@ def _notes_for(route: Route, notes: list[str]) -> None:
             "backoffPolicy: linear",
             "Dapr retries are constant or exponential; exported as exponential with maxInterval = backoffMax",
         )
-    elif d.retry > 1 and chosen("backoffDelay", d.backoff_delay):
+    elif d.retry > 1 and d.backoff_policy != "constant" and chosen("backoffDelay", d.backoff_delay):
         add(
             f"backoffDelay: {go_duration(d.backoff_delay)}",
             "Dapr's exponential policy starts at its own 500ms and grows ×1.5 with jitter; only "
@@ -246,13 +266,15 @@ def _policies(route: Route) -> tuple[dict[str, Any], str, dict[str, Any] | None]
     """(retry policy, timeout, circuit breaker) in Dapr's shapes."""
     d = route.delivery
     retry: dict[str, Any]
-    if d.retry <= 1:
+    if d.backoff_policy == "constant":  # from a Dapr Resiliency: the same wait every time
+        retry = {"policy": "constant", "duration": go_duration(d.backoff_delay)}
+    elif d.retry <= 1:
         # With at most one retry every evroute policy is a single wait of backoffDelay
         # (capped), which Dapr's constant policy says exactly.
         retry = {"policy": "constant", "duration": go_duration(min(d.backoff_delay, d.backoff_max))}
     else:
         retry = {"policy": "exponential", "maxInterval": go_duration(d.backoff_max)}
-    retry["maxRetries"] = d.retry
+    retry["maxRetries"] = -1 if d.retry >= RETRY_FOREVER else d.retry
     breaker = None
     if d.circuit_breaker is not None:
         breaker = {
@@ -379,6 +401,8 @@ def _conjuncts(item: Any) -> list[str]:
     if dialect == "not":
         inner = _conjuncts(value)
         return [f"!({_expr(value)})"] if inner else []
+    if dialect == "cel":  # already Dapr's language: written back as it is
+        return [f"({value.strip()})"]
     raise _Untranslatable(item)
 
 

@@ -4,7 +4,8 @@
   present and non-empty.
 - ``filters`` (SubscriptionsAPI): a list read as ``all``; each item has one dialect:
   ``exact`` / ``prefix`` / ``suffix`` (a map of one or more attributes, every one must match;
-  a missing attribute never matches), ``all``, ``any``, ``not`` and ``cesql``.
+  a missing attribute never matches), ``all``, ``any``, ``not``, ``cesql`` and ``cel`` (CEL over
+  attributes and JSON data, :mod:`evroute.filters.cel`).
 - Empty expressions are Knative's "no filter": ``{}``, ``not: {}``, ``all: []``, ``any: []``
   (and an empty ``exact`` / ``prefix`` / ``suffix`` map or ``cesql: ""``). Knative leaves them out of the list
   they stand in, so they count for nothing inside ``all`` / ``any``; a ``filters`` list holding
@@ -34,7 +35,7 @@ Attrs = Mapping[str, object]
 Match = Callable[[Attrs], bool]
 Explain = Callable[[Attrs], str | None]
 
-DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "cesql")
+DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "cesql", "cel")
 STRING_DIALECTS = ("exact", "prefix", "suffix")
 ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9]*\Z")  # \Z: `$` would pass a trailing newline
 NAME_RULE = "allowed: lowercase letters and digits, starting with a letter"
@@ -144,6 +145,11 @@ def _check_item(path: tuple[str | int, ...], item: object) -> list[FilterProblem
         return _check_item(where, body)
     if body is None or body == "":
         return []  # Knative: a missing expression is no filter
+    if dialect == "cel":
+        from evroute.filters import cel  # cel-python loads only for routes that use CEL
+
+        problem = cel.check(body)
+        return [] if problem is None else [FilterProblem(where, problem)]
     if not isinstance(body, str) or not body.strip():
         return [FilterProblem(where, "must be a CloudEvents SQL expression (text)")]
     try:
@@ -213,7 +219,9 @@ def compile_filters(filter: Mapping[str, str], filters: Sequence[Any]) -> Matche
         if not parts:  # only Knative "no filter" expressions: every event
             return match_all()
         top = _all(parts, "filters")
-        return Matcher(top.match, top.explain, ", ".join(p.describe for p in parts))
+        return Matcher(
+            top.match, top.explain, ", ".join(p.describe for p in parts), needs_event=_uses_cel(filters)
+        )
     if filter:
         part = _attributes({k: _scalar_text(v) or "" for k, v in filter.items()})
         return Matcher(part.match, part.explain, part.describe)
@@ -342,7 +350,36 @@ def _compile_item(item: Mapping[str, Any] | None, label: str) -> _Part | None:
             return None if not inner_match(a) else f"{label} not: the event matches ({inner.describe})"
 
         return _Part(negated, explain_not, f"not({inner.describe})")
+    if dialect == "cel":
+        return _cel(body, label)
     return _cesql(parse(body), label)
+
+
+def _uses_cel(items: Sequence[Any]) -> bool:
+    """True when any item (at any depth) is a ``cel`` expression: the matcher needs the data."""
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        for dialect, body in item.items():
+            if dialect == "cel":
+                return True
+            if dialect in ("all", "any") and isinstance(body, list) and _uses_cel(body):
+                return True
+            if dialect == "not" and _uses_cel([body]):
+                return True
+    return False
+
+
+def _cel(source: str, label: str) -> _Part:
+    from evroute.filters.cel import compile_cel
+
+    expression = compile_cel(source)
+
+    def explain(a: Attrs) -> str | None:
+        why = expression.explain(a)
+        return None if why is None else f'{label} cel "{source}" ({why})'
+
+    return _Part(expression.matches, explain, f'cel "{source}"')
 
 
 def _cesql(expression: Expression, label: str) -> _Part:

@@ -55,12 +55,13 @@ class Unsupported(InvalidInput):
 # --------------------------------------------------------------------------- public API
 
 
-def add_route(path: str, entry: Mapping[str, Any], env: Mapping[str, str] | None = None) -> RouteSet:
-    """Append ``entry`` (a route as routes.yaml writes it) and return the new routes."""
+def add_route(path: str, entry: Mapping[str, Any]) -> RouteSet:
+    """Append ``entry`` (a route as routes.yaml writes it) and return the new routes (structure only:
+    a variable or program only the worker has does not stop an edit)."""
     name = entry["name"]
     with _locked(path):
         text = _read(path, missing_ok=True)
-        current = load_routes_text(text, path, env) if text.strip() else None
+        current = load_routes_text(text, path, resolve=False) if text.strip() else None
         if current is not None:
             existing = current.get(name)
             if existing is not None:
@@ -69,29 +70,29 @@ def add_route(path: str, entry: Mapping[str, Any], env: Mapping[str, str] | None
                     f"choose another name, or `evroute subscribe remove {name}` first"
                 )
         new = _Editor(text, path).add(entry)
-        return _commit(path, new, env, f"after adding route '{name}'")
+        return _commit(path, new, f"after adding route '{name}'")
 
 
-def remove_route(path: str, name: str, env: Mapping[str, str] | None = None) -> RouteSet:
+def remove_route(path: str, name: str) -> RouteSet:
     """Take route ``name`` (its list item, or its Trigger document) out of the file."""
     with _locked(path):
         text = _read(path)
         new = _Editor(text, path).remove(name)
-        return _commit(path, new, env, f"after removing route '{name}'")
+        return _commit(path, new, f"after removing route '{name}'")
 
 
-def set_paused(path: str, name: str, paused: bool, env: Mapping[str, str] | None = None) -> bool:
+def set_paused(path: str, name: str, paused: bool) -> bool:
     """Pause or resume route ``name``; False when it already was in that state."""
     with _locked(path):
         text = _read(path)
-        routes = load_routes_text(text, path, env)
+        routes = load_routes_text(text, path, resolve=False)
         route = routes.get(name)
         if route is None:
             raise NotFound(f"route '{name}' is not in {path} (see `evroute subscribe list`)")
         if route.paused == paused:
             return False
         new = _Editor(text, path).set_paused(name, paused)
-        _commit(path, new, env, f"after {'pausing' if paused else 'resuming'} route '{name}'")
+        _commit(path, new, f"after {'pausing' if paused else 'resuming'} route '{name}'")
         return True
 
 
@@ -144,9 +145,9 @@ def _read(path: str, missing_ok: bool = False) -> str:
         raise InvalidInput(f"routes file {path} is not UTF-8 text (save it as UTF-8)") from None
 
 
-def _commit(path: str, new: str, env: Mapping[str, str] | None, when: str) -> RouteSet:
+def _commit(path: str, new: str, when: str) -> RouteSet:
     try:
-        routes = load_routes_text(new, path, env)
+        routes = load_routes_text(new, path, resolve=False)
     except RoutesInvalid as exc:
         raise RoutesInvalid([f"{p} ({when}; nothing was written)" for p in exc.problems]) from None
     try:
@@ -208,7 +209,7 @@ def _styled(value: Any, depth: int, key: str | None = "") -> Any:
         if all(not isinstance(v, Mapping | list) for v in value):
             seq.fa.set_flow_style()
         return seq
-    if key == "cesql" and isinstance(value, str):
+    if key in ("cesql", "cel") and isinstance(value, str):
         return DoubleQuotedScalarString(value)
     return value
 
@@ -309,7 +310,28 @@ class _Editor:
                 named = _get(meta[1], "name")
                 if named and isinstance(named[1], ScalarNode) and named[1].value == name:
                     return "trigger", (index, node, meta[1])
+        self.refuse_dapr(name)
         raise NotFound(f"route '{name}' is not in {self.path} (see `evroute subscribe list`)")
+
+    def refuse_dapr(self, name: str) -> None:
+        """A route read from a Dapr Subscription is edited in that document, not here."""
+        for node in self.docs:
+            if not isinstance(node, MappingNode):
+                continue
+            kind, api, meta = _get(node, "kind"), _get(node, "apiVersion"), _get(node, "metadata")
+            if not (kind and api and meta) or kind[1].value != "Subscription":
+                continue
+            named = _get(meta[1], "name")
+            sub = named[1].value if named and isinstance(named[1], ScalarNode) else None
+            if (
+                str(api[1].value).startswith("dapr.io/")
+                and sub
+                and (name == sub or name.startswith(f"{sub}-"))
+            ):
+                raise Unsupported(
+                    f"route '{name}' comes from the Dapr Subscription '{sub}' in {self.path}: edit that "
+                    "document (remove it, or the app id from its scopes); a Subscription has no paused field"
+                )
 
     # ---------------------------------------------------------- add
 

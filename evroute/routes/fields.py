@@ -5,6 +5,13 @@ A :class:`Checker` collects every problem of one file (it never stops at the fir
 fields into model values: delivery layers, sinks, headers, signing secrets. ``${VAR}``
 expansion happens here; every expanded value is returned as a secret, so a route can mask
 it in every line evroute prints.
+
+Two passes share this code. The structure pass (``resolve=False``) reads what every command
+needs (names, brokers, start, filters) and the same from any shell: an unset ``${VAR}``
+stays as written, programs are not looked up, and a value that holds a variable is checked only for
+what it can be checked without it (a variable that is set is expanded, and masked, as
+usual). The delivering pass (``resolve=True``: the worker,
+``routes check``) expands every variable and finds every program, or says which is missing.
 """
 
 from __future__ import annotations
@@ -16,21 +23,21 @@ import os
 import re
 import shlex
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from evroute.durations import parse_duration
 from evroute.errors import InvalidDuration
-from evroute.routes.model import CircuitBreaker, RateLimit, Subscriber
+from evroute.routes.model import CircuitBreaker, RateLimit, Route, Subscriber
 from evroute.routes.yamltree import Doc, Path, Pos
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: `$` would pass a trailing newline
 NAME_RULE = "allowed: ^[a-z0-9][a-z0-9-]{0,62}$, lowercase letters, digits and '-'"
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _VAR = re.compile(r"\$\$\{|\$\{([^}]*)\}")
-_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # routes.yaml name -> Delivery field
 DELIVERY_FIELDS = {
@@ -93,10 +100,12 @@ def show(value: object) -> str:
 class Checker:
     """Collects the problems and notes of one routes file and validates its fields."""
 
-    def __init__(self, path: str, env: Mapping[str, str]) -> None:
+    def __init__(self, path: str, env: Mapping[str, str], resolve: bool = True) -> None:
         self.path = path
         self.folder = os.path.dirname(os.path.abspath(path))
         self.env = env
+        self.resolve = resolve
+        self.variables: set[str] = set()  # every variable expanded: hidden from commands
         self.problems: list[tuple[Pos, str]] = []
         self.notes: list[str] = []
         self.services: dict[str, tuple[str, frozenset[str]]] = {}  # name -> (base URI, secrets)
@@ -193,17 +202,20 @@ class Checker:
             if match.group(0) == "$${":
                 return "${"
             var = match.group(1)
-            if not _VAR_NAME.match(var) or var not in self.env:
+            if VAR_NAME.match(var) and var not in self.env and not self.resolve:
+                return match.group(0)  # the structure pass keeps an unset ${VAR} as written
+            if not VAR_NAME.match(var) or var not in self.env:
                 missing.append(var)
                 return ""
             value = self.env[var]
+            self.variables.add(var)
             if value:
                 secrets.add(value)
             return value
 
         out = _VAR.sub(sub, text)
         for var in missing:
-            if _VAR_NAME.match(var):
+            if VAR_NAME.match(var):
                 self.problem(
                     where,
                     scope,
@@ -217,7 +229,13 @@ class Checker:
                 )
         return None if missing else out
 
+    def deferred(self, raw: str) -> bool:
+        """True when ``raw`` holds a variable the structure pass leaves for the delivering one."""
+        return not self.resolve and any(m.group(1) and m.group(1) not in self.env for m in _VAR.finditer(raw))
+
     def http_uri(self, raw: str, value: str, where: Where, scope: str) -> str | None:
+        if self.deferred(raw):
+            return value
         if not is_http_uri(value):
             self.problem(
                 where,
@@ -328,7 +346,7 @@ class Checker:
         expanded = self.expand(rel, where / "uri", scope, secrets)
         if expanded is None:
             return None
-        if urlsplit(expanded).scheme:
+        if urlsplit(expanded).scheme and not self.deferred(rel):
             self.problem(
                 where / "uri",
                 scope,
@@ -356,6 +374,8 @@ class Checker:
         if not argv or not argv[0]:
             self.problem(where, scope, "empty (allowed: [program, arg, …])")
             return None
+        if not self.resolve:
+            return tuple(argv)  # PATH differs from shell to shell: looked up where it runs
         program = find_program(argv[0], self.folder)
         if program is None:
             self.problem(
@@ -469,7 +489,25 @@ class Checker:
                 self.problem(at, scope, "contains a line break (allowed: one line of text)")
                 continue
             out[name] = expanded
+            secrets.add(expanded)  # a header value is a credential as often as not: masked too
         return out
+
+    def env_names(self, value: object, where: Where, scope: str) -> tuple[str, ...] | None:
+        """A route's ``env:`` list: the variable names its command subscriber is given."""
+        if not isinstance(value, list):
+            self.problem(
+                where, scope, f"must be a list of variable names, got {show(value)} (allowed: [NAME, …])"
+            )
+            return None
+        names: list[str] = []
+        for i, name in enumerate(value):
+            if not isinstance(name, str) or not VAR_NAME.match(name):
+                self.problem(
+                    where / i, scope, f"{show(name)} is not a variable name (allowed: letters, digits, _)"
+                )
+            elif name not in names:
+                names.append(name)
+        return tuple(names)
 
     def signing(self, value: object, where: Where, scope: str, secrets: set[str]) -> str | None:
         body = self.mapping(value, where, scope, "{secret: whsec_…}")
@@ -485,6 +523,8 @@ class Checker:
         if secret is None:
             return None
         secrets.add(secret)
+        if self.deferred(raw):
+            return secret
         key = secret[len("whsec_") :] if secret.startswith("whsec_") else secret
         try:
             ok = bool(base64.b64decode(key, validate=True))
@@ -508,6 +548,9 @@ class RawRoute:
     where: Where  # the route itself
     scope: str  # "route 'NAME': "
     overrides: dict[str, Any] = field(default_factory=dict)  # Delivery fields set by annotations
+    # Applied to the built route: what a foreign document sets beyond routes.yaml's vocabulary
+    # (a Dapr Subscription's path rules and dead-letter topic).
+    finish: Callable[[Route], Route] | None = None
 
 
 def is_http_uri(text: str) -> bool:

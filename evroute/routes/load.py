@@ -6,9 +6,10 @@ problem, each as ``routes.yaml:LINE:COL: route 'NAME': field: what is wrong (wha
 An evroute document holds any of ``services`` (names for Knative refs), ``defaults``
 (``delivery`` merged under every route), ``settings`` and ``routes``; several may appear in
 one stream (``services`` and ``routes`` add up, ``defaults`` and ``settings`` appear once).
-Knative documents are read by :mod:`evroute.routes.knative`. Delivery settings merge field by
-field: built-in < ``defaults.delivery`` < the Broker's ``spec.delivery`` (for every route on that
-broker) < the route's own < annotations.
+Knative documents are read by :mod:`evroute.routes.knative`, Dapr Subscription and Resiliency
+documents by :mod:`evroute.routes.dapr`. Delivery settings merge field by field: built-in <
+``defaults.delivery`` < the Broker's ``spec.delivery`` (for every route on that broker) < a Dapr
+Resiliency's inbound policies for that pubsub < the route's own < annotations.
 
 ::
 
@@ -26,10 +27,11 @@ from typing import Any
 
 from evroute.errors import InvalidInput, RoutesInvalid
 from evroute.filters import as_text, check, compile_filters, empty_expressions
-from evroute.routes import knative
+from evroute.routes import dapr, knative
 from evroute.routes.fields import Checker, RawRoute, Where, show
 from evroute.routes.model import (
     DEFAULT_MAX_EVENT_BYTES,
+    INGRESS_TOKEN_VARS,
     Delivery,
     PingSource,
     Route,
@@ -54,8 +56,9 @@ ROUTE_KEYS = (
     "start",
     "paused",
     "transform",
+    "env",
 )
-SETTINGS_KEYS = ("retention", "durability", "maxEventBytes")
+SETTINGS_KEYS = ("retention", "durability", "maxEventBytes", "tracing")
 
 Layer = tuple[dict[str, Any], frozenset[str]]
 # Expanded values this short are not masked: hiding "1" or "80" would garble every line it
@@ -63,8 +66,12 @@ Layer = tuple[dict[str, Any], frozenset[str]]
 MIN_SECRET = 3
 
 
-def load_routes(path: str, env: Mapping[str, str] | None = None) -> RouteSet:
-    """The routes of the file at ``path``; ``${VAR}`` expands from ``env`` (default os.environ)."""
+def load_routes(path: str, env: Mapping[str, str] | None = None, *, resolve: bool = True) -> RouteSet:
+    """The routes of the file at ``path``; ``${VAR}`` expands from ``env`` (default os.environ).
+
+    ``resolve=False`` reads the structure (names, brokers, start, filters) the same from any
+    shell: an unset variable stays as written (``${VAR}``) and programs are not looked up.
+    Commands that do not deliver use it, so a variable only the worker has never stops them."""
     try:
         with open(path, "rb") as fh:  # closed explicitly: a refcount close still warns (ResourceWarning)
             raw = fh.read()
@@ -80,18 +87,20 @@ def load_routes(path: str, env: Mapping[str, str] | None = None) -> RouteSet:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise RoutesInvalid([f"{path}:{line}:1: the file is not UTF-8 text (save it as UTF-8)"]) from None
-    return load_routes_text(text, path, env)
+    return load_routes_text(text, path, env, resolve=resolve)
 
 
-def load_routes_text(text: str, path: str, env: Mapping[str, str] | None = None) -> RouteSet:
+def load_routes_text(
+    text: str, path: str, env: Mapping[str, str] | None = None, *, resolve: bool = True
+) -> RouteSet:
     """The routes written in ``text``; ``path`` names the file in messages and anchors commands."""
-    return _Loader(text, path, os.environ if env is None else env).run()
+    return _Loader(text, path, os.environ if env is None else env, resolve).run()
 
 
 class _Loader:
-    def __init__(self, text: str, path: str, env: Mapping[str, str]) -> None:
+    def __init__(self, text: str, path: str, env: Mapping[str, str], resolve: bool) -> None:
         self.text = text
-        self.c = Checker(path, env)
+        self.c = Checker(path, env, resolve)
         self.defaults: Layer = ({}, frozenset())
         self.brokers: dict[str, Layer] = {}
         self.seen: dict[str, int] = {}  # route name -> line
@@ -99,6 +108,7 @@ class _Loader:
         self.transforms = Transforms(self.c, text)
         self.sources: list[PingSource] = []
         self.source_secrets: dict[str, set[str]] = {}
+        self.resiliency = dapr.Resiliency()  # Dapr Resiliency policies per pubsub (broker)
 
     def run(self) -> RouteSet:
         c = self.c
@@ -142,7 +152,9 @@ class _Loader:
                 self.transforms.read(doc)
             elif is_pingsource(doc.data):
                 self.pingsource(doc)
-            elif kind is None:
+            elif dapr.kind_of(doc.data) == "Resiliency":
+                self.resiliency.read(c, doc)
+            elif kind is None and dapr.kind_of(doc.data) is None:
                 knative.ignored(c, doc)
         for doc in docs:
             if doc in ours:
@@ -151,12 +163,18 @@ class _Loader:
                 trigger = knative.read_trigger(c, doc)
                 if trigger is not None:
                     raws.append(trigger)
+            elif isinstance(doc.data, Mapping) and dapr.kind_of(doc.data) == "Subscription":
+                raws += dapr.read_subscription(c, doc)
         routes = [r for r in (self.route(raw) for raw in raws) if r is not None]
         routes += self.source_routes()
+        hidden = frozenset(c.variables) | INGRESS_TOKEN_VARS
+        routes = [_commands_get_env(r, hidden) for r in routes]
         if c.problems:
             raise RoutesInvalid([text for _, text in sorted(c.problems, key=lambda p: p[0])])
         services = {name: uri for name, (uri, _) in c.services.items()}
-        return RouteSet(tuple(routes), settings, services, c.path, tuple(c.notes), sources=tuple(self.sources))
+        return RouteSet(
+            tuple(routes), settings, services, c.path, tuple(c.notes), c.resolve, sources=tuple(self.sources)
+        )
 
     def first(self, key: str, doc: Doc) -> bool:
         if key in self.once:
@@ -210,7 +228,29 @@ class _Loader:
         size = DEFAULT_MAX_EVENT_BYTES
         if "maxEventBytes" in body:
             size = c.integer(body["maxEventBytes"], 1, at / "maxEventBytes", "") or DEFAULT_MAX_EVENT_BYTES
-        return Settings(retention=retention, durability=durability or "normal", max_event_bytes=size)
+        return Settings(
+            retention=retention,
+            durability=durability or "normal",
+            max_event_bytes=size,
+            tracing_endpoint=self.tracing(body.get("tracing"), at / "tracing"),
+        )
+
+    def tracing(self, value: object, at: Where) -> str | None:
+        """``settings.tracing: {endpoint: http://collector:4318}``: where spans are exported."""
+        c = self.c
+        body = c.mapping(value, at, "", "endpoint: http://HOST:4318")
+        if not body or not c.keys(body, ("endpoint",), at, ""):
+            return None
+        endpoint = body.get("endpoint")
+        if endpoint is None:
+            return None
+        if not isinstance(endpoint, str):
+            c.problem(at / "endpoint", "", f"must be an http(s) URL, got {show(endpoint)}")
+            return None
+        expanded = c.expand(endpoint, at / "endpoint", "", set())
+        if expanded is None:
+            return None
+        return c.http_uri(endpoint, expanded, at / "endpoint", "")
 
     def evroute_routes(self, doc: Doc) -> list[RawRoute]:
         items = doc.data.get("routes")
@@ -372,7 +412,11 @@ class _Loader:
         if "transform" in v:
             transform = self.transforms.route_transform(v["transform"], at["transform"], scope)
 
-        layers = [self.defaults, self.brokers.get(broker, ({}, frozenset()))]
+        layers = [
+            self.defaults,
+            self.brokers.get(broker, ({}, frozenset())),
+            self.resiliency.layers.get(broker, ({}, frozenset())),
+        ]
         if "delivery" in v:
             layers.append(c.delivery(v["delivery"], at["delivery"], scope))
         merged: dict[str, Any] = {}
@@ -390,9 +434,12 @@ class _Loader:
             v.get("start", "latest"), ("latest", "earliest"), at.get("start", raw.where), scope, "start"
         )
         paused = c.boolean(v.get("paused", False), at.get("paused", raw.where), scope)
+        env = c.env_names(v["env"], at["env"], scope) if "env" in v else None
+        if env is not None and subscriber is not None and subscriber.command is None:
+            c.note(at["env"], scope, "env is ignored (it applies to command subscribers)")
         if len(c.problems) > before or subscriber is None or not isinstance(name, str):
             return None
-        return Route(
+        route = Route(
             name=name,
             broker=broker,
             subscriber=subscriber,
@@ -405,6 +452,24 @@ class _Loader:
             start=start or "latest",
             paused=bool(paused),
             secrets=frozenset(s for s in secrets if len(s) >= MIN_SECRET),
+            env=env,
             line=line,
             transform=transform,
         )
+        return raw.finish(route) if raw.finish is not None else route
+
+
+def _commands_get_env(route: Route, hidden: frozenset[str]) -> Route:
+    """``route`` with its command sinks told which environment to pass (SPEC 5.2)."""
+
+    def fix(sink: Subscriber | None) -> Subscriber | None:
+        if sink is None or sink.command is None:
+            return sink
+        return dataclasses.replace(sink, env=route.env, hidden_env=hidden)
+
+    subscriber = fix(route.subscriber)
+    dls = fix(route.delivery.dead_letter_sink)
+    if subscriber is route.subscriber and dls is route.delivery.dead_letter_sink:
+        return route
+    delivery = dataclasses.replace(route.delivery, dead_letter_sink=dls)
+    return dataclasses.replace(route, subscriber=subscriber or route.subscriber, delivery=delivery)

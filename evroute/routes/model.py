@@ -32,23 +32,48 @@ BUILTIN_DELIVERY: dict[str, Any] = {
     "endpointCooldown": 10.0,
 }
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
+RETRY_FOREVER = 2**31 - 1  # Dapr's maxRetries -1: retry until it succeeds
+
+if TYPE_CHECKING:
+    from evroute.cloudevent import CloudEvent
+
+
+@dataclass(frozen=True, slots=True)
+class PathRule:
+    """A Dapr routing rule: events ``match`` accepts (None: every event) go to ``path``."""
+
+    match: Matcher | None = field(compare=False)  # compiled per load; ``source`` says what it is
+    path: str = ""
+    source: str = ""  # the CEL as written, for export and messages
+
+
+# Where the worker's ingress token may live: never passed on to a command subscriber.
+INGRESS_TOKEN_VARS = frozenset({"EVROUTE_TOKEN"})
 
 
 @dataclass(frozen=True, slots=True)
 class Subscriber:
     """Where a route delivers: an absolute http(s) ``uri``, several ``uris`` sharing the
-    deliveries (competing consumers), or a ``command`` argv (never a shell)."""
+    deliveries (competing consumers), or a ``command`` argv (never a shell).
+
+    With ``rules`` (a Dapr Subscription's ``routes``), ``uri`` is the app's base URL and each
+    event goes to the path of the first rule that matches it, joined to that base."""
 
     uri: str | None = None
     command: tuple[str, ...] | None = None
     cwd: str | None = None  # the routes file's folder, for commands
     uris: tuple[str, ...] = ()  # competing consumers: each attempt goes to one of them
+    rules: tuple[PathRule, ...] = ()
+    # A command's environment: with ``env`` only those names (the route's ``env:`` list), else
+    # the worker's own without ``hidden_env`` (the ingress token, every variable a route expands).
+    env: tuple[str, ...] | None = None
+    hidden_env: frozenset[str] = frozenset()
 
     def describe(self) -> str:
         if self.uris:
             return ", ".join(self.uris)
         if self.uri is not None:
-            return self.uri
+            return self.uri if not self.rules else f"{self.uri} ({len(self.rules)} path rules)"
         return " ".join(self.command or ())
 
     @property
@@ -57,6 +82,22 @@ class Subscriber:
         if self.uris:
             return self.uris
         return () if self.uri is None else (self.uri,)
+
+    def for_event(self, event: CloudEvent) -> Subscriber | None:
+        """The subscriber this event is sent to: the first matching rule's path, or None."""
+        if not self.rules:
+            return self
+        for rule in self.rules:
+            if rule.match is None or rule.match.matches_event(event):
+                return Subscriber(uri=join_path(self.uri or "", rule.path))
+        return None
+
+
+def join_path(base: str, path: str) -> str:
+    """A Dapr app path under the app's base URL (Dapr calls ``http://app:port/<path>``)."""
+    if not path:
+        return base
+    return base.rstrip("/") + "/" + path.lstrip("/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +130,9 @@ class Delivery:
     circuit_breaker: CircuitBreaker | None = None
     rate_limit: RateLimit | None = None
     endpoint_cooldown: float = 10.0  # an endpoint failing with 5xx / no answer is skipped this long
+    # How the subscriber's answer is judged: "knative" (SPEC 5.1) or "dapr" (Dapr's contract).
+    contract: str = "knative"
+    backoff_multiplier: float = 2.0  # exponential growth per retry (Dapr's exponential: 1.5)
 
     @property
     def ordered(self) -> bool:
@@ -108,10 +152,12 @@ class Route:
     signing_secret: str | None = None
     start: str = "latest"  # latest | earliest
     paused: bool = False
-    secrets: frozenset[str] = frozenset()  # expanded ${VAR} values, masked in every output
+    secrets: frozenset[str] = frozenset()  # expanded ${VAR} values and header values, masked in every output
+    env: tuple[str, ...] | None = None  # names a command subscriber is given (None: all but secrets)
     line: int = field(default=0, compare=False)  # where it is written: moving it changes nothing
     transform: Transform | None = None  # JSONata reshaping before delivery (evroute.transform)
     pingsource: str | None = None  # made for the PingSource of this name (its uri sink)
+    dead_letter_topic: str | None = None  # Dapr: dead letters are also published to this topic
 
     def mask(self, text: str) -> str:
         """``text`` with every secret of this route replaced by ``***``."""
@@ -126,6 +172,7 @@ class Settings:
     retention: float | None = None  # seconds; None keeps events forever
     durability: str = "normal"  # normal | full
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    tracing_endpoint: str | None = None  # OTLP/HTTP base URL; the OTEL_EXPORTER_OTLP_* variables win
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +206,7 @@ class RouteSet:
     services: Mapping[str, str] = field(default_factory=dict)
     path: str | None = None
     notes: tuple[str, ...] = ()  # warnings and ignored documents, for `routes check`
+    resolved: bool = True  # False: the structure only (variables as written, programs not looked up)
     sources: tuple[PingSource, ...] = ()  # Knative PingSource documents
 
     def by_name(self) -> dict[str, Route]:

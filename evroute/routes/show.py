@@ -1,6 +1,7 @@
 """Routes as people and scripts read them: table rows and routes.yaml-shaped dicts.
 
-Everything here is masked: expanded ``${VAR}`` values and signing secrets print as ``***``.
+Everything here is masked: expanded ``${VAR}`` values, signing secrets and every header value
+(written in the file or expanded: either may be a credential) print as ``***``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def sink_dict(sink: Subscriber | None, route: Route) -> dict[str, Any] | None:
         return {"command": [route.mask(a) for a in sink.command]}
     if sink.uris:
         return {"uris": [route.mask(u) for u in sink.uris]}
+    if sink.rules:  # a Dapr Subscription's path rules (match None: the default)
+        return {
+            "uri": route.mask(sink.uri or ""),
+            "rules": [{"match": r.source or None, "path": r.path} for r in sink.rules],
+        }
     return {"uri": route.mask(sink.uri or "")}
 
 
@@ -38,7 +44,7 @@ def route_dict(route: Route) -> dict[str, Any]:
     d = route.delivery
     breaker = d.circuit_breaker
     limit = d.rate_limit
-    return {
+    out = {
         "name": route.name,
         "broker": route.broker,
         "filter": dict(route.filter),
@@ -66,12 +72,16 @@ def route_dict(route: Route) -> dict[str, Any]:
             else {"rate": limit.rate, "per": format_duration(limit.per), "burst": limit.burst},
             "endpointCooldown": format_duration(d.endpoint_cooldown),
         },
-        "headers": {k: route.mask(v) for k, v in route.headers.items()},
+        "headers": {k: "***" for k in route.headers},
         "signing": None if route.signing_secret is None else {"secret": "***"},
         "start": route.start,
         "paused": route.paused,
         **({} if route.transform is None else {"transform": _transform_dict(route)}),
+        "env": None if route.env is None else list(route.env),
     }
+    if route.dead_letter_topic is not None:
+        out["deadLetterTopic"] = route.dead_letter_topic
+    return out
 
 
 def _transform_dict(route: Route) -> dict[str, Any]:

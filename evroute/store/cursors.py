@@ -10,12 +10,16 @@ moves a cursor by hand; the worker's commit is conditional on the epoch it read,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from evroute.errors import InvalidInput, NotFound
 from evroute.store import log
-from evroute.store.db import Store
+from evroute.store.db import Store, guard_lease
+
+if TYPE_CHECKING:
+    from evroute.store.outcomes import Pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,11 @@ def all_cursors(store: Store) -> dict[str, Cursor]:
     return {row[0]: Cursor(*row) for row in store.conn.execute(f"SELECT {_COLS} FROM cursors")}
 
 
+def epochs(store: Store) -> dict[str, int]:
+    """route -> epoch: a changed epoch means the cursor was moved by hand."""
+    return {r[0]: int(r[1]) for r in store.conn.execute("SELECT route, epoch FROM cursors")}
+
+
 @dataclass(slots=True)
 class Progress:
     """What a dispatcher reports at a batched commit."""
@@ -98,15 +107,28 @@ class Progress:
     breaker: str = "closed"
 
 
-def commit(store: Store, progress: Iterable[Progress], now: float | None = None) -> list[str]:
-    """Commit many routes' positions and counters in one transaction.
+def commit(
+    store: Store,
+    progress: Iterable[Progress],
+    now: float | None = None,
+    recent: Sequence[Pending] = (),
+    holder: str | None = None,
+) -> list[str]:
+    """Commit many routes' positions and counters in one transaction, with the ``recent``
+    delivery outcomes since the last commit (the ring ``evroute tail`` follows).
 
     Returns the routes whose epoch moved under them (a reset happened): the caller must
-    re-read those cursors instead of trusting its own position.
+    re-read those cursors instead of trusting its own position. ``holder``: the worker's
+    lease id; the commit is refused if another worker holds the lease.
     """
     stamp = time.time() if now is None else now
     moved = []
     with store.write() as conn:
+        guard_lease(conn, holder)
+        if recent:
+            from evroute.store import outcomes  # not on `publish`'s path (it creates cursors)
+
+            outcomes.insert(conn, recent)
         for p in progress:
             cur = conn.execute(
                 "UPDATE cursors SET position = max(position, ?), updated_at = ?, delivered = delivered + ?, "
@@ -131,8 +153,12 @@ def commit(store: Store, progress: Iterable[Progress], now: float | None = None)
     return moved
 
 
-def reset(store: Store, route: str, to: str, now: float | None = None) -> int:
-    """Move a route's cursor to earliest | latest | SEQ | TIMESTAMP; returns the new position."""
+def reset(store: Store, route: str, to: str, now: float | None = None, *, drop_retries: bool = False) -> int:
+    """Move a route's cursor to earliest | latest | SEQ | TIMESTAMP; returns the new position.
+
+    Scheduled retries are kept (they are events the route already took) unless
+    ``drop_retries``; dead-letter replays are always kept.
+    """
     stamp = time.time() if now is None else now
     with store.write() as conn:
         row = conn.execute("SELECT broker FROM cursors WHERE route = ?", (route,)).fetchone()
@@ -144,6 +170,8 @@ def reset(store: Store, route: str, to: str, now: float | None = None) -> int:
             "UPDATE cursors SET position = ?, epoch = epoch + 1, updated_at = ? WHERE route = ?",
             (position, stamp, route),
         )
+        if drop_retries:
+            conn.execute("DELETE FROM retries WHERE route = ? AND dlq_id IS NULL", (route,))
     return position
 
 
@@ -154,6 +182,11 @@ def _position(store: Store, broker: str, to: str) -> int:
         return log.last_seq(store)
     if to.isdigit():
         # --to SEQ: the next event delivered is SEQ itself, so the cursor sits just before it.
+        last = log.last_seq(store)
+        if int(to) > last + 1:
+            raise InvalidInput(
+                f"--to {to} is past the end of the log (the last seq is {last}; use --to latest to skip everything)"
+            )
         return max(int(to) - 1, 0)
     from evroute.clock import parse_time  # a timestamp: the first event published at or after it
 
@@ -175,3 +208,6 @@ def delete(store: Store, route: str) -> None:
         conn.execute("DELETE FROM cursors WHERE route = ?", (route,))
         conn.execute("DELETE FROM retries WHERE route = ?", (route,))
         conn.execute("DELETE FROM dead_letters WHERE route = ?", (route,))
+        from evroute.store import attempts
+
+        attempts.delete_route(conn, route)

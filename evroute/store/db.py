@@ -12,10 +12,11 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from evroute.errors import StoreError
+from evroute.errors import LeaseLost, StoreError
 from evroute.store.schema import ensure_schema
 
 BUSY_TIMEOUT_MS = 30_000
+LEASE = "worker"  # the name of the one lease row (see evroute.store.lease)
 
 
 class Store:
@@ -66,16 +67,26 @@ class Store:
             raise StoreError(f"cannot write to database '{self.path}': {exc}") from None
         try:
             yield self.conn
+        except sqlite3.Error as exc:
+            # Any SQLite error inside the transaction (a full disk, an I/O error, a constraint)
+            # is a store fault like a failed COMMIT: rolled back, reported as StoreError.
+            self._rollback()
+            raise StoreError(f"cannot write to database '{self.path}': {exc}") from None
         except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(f"cannot write to database '{self.path}': {exc}") from None
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite rolled back already (e.g. after an I/O error)
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -86,6 +97,10 @@ class Store:
         finally:
             if self.conn.in_transaction:
                 self.conn.execute("COMMIT")
+
+    def manual_checkpoints(self) -> None:
+        """This connection never checkpoints by itself (see :func:`checkpoint`)."""
+        self.conn.execute("PRAGMA wal_autocheckpoint = 0")
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: the worker's cheap wake-up check."""
@@ -102,3 +117,31 @@ class Store:
             return False
         finally:
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+def checkpoint(path: str) -> None:
+    """A passive WAL checkpoint on a connection of its own (for a thread: it may take tens
+    of milliseconds and must not run in the delivery loop). Raises StoreError."""
+    try:
+        conn = sqlite3.connect(path, timeout=1.0)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"checkpoint of '{path}' skipped: {exc}") from None
+
+
+def guard_lease(conn: sqlite3.Connection, holder: str | None) -> None:
+    """Inside a write transaction: refuse the write unless ``holder`` holds the worker lease.
+
+    A worker that stalled past the lease's TTL and was replaced must not move cursors or
+    write retries and dead letters behind its successor's back. ``None`` (tools, tests
+    without a lease) skips the check. Lives here, not in ``lease``, so that the publish path
+    (which writes cursors) imports nothing more.
+    """
+    if holder is None:
+        return
+    row = conn.execute("SELECT holder FROM lease WHERE name = ?", (LEASE,)).fetchone()
+    if row is None or row[0] != holder:
+        raise LeaseLost("another worker holds the lease now; this worker stops delivering")

@@ -10,7 +10,8 @@ from typing import Any
 
 from evroute.cloudevent import CloudEvent, from_json, to_json
 from evroute.errors import NotFound
-from evroute.store.db import Store
+from evroute.store import attempts as attempt_log
+from evroute.store.db import Store, guard_lease
 from evroute.store.retries import Retry
 
 
@@ -64,10 +65,17 @@ def _row(r: Any) -> DeadLetter:
     )
 
 
-def add(store: Store, letters: Iterable[NewDeadLetter], remove_retries: bool = True) -> list[int]:
-    """Store dead letters (and drop their retry rows) in one transaction; returns their ids."""
+def add(
+    store: Store,
+    letters: Iterable[NewDeadLetter],
+    remove_retries: bool = True,
+    attempts: Iterable[attempt_log.Attempt] = (),
+) -> list[int]:
+    """Store dead letters (and drop their retry rows) in one transaction; returns their ids.
+    ``attempts`` (the last attempt that failed) are recorded in the same transaction."""
     ids = []
     with store.write() as conn:
+        attempt_log.insert(conn, attempts)
         for d in letters:
             cur = conn.execute(
                 "INSERT INTO dead_letters (route, broker, seq, event, event_id, event_type, attempts, status, "
@@ -92,6 +100,46 @@ def add(store: Store, letters: Iterable[NewDeadLetter], remove_retries: bool = T
             if remove_retries and d.seq is not None:
                 conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (d.route, d.seq))
     return ids
+
+
+def bury(
+    store: Store,
+    letter: NewDeadLetter,
+    key: int,
+    replaced: int | None,
+    holder: str | None = None,
+    attempts: Iterable[attempt_log.Attempt] = (),
+) -> int:
+    """A route gives up on an event: store the dead letter, drop its retry row (``key`` is
+    the retry row's seq) and the dead letter it replayed, all in one transaction, with the
+    last failed ``attempts`` for the attempt history. Returns the id.
+    """
+    with store.write() as conn:
+        guard_lease(conn, holder)
+        attempt_log.insert(conn, attempts)
+        cur = conn.execute(
+            "INSERT INTO dead_letters (route, broker, seq, event, event_id, event_type, attempts, status, "
+            "reason, error, body, first_failed_at, dead_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                letter.route,
+                letter.broker,
+                letter.seq,
+                to_json(letter.event),
+                letter.event.id,
+                letter.event.type,
+                letter.attempts,
+                letter.status,
+                letter.reason,
+                letter.error,
+                letter.body,
+                letter.first_failed_at,
+                letter.dead_at,
+            ),
+        )
+        conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (letter.route, key))
+        if replaced is not None:
+            conn.execute("DELETE FROM dead_letters WHERE id = ?", (replaced,))
+        return int(cur.lastrowid or 0)
 
 
 def get(store: Store, dlq_id: int) -> DeadLetter:
@@ -157,8 +205,11 @@ def replay(store: Store, ids: Iterable[int], now: float | None = None) -> int:
 
 
 def delete(store: Store, ids: Iterable[int]) -> None:
+    """Delete dead letters and any replay of them still scheduled (it would deliver nothing)."""
+    keys = [(i,) for i in ids]
     with store.write() as conn:
-        conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i in ids])
+        conn.executemany("DELETE FROM retries WHERE dlq_id = ?", keys)
+        conn.executemany("DELETE FROM dead_letters WHERE id = ?", keys)
 
 
 def purge(store: Store, route: str | None = None, before: float | None = None) -> int:
@@ -170,8 +221,14 @@ def purge(store: Store, route: str | None = None, before: float | None = None) -
     if before is not None:
         where.append("dead_at < ?")
         args.append(before)
+    clause = " AND ".join(where)
     with store.write() as conn:
-        cur = conn.execute(f"DELETE FROM dead_letters WHERE {' AND '.join(where)}", args)
+        # A replay still scheduled goes with its dead letter: it would deliver, fail and
+        # dead-letter the event again after the user asked for it to be gone.
+        conn.execute(
+            f"DELETE FROM retries WHERE dlq_id IN (SELECT id FROM dead_letters WHERE {clause})", args
+        )
+        cur = conn.execute(f"DELETE FROM dead_letters WHERE {clause}", args)
         return int(cur.rowcount)
 
 

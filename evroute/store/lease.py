@@ -7,13 +7,11 @@ within ``ttl`` plus its polling interval after the holder dies (even by kill -9)
 from __future__ import annotations
 
 import os
-import socket
 import time
 from dataclasses import dataclass
 
-from evroute.store.db import Store
+from evroute.store.db import LEASE, Store
 
-LEASE = "worker"
 TTL = 6.0
 
 
@@ -29,8 +27,14 @@ class Lease:
         return now - self.heartbeat < ttl
 
 
+def _host() -> str:
+    import socket  # only a worker needs it: cursor writes import this module on the publish path
+
+    return socket.gethostname()
+
+
 def holder_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{time.monotonic_ns()}"
+    return f"{_host()}:{os.getpid()}:{time.monotonic_ns()}"
 
 
 def acquire(store: Store, holder: str, now: float | None = None, ttl: float = TTL) -> bool:
@@ -47,7 +51,7 @@ def acquire(store: Store, holder: str, now: float | None = None, ttl: float = TT
             "INSERT INTO lease (name, holder, pid, host, since, heartbeat) VALUES (?,?,?,?,?,?) "
             "ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, pid = excluded.pid, host = excluded.host, "
             "since = coalesce(?, since), heartbeat = excluded.heartbeat",
-            (LEASE, holder, os.getpid(), socket.gethostname(), stamp, stamp, since),
+            (LEASE, holder, os.getpid(), _host(), stamp, stamp, since),
         )
     return True
 
@@ -65,7 +69,7 @@ def renew(store: Store, holder: str, now: float | None = None) -> bool:
 def _alive(pid: int, host: str) -> bool:
     """False only when the holder is on this host and its process is gone (killed, crashed):
     then the lease is free at once instead of after the heartbeat TTL."""
-    if host != socket.gethostname():
+    if host != _host():
         return True
     try:
         os.kill(pid, 0)

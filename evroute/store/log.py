@@ -158,5 +158,11 @@ def count_after(store: Store, broker: str, after: int) -> int:
     )
 
 
+def max_seq(store: Store, broker: str) -> int:
+    """The newest seq stored in ``broker`` (0 if none): one seek on the (broker, seq) index."""
+    row = store.conn.execute("SELECT max(seq) FROM events WHERE broker = ?", (broker,)).fetchone()
+    return int(row[0]) if row[0] is not None else 0
+
+
 def brokers(store: Store) -> Iterable[str]:
     return [r[0] for r in store.conn.execute("SELECT DISTINCT broker FROM events")]

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from evroute.store.db import Store
+from evroute.store import attempts as attempt_log
+from evroute.store.db import Store, guard_lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +29,20 @@ class Retry:
 _COLS = "route, seq, attempt, due_at, first_failed_at, last_status, last_error, dlq_id"
 
 
-def schedule(store: Store, retries: Iterable[Retry]) -> None:
-    """Insert or move retries; an existing row keeps the larger attempt count."""
+def schedule(
+    store: Store,
+    retries: Iterable[Retry],
+    holder: str | None = None,
+    attempts: Iterable[attempt_log.Attempt] = (),
+) -> None:
+    """Insert or move retries; an existing row keeps the larger attempt count. ``attempts``
+    (the failed attempts that led here) are recorded in the same transaction.
+
+    ``holder``: the worker's lease id; the write is refused if another worker holds the lease.
+    """
     with store.write() as conn:
+        guard_lease(conn, holder)
+        attempt_log.insert(conn, attempts)
         conn.executemany(
             f"INSERT INTO retries ({_COLS}) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(route, seq) DO UPDATE SET "
             "attempt = max(attempt, excluded.attempt), due_at = excluded.due_at, "
@@ -65,13 +77,64 @@ def due(store: Store, now: float, routes: Iterable[str], limit: int = 256) -> li
     return [Retry(*r) for r in rows]
 
 
-def next_due(store: Store, routes: Iterable[str]) -> float | None:
+def due_for_route(
+    store: Store, route: str, now: float, limit: int, *, replays_or_upto: int | None = None
+) -> list[Retry]:
+    """One route's due retries, oldest due first, at most ``limit``.
+
+    ``replays_or_upto``: for an ordered route, whose head event is retried in place by its
+    dispatcher, only dead-letter replays and rows at or behind that seq.
+    """
+    if limit <= 0:
+        return []
+    sql = f"SELECT {_COLS} FROM retries WHERE route = ? AND due_at <= ?"
+    args: list[object] = [route, now]
+    if replays_or_upto is not None:
+        sql += " AND (dlq_id IS NOT NULL OR seq <= ?)"
+        args.append(replays_or_upto)
+    rows = store.conn.execute(sql + " ORDER BY due_at LIMIT ?", (*args, limit)).fetchall()
+    return [Retry(*r) for r in rows]
+
+
+def next_due(store: Store, routes: Iterable[str], after: float | None = None) -> float | None:
+    """The earliest due time among ``routes`` (only those later than ``after``, if given)."""
     names = list(routes)
     if not names:
         return None
     marks = ",".join("?" * len(names))
-    row = store.conn.execute(f"SELECT min(due_at) FROM retries WHERE route IN ({marks})", names).fetchone()
+    sql = f"SELECT min(due_at) FROM retries WHERE route IN ({marks})"
+    args: list[object] = list(names)
+    if after is not None:
+        sql += " AND due_at > ?"
+        args.append(after)
+    row = store.conn.execute(sql, args).fetchone()
     return None if row[0] is None else float(row[0])
+
+
+def forget(
+    store: Store,
+    route: str,
+    seq: int,
+    replaced: int | None,
+    holder: str | None = None,
+    attempts: Iterable[attempt_log.Attempt] = (),
+) -> None:
+    """A retried (or replayed) event was delivered: drop its retry row and the dead letter it
+    replays, in one transaction, with the success that ends its run of failures (``attempts``)."""
+    with store.write() as conn:
+        guard_lease(conn, holder)
+        attempt_log.insert(conn, attempts)
+        conn.execute("DELETE FROM retries WHERE route = ? AND seq = ?", (route, seq))
+        if replaced is not None:
+            conn.execute("DELETE FROM dead_letters WHERE id = ?", (replaced,))
+
+
+def scheduled(store: Store, route: str) -> int:
+    """How many retries of log events (dead-letter replays not counted) ``route`` has."""
+    row = store.conn.execute(
+        "SELECT count(*) FROM retries WHERE route = ? AND dlq_id IS NULL", (route,)
+    ).fetchone()
+    return int(row[0])
 
 
 def get(store: Store, route: str, seq: int) -> Retry | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _STATEMENTS_V1 = [
     # seq is AUTOINCREMENT so a seq is never reused, even after retention deletes the newest rows.
@@ -104,6 +104,48 @@ _STATEMENTS_V2 = [
 ]
 
 
+_STATEMENTS_V3 = [
+    # Attempt history (store/attempts.py): failed attempts and the final success of an event
+    # that had failures. A first-try success writes no row. Looked up by event (seq) and
+    # deleted with it by retention.
+    """CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY,
+        route TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        at REAL NOT NULL,
+        duration_ms REAL,
+        outcome TEXT NOT NULL,
+        status INTEGER,
+        error TEXT,
+        body BLOB,
+        endpoint TEXT
+    )""",
+    "CREATE INDEX attempts_seq ON attempts(seq, route)",
+    # The newest delivery outcomes, every one (first-try successes too), as a bounded ring
+    # (store/outcomes.py) written with the worker's batched cursor commit: what `evroute tail`
+    # and the console's live views follow from another process.
+    """CREATE TABLE outcomes (
+        n INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        route TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        status INTEGER,
+        latency_ms REAL
+    )""",
+    # Replies and edited replays, linked to the event they came from (store/links.py).
+    """CREATE TABLE links (
+        seq INTEGER PRIMARY KEY,
+        parent INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        route TEXT
+    )""",
+    "CREATE INDEX links_parent ON links(parent)",
+]
+
+
 _STATEMENTS_FLOW = [
     # What the worker says about each route's pace (store/pace.py): held back by its rate limit
     # or a subscriber's Retry-After, and the endpoints of a consumer group with their counts.
@@ -132,7 +174,12 @@ def _migrations() -> Any:
         for statement in _STATEMENTS_V2:
             db.execute(statement)
 
-    @migrations(name="0003_route_pace")
+    @migrations(name="0003_attempts")
+    def attempt_history(db: Any) -> None:
+        for statement in _STATEMENTS_V3:
+            db.execute(statement)
+
+    @migrations(name="0004_route_pace")
     def route_pace(db: Any) -> None:
         for statement in _STATEMENTS_FLOW:
             db.execute(statement)

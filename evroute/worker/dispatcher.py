@@ -5,272 +5,277 @@ the durable retry schedule (the retrier takes it from there) so it never holds t
 back. Ordered routes deliver one event at a time in seq order and keep a failing event at
 the head (its retries are waited out here) until it is delivered or dead-lettered, as
 Knative's Kafka broker does in ordered mode.
+
+Before each event the dispatcher looks again at its route: a pause, a reload that changed
+the route, or a cursor reset takes effect at the next event, not the next batch. It sleeps
+on one wake event, set by new events, by its route's runtime (slot freed, route changed,
+breaker) and by a timer only for a known time (the breaker's cooldown, a head retry's due).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
-from evroute.routes.model import Route
+from evroute.store import Store, retries
 from evroute.store import log as event_log
-from evroute.store import retries
-from evroute.store.cursors import Cursor, Progress
 from evroute.store.log import StoredEvent
-from evroute.worker.tracker import Breaker, Watermark
-
-if TYPE_CHECKING:
-    from evroute.worker.engine import Engine
+from evroute.worker.attempt import attempt
+from evroute.worker.runtime import RouteRuntime
+from evroute.worker.settle import Settler
+from evroute.worker.tracker import Watermark
 
 logger = logging.getLogger("evroute.worker")
 BATCH = 256
+FAULT_BACKOFF = 1.0
 
 
 class Dispatcher:
-    def __init__(self, engine: Engine, route: Route, cursor: Cursor) -> None:
-        self.engine = engine
-        self.route = route
-        self.epoch = cursor.epoch
-        self.mark = Watermark(cursor.position)
-        self.committed = cursor.position
-        self.generation = 0  # bumped when the cursor is moved under us: stale work is dropped
-        self.breaker = Breaker(route.delivery.circuit_breaker)
-        self.sem = asyncio.Semaphore(max(1, route.delivery.concurrency))
+    def __init__(
+        self,
+        rt: RouteRuntime,
+        *,
+        store: Store,
+        settler: Settler,
+        clock: Callable[[], float],
+        session: Callable[[], Any],
+        once: bool = False,
+    ) -> None:
+        self.rt = rt
+        self.store = store
+        self.settler = settler
+        self.clock = clock
+        self.session = session
+        self.once = once
         self.wake = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.retrying = 0  # deliveries of due retries in flight (run by the retrier)
         self.stopped = False
         self.idle = False  # caught up: nothing left to read and nothing in flight
         self.parked = False  # --once: an ordered head waits for a retry that is not due yet
-        self.delivered = 0
-        self.failed = 0
-        self.last_error: str | None = None
-        self.last_error_at: float | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.held = False  # the breaker holds the route (open, or its probe is out)
+        self.sending = False  # an ordered route's head event is being attempted right now
+        rt.listen(self.notify)
 
     # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"route:{self.route.name}")
 
     def notify(self) -> None:
         self.wake.set()
 
-    def update(self, route: Route) -> None:
-        """Apply a changed route (hot reload) to events not yet dispatched."""
-        old = self.route
-        self.route = route
-        if route.delivery.circuit_breaker != old.delivery.circuit_breaker:
-            self.breaker.configure(route.delivery.circuit_breaker)
-        # A new Semaphore takes effect for new work; in-flight tasks release the old one.
-        if route.delivery.concurrency != old.delivery.concurrency:
-            self.sem = asyncio.Semaphore(max(1, route.delivery.concurrency))
-        self.parked = False
-        self.notify()
+    @property
+    def route_name(self) -> str:
+        return self.rt.route.name
 
-    def reset(self, cursor: Cursor) -> None:
-        """The cursor was moved by hand (``subscribe reset``): continue from there."""
-        logger.info("route %s: cursor moved to %d; continuing from there", self.route.name, cursor.position)
-        self.generation += 1
-        self.epoch = cursor.epoch
-        self.mark = Watermark(cursor.position)
-        self.committed = cursor.position
-        self.idle = False
-        self.notify()
+    def done_for_now(self) -> bool:
+        """``--once``: nothing this route can do now (caught up, paused, held or parked)."""
+        if self.tasks or self.sending:
+            return False
+        return self.idle or self.held or self.parked
+
+    def stopping(self) -> bool:
+        return self.stopped
 
     async def stop(self) -> None:
         """Stop taking new events; let in-flight deliveries finish."""
         self.stopped = True
         self.notify()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
         if self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
     def cancel(self) -> None:
-        for task in [self._task, *self.tasks]:
-            if task is not None:
-                task.cancel()
-
-    @property
-    def in_flight(self) -> int:
-        return self.mark.in_flight + self.retrying
-
-    def progress(self) -> Progress | None:
-        """What to commit now, or None when nothing changed since the last commit."""
-        position = self.mark.position
-        if position == self.committed and not (self.delivered or self.failed or self.last_error):
-            return None
-        p = Progress(
-            route=self.route.name,
-            position=position,
-            epoch=self.epoch,
-            delivered=self.delivered,
-            failed=self.failed,
-            last_error=self.route.mask(self.last_error) if self.last_error else None,
-            last_error_at=self.last_error_at,
-            in_flight=self.in_flight,
-            breaker=self.breaker.state,
-        )
-        return p
-
-    def committed_progress(self, p: Progress) -> None:
-        self.committed = max(self.committed, p.position)
-        self.delivered -= p.delivered
-        self.failed -= p.failed
-        if self.last_error_at == p.last_error_at:
-            self.last_error = None
-
-    def record_failure(self, error: str | None, now: float) -> None:
-        self.failed += 1
-        self.last_error = error
-        self.last_error_at = now
+        for task in list(self.tasks):
+            task.cancel()
 
     # ------------------------------------------------------------------ the loop
 
-    async def _run(self) -> None:
-        engine = self.engine
-        try:
-            while not self.stopped:
-                if self.route.paused or self.parked:
-                    self.idle = True
-                    await self._sleep(None)
-                    continue
-                wait = self.breaker.reopen_in(engine.clock())
-                if wait > 0:
-                    await self._sleep(wait)
-                    continue
-                generation = self.generation
-                batch = event_log.read_after(engine.store, self.route.broker, self.mark.read, BATCH)
-                if not batch:
-                    self.idle = self.mark.in_flight == 0
-                    await self._sleep(None)
-                    continue
-                self.idle = False
-                if self.route.delivery.ordered:
-                    await self._ordered(batch, generation)
-                else:
-                    await self._unordered(batch, generation)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the worker never dies on one route's fault: log, back off, go on
-            logger.exception("route %s: dispatcher fault; restarting in 1s", self.route.name)
-            if self.route.delivery.ordered:
-                # The head event was started but not finished: read it again from the cursor.
-                self.mark = Watermark(self.mark.position)
-            await asyncio.sleep(1.0)
-            if not self.stopped:
-                self._task = asyncio.get_running_loop().create_task(
-                    self._run(), name=f"route:{self.route.name}"
-                )
+    async def run(self) -> None:
+        """The route's loop (run under the engine's supervisor, restarted after a fault)."""
+        rt = self.rt
+        if rt.route.delivery.ordered and rt.mark.in_flight:
+            # Restarted after a fault: the head event was started but not finished.
+            rt.mark = Watermark(rt.mark.position)
+        parked_at = -1
+        while not self.stopped:
+            if self.parked and parked_at != rt.version:
+                self.parked = False
+            if rt.route.paused or self.parked:
+                self.idle = True
+                await self._sleep(None)
+                continue
+            wait = rt.breaker.reopen_in(self.clock())
+            if wait > 0:
+                self.held = True
+                await self._sleep(wait)
+                continue
+            self.held = False
+            version, generation = rt.version, rt.generation
+            batch = event_log.read_after(self.store, rt.route.broker, rt.mark.read, BATCH)
+            if not batch:
+                self.idle = rt.mark.in_flight == 0
+                await self._sleep(None)
+                continue
+            self.idle = False
+            if rt.route.delivery.ordered:
+                await self._ordered(batch, version, generation)
+                if self.parked:
+                    parked_at = rt.version
+            else:
+                await self._unordered(batch, version, generation)
 
     async def _sleep(self, timeout: float | None) -> None:
-        self.wake.clear()
+        # Cleared after waking, never before: a wake-up that arrives before we wait is kept.
         if self.stopped:
             return
-        try:
-            await asyncio.wait_for(self.wake.wait(), timeout)
-        except TimeoutError:
-            pass
+        if not self.wake.is_set():
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout)
+            except TimeoutError:
+                pass
+        self.wake.clear()
 
-    async def _unordered(self, batch: list[StoredEvent], generation: int) -> None:
-        engine = self.engine
-        matches = self.route.matcher.matches
+    def _moved(self, version: int, generation: int) -> bool:
+        """The route changed, was paused or its cursor moved since the batch was read."""
+        rt = self.rt
+        return self.stopped or rt.version != version or rt.generation != generation or rt.route.paused
+
+    async def _slot(self, version: int, generation: int) -> bool:
+        """Wait for a slot to deliver one new event (due retries go first)."""
+        rt = self.rt
+        while True:
+            if self._moved(version, generation):
+                return False
+            now = self.clock()
+            if not rt.retry_waiting and rt.begin(now):
+                self.held = False
+                return True
+            self.held = not rt.breaker.permits(now)
+            wait = rt.breaker.reopen_in(now)
+            await self._sleep(wait if wait > 0 else None)
+
+    # ------------------------------------------------------------------ unordered
+
+    async def _unordered(self, batch: list[StoredEvent], version: int, generation: int) -> None:
+        rt = self.rt
+        matches = rt.route.matcher.matches_event
+        loop = asyncio.get_running_loop()
         for stored in batch:
-            if self.stopped or generation != self.generation:
+            if self._moved(version, generation):
                 return
-            mark = self.mark
-            if not matches(stored.event.attributes):
-                mark.skip(stored.seq)
+            if not matches(stored.event):
+                rt.mark.skip(stored.seq)
                 continue
-            await self.sem.acquire()
-            while not self.breaker.allow(engine.clock()):
-                wait = self.breaker.reopen_in(engine.clock())
-                await self._sleep(wait if wait > 0 else 0.05)
-                if self.stopped or generation != self.generation:
-                    self.sem.release()
-                    return
+            if not await self._slot(version, generation):
+                return
+            mark = rt.mark
             mark.start(stored.seq)
-            task = asyncio.get_running_loop().create_task(self._deliver_new(stored, mark, self.sem))
+            task = loop.create_task(self._deliver_new(stored, mark))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    async def _deliver_new(self, stored: StoredEvent, mark: Watermark, sem: asyncio.Semaphore) -> None:
+    async def _deliver_new(self, stored: StoredEvent, mark: Watermark) -> None:
+        rt = self.rt
         try:
             while True:
                 try:
-                    await self.engine.settle(
-                        self, stored.event, stored.seq, attempt=1, first_failed_at=None, dlq_id=None
+                    started = self.clock()
+                    outcome = await attempt(
+                        rt.route, stored.event, 1, self.session(), self.settler.max_event_bytes()
+                    )
+                    decision = self.settler.decide(
+                        rt,
+                        stored.event,
+                        stored.seq,
+                        outcome,
+                        attempt=1,
+                        started=started,
+                        first_failed_at=None,
+                        dlq_id=None,
                     )
                     break
                 except Exception:
-                    # The outcome could not be made durable (a retry row or dead letter not
-                    # written): the event must stay behind the cursor. Try again shortly; on a
-                    # stop it stays unfinished and the next worker delivers it again.
+                    # Not an outcome: a fault in the worker. The event stays behind the cursor.
                     logger.exception(
-                        "route %s: seq %d not settled; trying again in 1s", self.route.name, stored.seq
+                        "route %s: seq %d not attempted; trying again in %.0fs",
+                        rt.route.name,
+                        stored.seq,
+                        FAULT_BACKOFF,
                     )
+                    await asyncio.sleep(FAULT_BACKOFF)
                     if self.stopped:
                         return
-                    await asyncio.sleep(1.0)
-                    if self.stopped:
-                        return
-            mark.finish(stored.seq)
+            if await self.settler.persist(decision, self.stopping):
+                mark.finish(stored.seq)
         finally:
-            sem.release()
-            self.engine.dirty = True
+            rt.end()
             if not mark.in_flight:
                 self.notify()  # a caught-up loop sleeping on its wake event can now report idle
 
-    async def _ordered(self, batch: list[StoredEvent], generation: int) -> None:
-        engine = self.engine
-        matches = self.route.matcher.matches
-        for stored in batch:
-            if self.stopped or generation != self.generation:
-                return
-            mark = self.mark
-            if not matches(stored.event.attributes):
-                mark.skip(stored.seq)
-                continue
-            mark.start(stored.seq)
-            done = await self._ordered_one(stored, generation)
-            if not done:
-                return  # stopping, parked or reset: the event stays unfinished behind the cursor
-            mark.finish(stored.seq)
-            engine.dirty = True
+    # ------------------------------------------------------------------ ordered
 
-    async def _ordered_one(self, stored: StoredEvent, generation: int) -> bool:
+    async def _ordered(self, batch: list[StoredEvent], version: int, generation: int) -> None:
+        rt = self.rt
+        matches = rt.route.matcher.matches_event
+        for stored in batch:
+            if self._moved(version, generation):
+                return
+            if not matches(stored.event):
+                rt.mark.skip(stored.seq)
+                continue
+            mark = rt.mark
+            mark.start(stored.seq)
+            if not await self._ordered_one(stored, version, generation):
+                # Paused, changed, parked or stopping: the head stays unfinished behind the
+                # cursor and is read again next time (unless a reset replaced the watermark).
+                if rt.mark is mark:
+                    rt.mark = Watermark(mark.position)
+                return
+            mark.finish(stored.seq)
+
+    async def _ordered_one(self, stored: StoredEvent, version: int, generation: int) -> bool:
         """Deliver the head event until it is delivered or dead-lettered (True)."""
-        engine = self.engine
-        row = retries.get(engine.store, self.route.name, stored.seq)
-        attempt = row.attempt if row else 0
+        rt = self.rt
+        row = retries.get(self.store, rt.route.name, stored.seq)
+        tried = row.attempt if row else 0
         due = row.due_at if row else 0.0
         first_failed = row.first_failed_at if row else None
         scheduled = row is not None  # a retry row exists for this head event
-        while not self.stopped and generation == self.generation:
-            now = engine.clock()
+        while not self._moved(version, generation):
+            now = self.clock()
             if due > now:
-                if engine.once:
+                if self.once:
                     self.parked = True
                     return False
                 await self._sleep(due - now)
                 continue
-            if not self.breaker.allow(now):
-                await self._sleep(max(self.breaker.reopen_in(now), 0.05))
-                continue
-            result = await engine.settle(
-                self,
-                stored.event,
-                stored.seq,
-                attempt=attempt + 1,
-                first_failed_at=first_failed,
-                dlq_id=None,
-                ordered=True,
-                scheduled=scheduled,
-            )
+            if not await self._slot(version, generation):
+                return False
+            self.sending = True
+            try:
+                started = self.clock()
+                outcome = await attempt(
+                    rt.route, stored.event, tried + 1, self.session(), self.settler.max_event_bytes()
+                )
+                decision = self.settler.decide(
+                    rt,
+                    stored.event,
+                    stored.seq,
+                    outcome,
+                    attempt=tried + 1,
+                    started=started,
+                    first_failed_at=first_failed,
+                    dlq_id=None,
+                    ordered=True,
+                    scheduled=scheduled,
+                )
+                if not await self.settler.persist(decision, self.stopping):
+                    return False
+            finally:
+                self.sending = False
+                rt.end()
+            result = decision.settled
             if result.finished:
                 return True
-            attempt, due, first_failed = result.attempt, result.due_at, result.first_failed_at
+            tried, due, first_failed = result.attempt, result.due_at, result.first_failed_at
             scheduled = True
         return False

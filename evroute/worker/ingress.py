@@ -4,6 +4,10 @@
 
     POST /            publish to broker ``default``
     POST /<broker>    publish to <broker> (names ^[a-z0-9][a-z0-9-]{0,62}$; anything else is 404)
+    POST /v1.0/publish/<pubsubname>/<topic>
+                      Dapr's publish API (:mod:`evroute.dapr_api`): the body is wrapped into a
+                      CloudEvent as Dapr does, stored in broker <pubsubname>; 204 once stored
+                      (with a token, Dapr's ``dapr-api-token`` header is accepted as well)
     GET  /healthz     200 {"status": "ok"} while the database is writable, 503 otherwise
     GET  /metrics     Prometheus text exposition of the worker's metrics
 
@@ -28,7 +32,10 @@ Status codes, so a producer can tell its own mistakes from ours:
   balancers and probes); ``/metrics`` needs it too, as it names the routes.
 - ``404`` for other paths (``/healthz`` and ``/metrics`` are not brokers), ``405`` with
   ``Allow`` for other methods.
-- ``503 {"error": …}`` only when the database cannot take the write (locked, disk full).
+- ``503 {"error": …}`` when the database cannot take the write (locked, disk full), and with
+  ``Retry-After: 1`` when the request's body does not fit in the budget of bytes being read at
+  once (64 × maxEventBytes, see :mod:`evroute.worker.inflight`).
+- ``408`` when a request body sends nothing for 30 s (its share of that budget is returned).
 
 The handler writes through the worker's own SQLite connection, in the event loop: an append
 is one short transaction (well under a millisecond in WAL mode), cheaper than handing it to a
@@ -51,6 +58,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from evroute import tracing
 from evroute.cloudevent import (
     BATCH_CT,
     STRUCTURED_CT,
@@ -62,6 +70,7 @@ from evroute.cloudevent import (
 from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, RuntimeFault
 from evroute.store import Store
 from evroute.store import log as event_log
+from evroute.worker.inflight import BODY_IDLE_SECONDS, INFLIGHT_FACTOR, RETRY_AFTER_SECONDS, Budget, Ticket
 from evroute.worker.metrics import Metrics
 
 logger = logging.getLogger("evroute.ingress")
@@ -72,10 +81,16 @@ STRUCTURED_FACTOR = 2  # a structured body may be up to 2 × maxEventBytes; the 
 BATCH_FACTOR = 100  # a batch body may be up to 100 × maxEventBytes, each event ≤ 1 ×
 GROUP_EVENTS = 8  # see GroupCommit: log.append reports per-event seqs for appends this small
 _READ_ONLY = "GET, HEAD"
+DAPR_PUBLISH = "/v1.0/publish/"
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _dapr_error(status: int, code: str, message: str) -> web.Response:
+    """An error in Dapr's shape (``errorCode``, ``message``) plus evroute's ``error``."""
+    return web.json_response({"errorCode": code, "message": message, "error": message}, status=status)
 
 
 _Pending = tuple[str, Sequence[CloudEvent], asyncio.Future[tuple[int, int]]]
@@ -178,9 +193,13 @@ class Ingress:
         token: str | None,
         metrics: Metrics,
         on_stored: Callable[[str], None],
+        max_inflight_bytes: int | None = None,
+        body_idle_timeout: float = BODY_IDLE_SECONDS,
     ) -> None:
         self.store = store
         self.max_event_bytes = max_event_bytes
+        self.budget = Budget(max_inflight_bytes or max_event_bytes * INFLIGHT_FACTOR)
+        self.body_idle_timeout = body_idle_timeout
         self._token = token.encode("utf-8") if token else None
         self.metrics = metrics
         self.committer = GroupCommit(store, metrics, on_stored)
@@ -203,6 +222,12 @@ class Ingress:
                 return _error(405, f"method {method} is not allowed on /metrics", {"Allow": _READ_ONLY})
             body, content_type = self.metrics.render()
             return web.Response(body=body, headers={"Content-Type": content_type})
+        if path.startswith(DAPR_PUBLISH):
+            if method != "POST":
+                return _error(
+                    405, f"method {method} is not allowed on {path}: publish with POST", {"Allow": "POST"}
+                )
+            return await self.publish_dapr(request)
         broker = "default" if path == "/" else path[1:]
         if not BROKER_NAME.match(broker):
             return _error(
@@ -214,11 +239,20 @@ class Ingress:
             return _error(
                 405, f"method {method} is not allowed on {path}: publish with POST", {"Allow": "POST"}
             )
-        return await self.publish(request, broker)
+        span = tracing.ingress_started(request.headers, broker)
+        response = await self.publish(request, broker, span)
+        tracing.ingress_finished(span, response.status)
+        return response
 
     def _authorized(self, request: web.Request) -> bool:
+        if self._token is None:
+            return False
+        dapr_token = request.headers.get("dapr-api-token")
+        if dapr_token is not None and request.path.startswith(DAPR_PUBLISH):
+            # A Dapr app authenticates to its sidecar with Dapr's API token header.
+            return hmac.compare_digest(dapr_token.strip().encode("utf-8", "surrogateescape"), self._token)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or self._token is None:
+        if scheme.lower() != "bearer":
             return False
         # compare_digest: the time taken does not tell how much of a guess was right.
         return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self._token)
@@ -239,7 +273,7 @@ class Ingress:
             return self.max_event_bytes * STRUCTURED_FACTOR
         return self.max_event_bytes
 
-    async def publish(self, request: web.Request, broker: str) -> web.Response:
+    async def publish(self, request: web.Request, broker: str, span: object = None) -> web.Response:
         headers = request.headers
         mode = http_mode(headers)
         if mode is None:
@@ -252,8 +286,31 @@ class Ingress:
         length = request.content_length
         if length is not None and length > limit:
             return self._too_large(mode, limit)
+        ticket = self.budget.ticket()
         try:
-            body = await _read_capped(request, limit)
+            return await self._publish(request, broker, mode, limit, ticket, span)
+        finally:
+            ticket.release()
+
+    async def _publish(
+        self, request: web.Request, broker: str, mode: str, limit: int, ticket: Ticket, span: object
+    ) -> web.Response:
+        headers = request.headers
+        length = request.content_length
+        if length is not None and not ticket.take(length):
+            return self._busy()
+        try:
+            body = await _read_capped(
+                request, limit, None if length is not None else ticket, self.body_idle_timeout
+            )
+        except _Busy:
+            return self._busy()
+        except _Stalled:
+            return _error(
+                408,
+                f"the request body sent nothing for {self.body_idle_timeout:g}s; nothing was stored",
+                {"Connection": "close"},
+            )
         except Exception as exc:  # a broken chunked or compressed body, a client gone: not our fault
             return _error(400, f"cannot read the request body: {exc or type(exc).__name__}")
         if body is None:
@@ -271,6 +328,7 @@ class Ingress:
             return _error(400, f"cannot parse the request as a CloudEvent ({type(exc).__name__}: {exc})")
         if not events:
             return web.json_response({"stored": 0, "duplicates": 0}, status=202)
+        events = tracing.from_request(headers, events, broker, span)  # each event in a trace
         try:
             stored, duplicates = await self.committer.submit(broker, events)
         except (EvrouteError, sqlite3.Error, OSError) as exc:
@@ -282,6 +340,75 @@ class Ingress:
                 503, f"cannot store the events now, nothing was stored: {type(exc).__name__}: {exc}"
             )
         return web.json_response({"stored": stored, "duplicates": duplicates}, status=202)
+
+    async def publish_dapr(self, request: web.Request) -> web.Response:
+        """Dapr's ``POST /v1.0/publish/<pubsubname>/<topic>``: 204 once stored, as Dapr answers."""
+        from evroute.dapr_api import envelope, metadata_from_query
+
+        pubsub, _, topic = request.path[len(DAPR_PUBLISH) :].partition("/")
+        if not BROKER_NAME.match(pubsub) or not topic:
+            return _dapr_error(
+                404 if not BROKER_NAME.match(pubsub) else 400,
+                "ERR_PUBSUB_NOT_FOUND" if not BROKER_NAME.match(pubsub) else "ERR_TOPIC_NAME_EMPTY",
+                f"publish to /v1.0/publish/<pubsubname>/<topic>: pubsubname {pubsub!r} must be a broker "
+                "name (lower-case letters, digits and '-') and the topic must not be empty",
+            )
+        limit = self.max_event_bytes * STRUCTURED_FACTOR
+        if request.content_length is not None and request.content_length > limit:
+            return self._too_large("structured", limit)
+        ticket = self.budget.ticket()
+        try:
+            length = request.content_length
+            if length is not None and not ticket.take(length):
+                return self._busy()
+            body = await _read_capped(
+                request, limit, None if length is not None else ticket, self.body_idle_timeout
+            )
+        except _Busy:
+            return self._busy()
+        except _Stalled:
+            return _error(
+                408,
+                f"the request body sent nothing for {self.body_idle_timeout:g}s; nothing was stored",
+                {"Connection": "close"},
+            )
+        except Exception as exc:
+            return _error(400, f"cannot read the request body: {exc or type(exc).__name__}")
+        finally:
+            ticket.release()
+        if body is None:
+            return self._too_large("structured", limit)
+        try:
+            event = envelope(
+                body,
+                content_type=request.headers.get("Content-Type"),
+                topic=topic,
+                pubsubname=pubsub,
+                metadata=metadata_from_query(request.query),
+                # a malformed W3C header is ignored, as at the CloudEvents endpoints
+                traceparent=_valid_traceparent(request.headers.get("traceparent")),
+            )
+            [event] = tracing.from_request(request.headers, [event], pubsub)
+            check_size(event, self.max_event_bytes)
+        except EventTooLarge as exc:
+            return _error(413, exc.message)
+        except InvalidInput as exc:
+            return _dapr_error(400, "ERR_PUBSUB_CLOUD_EVENTS_SER", exc.message)
+        try:
+            await self.committer.submit(pubsub, [event])
+        except Exception as exc:
+            logger.error("ingress: cannot store an event in broker %s: %s", pubsub, exc)
+            return _dapr_error(503, "ERR_PUBSUB_PUBLISH_MESSAGE", f"cannot store the event now: {exc}")
+        return web.Response(status=204)
+
+    def _busy(self) -> web.Response:
+        budget = self.budget
+        return _error(
+            503,
+            f"the ingress is reading {budget.used} bytes of requests at once (cap {budget.cap}); "
+            f"nothing was stored, retry after {RETRY_AFTER_SECONDS}s",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
     def _too_large(self, mode: str, limit: int) -> web.Response:
         what = {"batch": "batch", "structured": "structured-mode"}.get(mode, "binary-mode")
@@ -296,14 +423,36 @@ class Ingress:
 INGRESS = web.AppKey("evroute_ingress", Ingress)
 
 
-async def _read_capped(request: web.Request, limit: int) -> bytes | None:
+class _Busy(Exception):
+    """The body being read no longer fits in the in-flight budget."""
+
+
+class _Stalled(Exception):
+    """The body sent nothing for the idle timeout."""
+
+
+def _valid_traceparent(header: str | None) -> str | None:
+    return header if header is not None and tracing.parse(header) is not None else None
+
+
+async def _read_capped(
+    request: web.Request, limit: int, ticket: Ticket | None = None, idle: float | None = None
+) -> bytes | None:
     """The whole body, or None as soon as it passes ``limit`` bytes (chunked or compressed bodies
-    have no trustworthy Content-Length, so the count is kept while reading)."""
+    have no trustworthy Content-Length, so the count is kept while reading). With ``ticket``
+    each chunk takes its bytes from the in-flight budget first (:class:`_Busy` if it cannot);
+    with ``idle``, a body that sends nothing for that many seconds raises :class:`_Stalled`."""
     buf = bytearray()
     while True:
-        chunk = await request.content.readany()
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise _Stalled from None
         if not chunk:
             return bytes(buf)
+        if ticket is not None and not ticket.take(len(chunk)):
+            raise _Busy
         buf += chunk
         if len(buf) > limit:
             return None
@@ -329,10 +478,21 @@ def make_app(
     token: str | None,
     metrics: Metrics,
     on_stored: Callable[[str], None],
+    max_inflight_bytes: int | None = None,
+    body_idle_timeout: float = BODY_IDLE_SECONDS,
+    mount: Callable[[web.Application], object] | None = None,
 ) -> web.Application:
-    """The ingress application; ``on_stored(broker)`` runs after every append that stored events."""
-    ingress = Ingress(store, max_event_bytes, token, metrics, on_stored)
+    """The ingress application; ``on_stored(broker)`` runs after every append that stored events.
+
+    ``max_inflight_bytes`` caps the request bytes read at once (default 64 × maxEventBytes); a
+    body that sends nothing for ``body_idle_timeout`` seconds is answered 408. ``mount`` adds
+    other routes (the console's /ui/) before the ingress's catch-all."""
+    ingress = Ingress(
+        store, max_event_bytes, token, metrics, on_stored, max_inflight_bytes, body_idle_timeout
+    )
     app = web.Application(client_max_size=max_event_bytes * BATCH_FACTOR)
+    if mount is not None:
+        mount(app)
     # One catch-all route: paths and methods are decided in ``handle`` so that every refusal
     # (401, 404, 405) carries the same JSON error body.
     app.router.add_route("*", "/{path:.*}", ingress.handle)

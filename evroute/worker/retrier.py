@@ -1,41 +1,58 @@
 """The retry scheduler: delivers what the durable retry schedule says is due.
 
 It takes rows of unordered routes and dead-letter replays of any route; an ordered route's
-head event is retried in place by its own dispatcher (head-of-line). Each route's
-deliveries share the route's concurrency limit; a route whose limit is reached is skipped
-for this round, so one slow route never holds back another's retries.
+head event is retried in place by its own dispatcher (head-of-line). Each look asks the
+store only for routes that can start an attempt now (not paused, breaker not holding them,
+a slot free), and for each at most as many rows as it has free slots: due retries of a
+route that cannot start never stand in front of another route's. Due retries a route
+cannot start for want of a slot go before its new events (the dispatcher holds back) and
+the freed slot wakes the scheduler. Otherwise it sleeps until the next known due time, a
+breaker's cooldown, or a new retry: no polling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 from evroute.cloudevent import CloudEvent
-from evroute.store import deadletters, retries
+from evroute.store import Store, deadletters, retries
 from evroute.store import log as event_log
 from evroute.store.retries import Retry
-
-if TYPE_CHECKING:
-    from evroute.worker.dispatcher import Dispatcher
-    from evroute.worker.engine import Engine
+from evroute.worker.attempt import attempt
+from evroute.worker.runtime import RouteRuntime
+from evroute.worker.settle import Settler
 
 logger = logging.getLogger("evroute.worker")
-MAX_WAIT = 1.0
+MAX_WAIT = 1.0  # other processes' `dlq replay` rows are also noticed by the engine's wake-ups
 
 
 class Retrier:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        runtimes: Callable[[], dict[str, RouteRuntime]],
+        *,
+        store: Store,
+        settler: Settler,
+        clock: Callable[[], float],
+        session: Callable[[], Any],
+    ) -> None:
+        self.runtimes = runtimes
+        self.store = store
+        self.settler = settler
+        self.clock = clock
+        self.session = session
         self.wake = asyncio.Event()
         self.running: set[tuple[str, int]] = set()
+        self._per_route: Counter[str] = Counter()
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopped = False
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="retrier")
+    def watch(self, rt: RouteRuntime) -> None:
+        rt.listen(self.notify, retries=True)
 
     def notify(self) -> None:
         self.wake.set()
@@ -44,100 +61,120 @@ class Retrier:
     def busy(self) -> bool:
         return bool(self.running)
 
+    def stopping(self) -> bool:
+        return self.stopped
+
     async def stop(self) -> None:
         self.stopped = True
         self.wake.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
         if self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
-    def _owner(self, row: Retry) -> Dispatcher | None:
-        d = self.engine.dispatchers.get(row.route)
-        if d is None or d.route.paused:
-            return None
-        if d.route.delivery.ordered and row.dlq_id is None and row.seq > d.mark.position:
-            return None  # the ordered dispatcher retries its head event itself
-        return d
+    def cancel(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+
+    # ------------------------------------------------------------------ one look
 
     def step(self, now: float) -> float:
         """Start every due retry that may start now; return seconds until the next look."""
-        engine = self.engine
-        names = list(engine.dispatchers)
-        due = retries.due(engine.store, now, names, limit=512)
-        started = 0
-        for row in due:
-            key = (row.route, row.seq)
-            if key in self.running:
+        wait = MAX_WAIT
+        runtimes = self.runtimes()
+        for rt in runtimes.values():
+            if not rt.startable(now):
+                rt.want_slot_for_retries(False)
+                held = rt.breaker.reopen_in(now)
+                if held > 0:
+                    wait = min(wait, held)
                 continue
-            d = self._owner(row)
-            if d is None or d.sem.locked() or not d.breaker.allow(now):
+            self._start_due(rt, now)
+        following = retries.next_due(self.store, list(runtimes), after=now)
+        if following is not None:
+            wait = min(wait, following - now)
+        return max(wait, 0.0)
+
+    def _start_due(self, rt: RouteRuntime, now: float) -> None:
+        name = rt.route.name
+        head = rt.mark.position if rt.route.delivery.ordered else None
+        # Rows already running are still in the table: ask for that many more, and one more
+        # to learn whether due rows are left waiting for a slot.
+        limit = rt.slots.free + self._per_route[name] + 1
+        rows = retries.due_for_route(self.store, name, now, limit, replays_or_upto=head)
+        waiting = False
+        for row in rows:
+            if (row.route, row.seq) in self.running:
                 continue
-            event = self._event(row)
+            if not rt.can_start(now):
+                waiting = rt.slots.free == 0 and rt.startable(now)
+                break
+            event = self._event(row)  # before the slot and the breaker's probe are taken
             if event is None:
                 continue
-            self.running.add(key)
-            started += 1
-            task = asyncio.get_running_loop().create_task(self._deliver(d, row, event))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        following = retries.next_due(engine.store, names)
-        if following is None:
-            return MAX_WAIT
-        wait = min(MAX_WAIT, max(0.0, following - now))
-        # Due rows that could not start (route at its limit, breaker open, already running):
-        # look again shortly; a finishing delivery wakes us sooner.
-        return wait if wait > 0 or started else 0.02
+            if not rt.begin(now):
+                break
+            self._launch(rt, row, event)
+        rt.want_slot_for_retries(waiting)
 
     def _event(self, row: Retry) -> CloudEvent | None:
-        store = self.engine.store
         if row.dlq_id is not None:
-            letter = deadletters.find(store, row.dlq_id)
+            letter = deadletters.find(self.store, row.dlq_id)
             if letter is not None:
                 return letter.event
-        stored = event_log.get(store, row.seq) if row.seq > 0 else None
+        stored = event_log.get(self.store, row.seq) if row.seq > 0 else None
         if stored is not None:
             return stored.event
         logger.warning("route %s: event seq %d is no longer stored; its retry is dropped", row.route, row.seq)
-        retries.remove(store, [(row.route, row.seq)])
+        retries.remove(self.store, [(row.route, row.seq)])
         return None
 
-    async def _deliver(self, d: Dispatcher, row: Retry, event: CloudEvent) -> None:
-        await d.sem.acquire()
-        sem = d.sem
-        d.retrying += 1
+    def _launch(self, rt: RouteRuntime, row: Retry, event: CloudEvent) -> None:
+        self.running.add((row.route, row.seq))
+        self._per_route[row.route] += 1
+        rt.retrying += 1
+        task = asyncio.get_running_loop().create_task(self._deliver(rt, row, event))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _deliver(self, rt: RouteRuntime, row: Retry, event: CloudEvent) -> None:
         try:
-            await self.engine.settle(
-                d,
+            started = self.clock()
+            outcome = await attempt(
+                rt.route, event, row.attempt + 1, self.session(), self.settler.max_event_bytes()
+            )
+            decision = self.settler.decide(
+                rt,
                 event,
                 row.seq,
+                outcome,
                 attempt=row.attempt + 1,
+                started=started,
                 first_failed_at=row.first_failed_at,
                 dlq_id=row.dlq_id,
                 scheduled=True,
             )
+            await self.settler.persist(decision, self.stopping)
         except Exception:
             logger.exception(
                 "route %s: retry of seq %d failed unexpectedly; it stays scheduled", row.route, row.seq
             )
         finally:
-            d.retrying -= 1
-            sem.release()
+            rt.retrying -= 1
             self.running.discard((row.route, row.seq))
-            self.engine.dirty = True
+            self._per_route[row.route] -= 1
+            rt.end()
             self.wake.set()
 
-    async def _run(self) -> None:
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """The scheduler's loop (run under the engine's supervisor)."""
         while not self.stopped:
-            try:
-                wait = self.step(self.engine.clock())
-            except Exception:
-                logger.exception("retry scheduler fault; trying again in 1s")
-                wait = 1.0
             self.wake.clear()
+            wait = self.step(self.clock())
             if self.stopped:
                 return
-            try:
-                await asyncio.wait_for(self.wake.wait(), wait if wait > 0 else 0.001)
-            except TimeoutError:
-                pass
+            if not self.wake.is_set():
+                try:
+                    await asyncio.wait_for(self.wake.wait(), wait if wait > 0 else 0.001)
+                except TimeoutError:
+                    pass

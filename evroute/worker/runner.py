@@ -1,7 +1,9 @@
 """The worker process: lease, start-up banner, signals, hot reload, ingress, housekeeping.
 
 Signal handlers and the file watcher only set flags (asyncio events); the main loop
-notices and acts, so nothing happens inside a handler.
+notices and acts, so nothing happens inside a handler. The lease is renewed by a supervised
+heartbeat from the moment it is taken, in every mode (`--once` and `--drain` too), and every
+cursor, retry and dead-letter write is guarded by it: a worker that lost the lease stops.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from evroute import tracing
 from evroute.errors import EvrouteError, LeaseHeld, RoutesInvalid, RuntimeFault
 from evroute.routes.load import load_routes
 from evroute.routes.model import RouteSet
 from evroute.store import Store, lease
-from evroute.store import log as event_log
 from evroute.worker.engine import Engine
+from evroute.worker.supervise import Supervisor
 
 logger = logging.getLogger("evroute.worker")
 
@@ -29,6 +33,7 @@ STANDBY_POLL = 1.0
 DEBOUNCE = 0.1
 SUMMARY_EVERY = 60.0
 GC_EVERY = 60.0
+RELOAD_RETRY = 1.0
 
 
 @dataclass(frozen=True)
@@ -53,13 +58,23 @@ def run(options: WorkerOptions) -> int:
 
 
 class Runner:
-    def __init__(self, options: WorkerOptions) -> None:
+    def __init__(
+        self,
+        options: WorkerOptions,
+        *,
+        clock: Callable[[], float] = time.time,
+        heartbeat: float = HEARTBEAT,
+    ) -> None:
         self.options = options
+        self.clock = clock
+        self.heartbeat = heartbeat
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()
+        self.lost = asyncio.Event()
         self.signals = 0
         self.holder = lease.holder_id()
         self.engine: Engine | None = None
+        self.supervisor = Supervisor()
         self._routes_stamp: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ main
@@ -77,7 +92,9 @@ class Runner:
         if not await self._take_lease(store):
             store.close()
             return 0
-        engine = Engine(store, routeset, once=opts.once)
+        tracing.setup(routeset.settings.tracing_endpoint)  # spans, when an OTLP endpoint is configured
+        self.supervisor.spawn("heartbeat", lambda: self._beat(store))
+        engine = Engine(store, routeset, once=opts.once, clock=self.clock, holder=self.holder)
         self.engine = engine
         runner = None
         observer = None
@@ -91,64 +108,83 @@ class Runner:
             if address is not None:
                 runner = await self._listen(engine, *address)
             if opts.once or opts.drain:
-                await self._burst(engine, store, drain=opts.drain)
-                return 0
+                await self._burst(engine, drain=opts.drain)
+                return 1 if self._lease_gone(engine) else 0
             observer = self._watch()
             return await self._serve(engine, store)
         finally:
             await engine.stop()
+            await self.supervisor.stop()
             if runner is not None:
                 await runner.cleanup()
             if observer is not None:
                 observer.stop()
                 observer.join(timeout=2)
-            try:
-                lease.release(store, self.holder)
-            except EvrouteError:
-                pass
+            if not self._lease_gone(engine):
+                try:
+                    lease.release(store, self.holder)
+                except EvrouteError:
+                    pass
             store.close()
+            await asyncio.to_thread(tracing.shutdown)
             logger.info("worker stopped; cursors committed")
 
-    async def _burst(self, engine: Engine, store: Store, drain: bool) -> None:
+    async def _burst(self, engine: Engine, drain: bool) -> None:
         waiter = asyncio.ensure_future(engine.run_until_idle(drain))
         stopper = asyncio.ensure_future(self.stop.wait())
-        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        stopper.cancel()
-        lease.renew(store, self.holder)
+        loser = asyncio.ensure_future(self.lost.wait())
+        await asyncio.wait([waiter, stopper, loser], return_when=asyncio.FIRST_COMPLETED)
+        for task in (waiter, stopper, loser):
+            task.cancel()
+
+    def _lease_gone(self, engine: Engine) -> bool:
+        return self.lost.is_set() or engine.lease_lost.is_set()
+
+    async def _beat(self, store: Store) -> None:
+        """Renew the lease every ``heartbeat`` seconds from the moment it is taken."""
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            if not lease.renew(store, self.holder, now=self.clock()):
+                logger.error("lost the worker lease to another worker; stopping")
+                self.lost.set()
+                if self.engine is not None:
+                    self.engine.lose_lease()
+                return
 
     async def _serve(self, engine: Engine, store: Store) -> int:
-        last_beat = last_summary = last_gc = time.monotonic()
+        last_summary = last_gc = time.monotonic()
         stopper = asyncio.ensure_future(self.stop.wait())
+        loser = asyncio.ensure_future(engine.lease_lost.wait())
         try:
             while not self.stop.is_set():
                 reloader = asyncio.ensure_future(self.reload.wait())
                 await asyncio.wait(
-                    [stopper, reloader], timeout=HEARTBEAT / 2, return_when=asyncio.FIRST_COMPLETED
+                    [stopper, reloader, loser], timeout=HEARTBEAT / 2, return_when=asyncio.FIRST_COMPLETED
                 )
                 reloader.cancel()
+                if self._lease_gone(engine):
+                    return 1
                 if self.reload.is_set():
                     await self._reload(engine)
                 now = time.monotonic()
-                if now - last_beat >= HEARTBEAT:
-                    last_beat = now
-                    if not lease.renew(store, self.holder):
-                        logger.error("lost the worker lease to another worker; stopping")
-                        return 1
                 if now - last_summary >= SUMMARY_EVERY:
                     last_summary = now
-                    self._summary(engine)
+                    try:
+                        self._summary(engine)
+                    except Exception as exc:  # a summary is worth no fault of the worker
+                        logger.warning("no route summary this time: %s", exc)
                 if now - last_gc >= GC_EVERY and engine.settings.retention:
                     last_gc = now
                     await self._collect(engine)
         finally:
             stopper.cancel()
+            loser.cancel()
         return 0
 
     # ------------------------------------------------------------------ lease
 
     async def _take_lease(self, store: Store) -> bool:
-        if lease.acquire(store, self.holder):
+        if lease.acquire(store, self.holder, now=self.clock()):
             return True
         holder = lease.current(store)
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.since)) if holder else "?"
@@ -163,7 +199,7 @@ class Runner:
                 await asyncio.wait_for(self.stop.wait(), STANDBY_POLL)
             except TimeoutError:
                 pass
-            if not self.stop.is_set() and lease.acquire(store, self.holder):
+            if not self.stop.is_set() and lease.acquire(store, self.holder, now=self.clock()):
                 logger.info("took over the lease; delivering")
                 return True
         return False
@@ -229,7 +265,14 @@ class Runner:
             return
         if routeset == engine.routeset:
             return
-        engine.apply(routeset)
+        try:
+            engine.apply(routeset)
+        except EvrouteError as exc:
+            # The database refused (locked, full disk): keep the routes running now and try
+            # the reload again shortly.
+            logger.error("routes file not applied (trying again in %.0fs): %s", RELOAD_RETRY, exc)
+            asyncio.get_running_loop().call_later(RELOAD_RETRY, self.reload.set)
+            return
         logger.info(
             "routes reloaded: %d route%s", len(routeset.routes), "" if len(routeset.routes) == 1 else "s"
         )
@@ -240,15 +283,22 @@ class Runner:
         from evroute.worker.ingress import make_app, start
 
         token = self.options.token or os.environ.get("EVROUTE_TOKEN") or None
+        from evroute.console.app import add_console
+        from evroute.console.auth import Gate
+        from evroute.console.server import sign_in_url
+
+        gate = Gate(token)
         app = make_app(
             store=engine.store,
             max_event_bytes=engine.settings.max_event_bytes,
             token=token,
             metrics=engine.metrics,
             on_stored=engine.notify,
+            mount=lambda a: add_console(a, db=self.options.db, routes=self.options.routes, gate=gate),
         )
         runner = await start(app, host, port)
         logger.info("ingress listening on http://%s:%d/%s", host, port, " (token required)" if token else "")
+        logger.info("console on %s", sign_in_url(host, port, gate))
         return runner
 
     def _banner(self, store: Store, routeset: RouteSet) -> None:
@@ -273,16 +323,20 @@ class Runner:
             )
 
     def _summary(self, engine: Engine) -> None:
-        for d in engine.dispatchers.values():
-            lag = event_log.count_after(engine.store, d.route.broker, d.committed)
+        lags = engine.refresh_lag()
+        now = engine.clock()
+        for name, rt in engine.runtimes.items():
             logger.info(
                 "route %s: cursor %d, lag %d, in flight %d, breaker %s",
-                d.route.name,
-                d.committed,
-                lag,
-                d.in_flight,
-                d.breaker.state,
+                name,
+                rt.committed,
+                lags.get(name, 0),
+                rt.in_flight,
+                rt.breaker.state_at(now),
             )
+        degraded = engine.supervisor.degraded() + self.supervisor.degraded()
+        if degraded:
+            logger.warning("recovering from recent faults: %s", ", ".join(degraded))
 
     async def _collect(self, engine: Engine) -> None:
         """Retention in a thread with its own connection: deleting in chunks never stalls

@@ -47,7 +47,7 @@ class Watermark:
 
 
 class Breaker:
-    """``delivery.circuitBreaker``: closed → open after N consecutive failures → half-open
+    """``delivery.circuitBreaker``: closed → open after N consecutive retriable failures → half-open
     after the cooldown (one probe) → closed on success, open again on failure."""
 
     __slots__ = ("_failures", "_opened_at", "_probing", "config", "state")
@@ -73,6 +73,21 @@ class Breaker:
         self._probing = True
         return True
 
+    def permits(self, now: float) -> bool:
+        """Would :meth:`allow` say yes now? (Asking takes no probe.)"""
+        if self.config is None or self.state == "closed":
+            return True
+        if self.state == "open":
+            return now - self._opened_at >= self.config.cooldown
+        return not self._probing
+
+    def state_at(self, now: float) -> str:
+        """The state as ``status`` shows it: an open breaker whose cooldown is over is
+        half-open (the next delivery probes), even before one is attempted."""
+        if self.state == "open" and self.config is not None and now - self._opened_at >= self.config.cooldown:
+            return "half-open"
+        return self.state
+
     def reopen_in(self, now: float) -> float:
         """Seconds until an open breaker lets a probe through (0 when it would now)."""
         if self.config is None or self.state != "open":
@@ -88,6 +103,12 @@ class Breaker:
         self._failures = 0
         self._probing = False
         self.state = "closed"
+
+    def answered(self) -> None:
+        """A permanent failure: the subscriber answered, so it says nothing about its health
+        and does not count. A probe that gets one ends the probe and closes the breaker."""
+        if self.state == "half-open":
+            self.success()
 
     def failure(self, now: float) -> None:
         if self.config is None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import logging
 import os
 import random
 import shutil
@@ -33,10 +32,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
-from click.testing import CliRunner
+from helpers import evroute, free_port, progress, stop, wait_until
 
-from evroute.cli import main
 from evroute.cloudevent import make_event
 from evroute.store import Store, cursors, deadletters
 from evroute.store import log as event_log
@@ -64,29 +63,7 @@ def run_cli(folder: Path, *args: str, input: bytes | None = None) -> tuple[int, 
         str(folder / "routes.yaml"),
         *(a.replace("{tmp}", str(folder)) for a in args),
     ]
-    evroute_logger = logging.getLogger("evroute")
-    saved = (evroute_logger.handlers[:], evroute_logger.level, evroute_logger.propagate)
-    runner = CliRunner()
-    try:
-        with runner.isolation(input=input) as (out, err, _):
-            try:
-                main(argv)
-                code = 0
-            except SystemExit as exc:
-                code = int(exc.code or 0)
-    finally:
-        # `worker` points the evroute logger at this run's stderr; later tests must not log there.
-        evroute_logger.handlers[:], evroute_logger.level, evroute_logger.propagate = saved
-    return code, out.getvalue().decode(), err.getvalue().decode()
-
-
-def evroute(folder: Path, *args: str, **kw: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [PY, "-m", "evroute", "--db", str(folder / "ev.db"), "--routes", str(folder / "routes.yaml"), *args],
-        env=kw.pop("env", ENV),
-        cwd=folder,
-        **kw,
-    )
+    return helpers.run_cli(*argv, input=input)
 
 
 def fingerprint(folder: Path) -> dict[str, object]:
@@ -116,33 +93,6 @@ def integrity(db: Path) -> str:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
     finally:
         conn.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s")
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
-    """SIGTERM and wait: the worker finishes in-flight deliveries and exits 0."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-        raise AssertionError("the worker did not stop within 20s of SIGTERM") from None
 
 
 # --------------------------------------------------------------------------- a seeded database
@@ -873,7 +823,12 @@ SCRIPTS = {
 SUBSCRIBER_CASES: list[tuple[str, str, str | None, str | None]] = [
     ("huge-plain-200", "delivered", None, None),
     ("huge-chunked-200", "delivered", None, None),
-    ("huge-reply", "dead", "permanent failure", "invalid reply: body is over 1048576 bytes"),
+    (
+        "huge-reply",
+        "dead",
+        "permanent failure",
+        "invalid reply: body is over 2097152 bytes (maxEventBytes 1048576)",
+    ),
     ("huge-error-500", "dead", "retries exhausted", "HTTP 500"),
     ("slow-headers", "dead", "retries exhausted", "timeout after 1s"),
     ("slow-body-plain-200", "delivered", None, None),
@@ -963,13 +918,7 @@ def _subscriber_routes(folder: Path, server: RawServer) -> str:
 
 
 def _settled(db: Path, routes: list[tuple[str, str]]) -> bool:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        last = dict(conn.execute("SELECT broker, max(seq) FROM events GROUP BY broker").fetchall())
-        position = dict(conn.execute("SELECT route, position FROM cursors").fetchall())
-        retrying = {r[0] for r in conn.execute("SELECT DISTINCT route FROM retries")}
-    finally:
-        conn.close()
+    last, position, retrying = progress(db)
     return all(position.get(r, -1) >= last.get(b, 0) and r not in retrying for r, b in routes)
 
 

@@ -8,12 +8,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
+import helpers
 import pytest
 
 from evroute.cloudevent import make_event
@@ -27,23 +27,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def evroute(tmp_path: Path, *args: str, **kw) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "evroute",
-            "--db",
-            str(tmp_path / "ev.db"),
-            "--routes",
-            str(tmp_path / "routes.yaml"),
-            *args,
-        ],
-        env=ENV,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        **kw,
-    )
+    return helpers.evroute(tmp_path, *args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
 
 
 def crash_run(tmp_path: Path, events: int, kills: int, seed: int) -> dict[str, float]:

@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from helpers import evroute, free_port
 
 from receiver import Receiver
 
@@ -68,21 +69,6 @@ with Store(db) as store:
             time.sleep(pause)
 print(json.dumps({"count": count, "duplicates": duplicates}))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def evroute(folder: Path, *args: str, **kw: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [PY, "-m", "evroute", "--db", str(folder / "ev.db"), "--routes", str(folder / "routes.yaml"), *args],
-        env=ENV,
-        cwd=folder,
-        **kw,
-    )
 
 
 class FilePublisher(threading.Thread):

@@ -81,7 +81,7 @@ def test_circuit_breaker_holds_events_through_an_outage_and_dead_letters_nothing
         db, rs = setup(tmp_path, sink.url, ", circuitBreaker: {consecutiveFailures: 3, cooldown: 300ms}")
         ids = [f"o-{i}" for i in range(40)]
         asyncio.run(
-            run_engine(db, rs, sink, 2.0, ids, lambda e: states.add(e.dispatchers["payment"].breaker.state))
+            run_engine(db, rs, sink, 2.0, ids, lambda e: states.add(e.runtimes["payment"].breaker.state))
         )
         assert "open" in states  # half-open lasts only as long as one probe
         with Store(db) as store:

@@ -1,0 +1,86 @@
+"""Sending: one delivery attempt to a route's subscriber, and forwarding a dead letter to the
+route's deadLetterSink with Knative's error extensions. Nothing here writes to the store
+except the sink's outcome on the dead-letter row."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from evroute.cloudevent import CloudEvent
+from evroute.delivery import deliver
+from evroute.delivery.outcome import Kind, Outcome
+from evroute.delivery.policy import dls_event, next_wait
+from evroute.errors import StoreError
+from evroute.routes.model import Route
+from evroute.store import Store, deadletters
+
+logger = logging.getLogger("evroute.worker")
+
+
+async def attempt(
+    route: Route, event: CloudEvent, n: int, session: Any, max_event_bytes: int | None = None
+) -> Outcome:
+    """Attempt ``n`` of delivering ``event`` to ``route``'s subscriber (through the route's
+    transform, if any). A reply over ``max_event_bytes`` is an invalid reply."""
+    outcome: Outcome = await deliver(
+        route.subscriber,
+        event,
+        route=route.name,
+        broker=route.broker,
+        attempt=n,
+        delivery=route.delivery,
+        headers=route.headers,
+        signing_secret=route.signing_secret,
+        session=session,
+        transform=route.transform,
+        max_event_bytes=max_event_bytes,
+    )
+    return outcome
+
+
+async def forward(
+    store: Store,
+    route: Route,
+    dlq_id: int,
+    event: CloudEvent,
+    failed: Outcome,
+    session: Any,
+    stopping: Callable[[], bool],
+) -> None:
+    """Send the dead letter to the route's deadLetterSink with Knative's error extensions."""
+    sink = route.delivery.dead_letter_sink
+    assert sink is not None
+    forwarded = dls_event(event, route.mask(route.subscriber.describe()), failed.status, failed.body)
+    policy = route.delivery
+    result = "failed"
+    for n in range(1, policy.retry + 2):
+        outcome = await deliver(
+            sink,
+            forwarded,
+            route=route.name,
+            broker=route.broker,
+            attempt=n,
+            delivery=policy,
+            headers={},
+            signing_secret=None,
+            session=session,
+            dead_letter_sink=True,
+        )
+        if outcome.kind is Kind.SUCCESS:
+            result = f"delivered to {route.mask(sink.describe())}"
+            break
+        result = f"failed after {n} attempt{'s' if n > 1 else ''}: {route.mask(outcome.error or '?')}"
+        if outcome.kind is Kind.PERMANENT or n > policy.retry or stopping():
+            break
+        await asyncio.sleep(next_wait(policy, n, outcome))
+    try:
+        deadletters.set_dls_outcome(store, dlq_id, result)
+    except StoreError as exc:
+        logger.warning("route %s: cannot record dead-letter-sink outcome: %s", route.name, exc)
+    if not result.startswith("delivered"):
+        logger.warning(
+            "route %s: dead letter %d not forwarded: %s (kept in the database)", route.name, dlq_id, result
+        )
