@@ -75,6 +75,10 @@ class RouteFlow:
 
     # ------------------------------------------------------------------ status
 
+    def unreport(self) -> None:
+        """The last report was not stored: send the next one whatever it holds."""
+        self._reported = None
+
     def report(self, now: float) -> RoutePace | None:
         """What ``status`` should show, when it changed since the last report."""
         throttled = self.pace.throttled(now)

@@ -94,7 +94,14 @@ class Runner:
             return 0
         tracing.setup(routeset.settings.tracing_endpoint)  # spans, when an OTLP endpoint is configured
         self.supervisor.spawn("heartbeat", lambda: self._beat(store))
-        engine = Engine(store, routeset, once=opts.once, clock=self.clock, holder=self.holder)
+        engine = Engine(
+            store,
+            routeset,
+            once=opts.once,
+            clock=self.clock,
+            holder=self.holder,
+            sources=not (opts.once or opts.drain),  # PingSources tick in a serving worker only
+        )
         self.engine = engine
         runner = None
         observer = None
