@@ -154,6 +154,14 @@ def test_one_endpoint_down_the_others_deliver_everything_once(tmp_path: Path, re
     # The endpoint that refused was tried, then left alone for its cooldown.
     failed_first = sum(1 for r in up for i in r.requests if i.headers["evroute-attempt"] == "2")
     assert 1 <= failed_first <= 8
+    # Each attempt says which endpoint took it: the refused one, then a live one.
+    retried = next(i.ce_id for r in up for i in r.requests if i.headers["evroute-attempt"] == "2")
+    with Store(db) as store:
+        shown = trace_event(store, rs, retried)
+    (entry,) = shown["routes"]
+    assert [a["endpoint"] for a in entry["attempts"]][0] == down
+    assert entry["attempts"][0]["error"].endswith(f" at {down}")
+    assert entry["attempts"][-1]["endpoint"] in {f"{up[0].url}/", f"{up[1].url}/"}
 
 
 # --------------------------------------------------------------------------- rate limits
@@ -354,3 +362,40 @@ def test_pingsource_uri_sink_is_delivered_by_its_own_route(tmp_path: Path, recei
     run_engine(db, rs, clock=clock, during=for_a_while)
     assert [r.path for r in sink.requests] == ["/ping"]
     assert sink.requests[0].headers["ce-source"] == "/apis/v1/namespaces/default/pingsources/direct"
+
+
+def test_pingsources_follow_a_reload_and_do_not_tick_in_a_burst(tmp_path: Path) -> None:
+    def with_source(name: str) -> str:
+        return f"""
+        apiVersion: sources.knative.dev/v1
+        kind: PingSource
+        metadata: {{name: {name}}}
+        spec: {{sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}}}
+        """
+
+    first = routes_of(tmp_path, with_source("a"))
+    second = routes_of(tmp_path, with_source("b"))
+    db = str(tmp_path / "ev.db")
+    seen: list[list[str]] = []
+
+    async def reload(engine: Engine) -> None:
+        seen.append(sorted(engine.pings.ticker.sources))
+        engine.apply(second)
+        seen.append(sorted(engine.pings.ticker.sources))
+        engine.apply(routes_of(tmp_path, "routes: []"))
+        seen.append(sorted(engine.pings.ticker.sources))
+
+    run_engine(db, first, during=reload)
+    assert seen == [["a"], ["b"], []]
+
+    async def burst() -> None:
+        store = Store(db)
+        engine = Engine(store, first, once=True)
+        await engine.start()
+        try:
+            assert engine.pings is None
+        finally:
+            await engine.stop()
+            store.close()
+
+    asyncio.run(burst())
