@@ -113,3 +113,55 @@ def test_uri_sink_ticks_go_to_the_sources_own_broker() -> None:
     ticker = Ticker([direct], now=T0)
     ticker.step(T0 + 60, out)
     assert [b for b, _ in out.events] == ["pingsource-direct"]
+
+
+def test_a_real_worker_ticks_every_second_across_a_kill_9(tmp_path: Path) -> None:
+    """Real time, a few seconds: a seconds-field schedule (an evroute extension) in a worker
+    process, killed with -9 and started again: every tick stored once, none twice."""
+    import signal
+    import subprocess
+    import textwrap
+
+    import helpers
+
+    from receiver import Receiver
+
+    sink = Receiver().start()
+    try:
+        (tmp_path / "routes.yaml").write_text(
+            textwrap.dedent(
+                f"""
+                routes:
+                  - {{name: audit, subscriber: "{sink.url}/"}}
+                ---
+                apiVersion: sources.knative.dev/v1
+                kind: PingSource
+                metadata: {{name: fast, namespace: ops}}
+                spec:
+                  schedule: "* * * * * *"
+                  data: tick
+                  contentType: text/plain
+                  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}
+                """
+            )
+        )
+        worker = helpers.evroute(tmp_path, "worker", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        helpers.wait_until(lambda: len(sink.requests) >= 2, 20, "two ticks delivered")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        again = helpers.evroute(tmp_path, "worker", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seen = len({r.ce_id for r in sink.requests})
+        helpers.wait_until(
+            lambda: len({r.ce_id for r in sink.requests}) >= seen + 2, 20, "ticks after restart"
+        )
+        assert helpers.stop(again) == 0
+    finally:
+        sink.stop()
+    with Store(str(tmp_path / "ev.db")) as store:
+        stored = event_log.listing(store, broker="default", type=EVENT_TYPE, limit=100)
+    times = [parse_time(s.event.time or "") for s in stored]
+    assert len(stored) >= 4
+    assert all(t is not None and t == int(t) for t in times)  # whole seconds: the ticks
+    assert times == sorted(set(times))  # one event per tick, none twice
+    assert {s.event.source for s in stored} == {"/apis/v1/namespaces/ops/pingsources/fast"}
+    assert {r.body for r in sink.requests} == {b"tick"}
