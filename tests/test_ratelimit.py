@@ -6,6 +6,8 @@ import itertools
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from evroute.delivery.endpoints import Endpoints
 from evroute.delivery.outcome import Kind, failure, success
@@ -188,3 +190,24 @@ def test_route_flow_picks_endpoints_pauses_on_429_and_reports_changes() -> None:
     assert single.target(0.0) == Subscriber(uri="http://c/")
     report = single.report(0.0)
     assert report is not None and report.endpoints is None and not report.throttled
+
+
+@given(
+    rate=st.integers(1, 50),
+    per=st.sampled_from([0.1, 1.0, 60.0]),
+    burst=st.integers(1, 20),
+    steps=st.lists(st.floats(0.0, 2.0, allow_nan=False), min_size=1, max_size=200),
+)
+def test_bucket_never_lets_more_through_than_burst_plus_rate(
+    rate: int, per: float, burst: int, steps: list[float]
+) -> None:
+    bucket = TokenBucket(RateLimit(rate=rate, per=per, burst=burst), now=0.0)
+    now, taken = 0.0, []
+    for step in steps:
+        now += step * per / rate
+        while bucket.take(now):
+            taken.append(now)
+    for i, start in enumerate(taken):
+        for j in range(i, len(taken)):
+            window = taken[j] - start
+            assert j - i + 1 <= burst + window * rate / per + 1e-6
