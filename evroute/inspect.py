@@ -3,10 +3,10 @@
 Both return the ``--json`` documents of SPEC 7.1 exactly (times as RFC 3339 UTC strings,
 absent values as ``None``), so the CLI only renders them.
 
-``route_status`` runs on every ``evroute status`` and must stay fast on a log of millions
-of events: each of its queries is a primary-key lookup, or a count over a range of an index
-(``events(broker, seq)``, ``dead_letters(route, id)``, the retries primary key). None of them
-reads the event rows themselves.
+Both read through the store seam (:mod:`evroute.store.base`). ``route_status`` runs on every
+``evroute status`` and must stay fast on a log of millions of events: on SQLite each of its
+queries is a primary-key lookup, or a count over a range of an index; none reads the event
+rows themselves.
 """
 
 from __future__ import annotations
@@ -22,9 +22,20 @@ from evroute.delay import held_until
 from evroute.errors import NotFound, RoutesInvalid
 from evroute.routes.model import Route, RouteSet
 from evroute.routes.show import subscriber_text
-from evroute.store import Store, attempts, cursors, deadletters, lease, pace, retries
-from evroute.store import log as event_log
-from evroute.store.cursors import Cursor
+from evroute.store import Store
+from evroute.store.base import Cursor, EventStore
+from evroute.store.pace import RoutePace
+from evroute.store.retries import is_scheduled
+
+
+def as_store(store: EventStore | Store) -> EventStore:
+    """The store seam; a SQLite connection itself is taken as the SQLite store over it."""
+    if isinstance(store, Store):
+        from evroute.store.sqlite import SqliteStore
+
+        return SqliteStore.over(store)
+    return store
+
 
 RUNNING = "running"
 NOT_RUNNING = "not running"
@@ -60,17 +71,14 @@ def load_lenient(path: str) -> LoadedRoutes:
 # --------------------------------------------------------------------------- status
 
 
-def worker_state(store: Store, now: float) -> dict[str, Any]:
-    """``{"state", "pid", "since"}``: running while the lease heartbeat is fresher than its TTL."""
-    held = lease.current(store)
-    if held is None or not held.alive(now):
+def worker_state(store: EventStore | Store, now: float) -> dict[str, Any]:
+    """``{"state", "pid", "since"}``: running while a worker's heartbeat is fresh (the
+    longest-running one when several share the routes)."""
+    store = as_store(store)
+    live = sorted((w for w in store.workers(now) if w.alive), key=lambda w: w.since)
+    if not live:
         return {"state": NOT_RUNNING, "pid": None, "since": None}
-    return {"state": RUNNING, "pid": held.pid, "since": rfc3339(held.since)}
-
-
-def _dead_count(store: Store, route: str) -> int:
-    row = store.conn.execute("SELECT count(*) FROM dead_letters WHERE route = ?", (route,)).fetchone()
-    return int(row[0])
+    return {"state": RUNNING, "pid": live[0].pid, "since": rfc3339(live[0].since)}
 
 
 def _cursor_for(route: Route, found: dict[str, Cursor]) -> Cursor | None:
@@ -85,17 +93,25 @@ def _masked(route: Route | None, text: str | None) -> str | None:
     return text if route is None or text is None else route.mask(text)
 
 
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    retries: dict[str, tuple[int, float | None]]
+    dead: dict[str, int]
+    delayed: dict[str, int]  # delayed events on the schedule, waiting for their first delivery
+
+
 def _route_row(
-    store: Store,
+    store: EventStore,
+    figures: _Figures,
     name: str,
     broker: str,
     cursor: Cursor | None,
     route: Route | None,
     running: bool,
 ) -> dict[str, Any]:
-    waiting, next_due, scheduled, _ = retries.route_summary(store, name)
-    reported = pace.get(store, name)
-    lag = None if cursor is None else event_log.count_after(store, broker, cursor.position)
+    waiting, next_due = figures.retries.get(name, (0, None))
+    reported = store.pace(name)
+    lag = None if cursor is None else store.lag(broker, cursor.position)
     # in_flight and the breaker live in the worker's memory (committed with the cursor):
     # with no worker running nothing is in flight and the next worker starts closed.
     in_flight = cursor.in_flight if cursor is not None and running else 0
@@ -109,21 +125,19 @@ def _route_row(
         "in_flight": in_flight,
         "retrying": waiting,
         "next_retry_due": rfc3339(next_due),
-        "dead_letters": _dead_count(store, name),
+        "dead_letters": figures.dead.get(name, 0),
         "delivered": 0 if cursor is None else cursor.delivered,
         "failed": 0 if cursor is None else cursor.failed,
         "last_error": _masked(route, None if cursor is None else cursor.last_error),
         "paused": route.paused if route is not None else None,
         "breaker": breaker,
         "throttled": bool(running and reported is not None and reported.throttled),
-        "scheduled": scheduled,
+        "scheduled": figures.delayed.get(name, 0),
         "endpoints": _endpoints(route, reported, running),
     }
 
 
-def _endpoints(
-    route: Route | None, reported: pace.RoutePace | None, running: bool
-) -> list[dict[str, Any]] | None:
+def _endpoints(route: Route | None, reported: RoutePace | None, running: bool) -> list[dict[str, Any]] | None:
     """A consumer group's endpoints with what the worker last said of them (None for one endpoint).
     With no worker running nothing is in flight and every endpoint starts healthy."""
     uris = route.subscriber.uris if route is not None else ()
@@ -147,21 +161,24 @@ def _endpoints(
     return out
 
 
-def route_status(store: Store, routeset: RouteSet, now: float) -> dict[str, Any]:
+def route_status(store: EventStore | Store, routeset: RouteSet, now: float) -> dict[str, Any]:
     """The ``status --json`` document: the worker, then every route of the file in file order,
     then the cursors of routes no longer in the file (``subscriber`` and ``paused`` None)."""
+    store = as_store(store)
     with store.snapshot():
         worker = worker_state(store, now)
         running = worker["state"] == RUNNING
-        found = cursors.all_cursors(store)
+        found = store.cursors()
+        names = list(dict.fromkeys([*(r.name for r in routeset.routes), *found]))
+        figures = _Figures(store.retry_summary(names), store.dead_letter_counts(names), store.delayed(names))
         rows = []
         for route in routeset.routes:
             cursor = _cursor_for(route, found)
-            rows.append(_route_row(store, route.name, route.broker, cursor, route, running))
+            rows.append(_route_row(store, figures, route.name, route.broker, cursor, route, running))
         known = {r.name for r in routeset.routes}
         for name in sorted(set(found) - known):
             cursor = found[name]
-            rows.append(_route_row(store, name, cursor.broker, cursor, None, running))
+            rows.append(_route_row(store, figures, name, cursor.broker, cursor, None, running))
     return {"worker": worker, "routes": rows}
 
 
@@ -183,27 +200,25 @@ class FoundEvent:
     others: tuple[tuple[int | None, str, str], ...] = ()
 
 
-def find_event(store: Store, key: str) -> FoundEvent:
+def find_event(store: EventStore | Store, key: str) -> FoundEvent:
     """The event with seq ``key`` (a number) or id ``key``; the newest when an id is in several
     brokers or sources. A number that is no seq is tried as an id. Raises NotFound."""
+    store = as_store(store)
     key = key.strip()
     if key.isascii() and key.isdigit():
-        stored = event_log.get(store, int(key))
+        stored = store.event(int(key))
         if stored is not None:
             return FoundEvent(stored.seq, stored.broker, stored.published_at, stored.event)
-        letters = deadletters.for_seq(store, int(key))
+        letters = store.dead_letters_of(seq=int(key))
         if letters:
             return FoundEvent(letters[-1].seq, letters[-1].broker, None, letters[-1].event)
-    matches = event_log.find(store, key)
+    matches = store.find(key)
     if matches:
         *older, newest = matches
         others = tuple((s.seq, s.broker, s.event.source) for s in reversed(older))
         return FoundEvent(newest.seq, newest.broker, newest.published_at, newest.event, others)
     # Deleted from the log by retention, but a dead letter keeps its own copy.
-    rows = store.conn.execute(
-        "SELECT id FROM dead_letters WHERE event_id = ? ORDER BY id DESC", (key,)
-    ).fetchall()
-    letters = [deadletters.get(store, int(r[0])) for r in rows]
+    letters = list(reversed(store.dead_letters_of(event_id=key)))
     if letters:
         newest_letter, *rest = letters
         copies = tuple((d.seq, d.broker, d.event.source) for d in rest if d.seq != newest_letter.seq)
@@ -211,7 +226,7 @@ def find_event(store: Store, key: str) -> FoundEvent:
     raise NotFound(f"no event with id or seq '{key}' (see `evroute events list`)")
 
 
-def attempt_doc(a: attempts.Attempt) -> dict[str, Any]:
+def attempt_doc(a: Any) -> dict[str, Any]:
     """One attempt in the ``events show --json`` shape (SPEC 16)."""
     return {
         "attempt": a.attempt,
@@ -224,7 +239,7 @@ def attempt_doc(a: attempts.Attempt) -> dict[str, Any]:
 
 
 def _state(
-    store: Store,
+    store: EventStore,
     route: Route,
     cursor: Cursor | None,
     found: FoundEvent,
@@ -243,8 +258,8 @@ def _state(
         "attempts": [] if history is None else history.get(route.name, []),
     }
     seq = found.seq
-    retry = retries.get(store, route.name, seq) if seq is not None else None
-    if retry is not None and retries.is_scheduled(retry):
+    retry = store.retry_state(route.name, seq) if seq is not None else None
+    if retry is not None and is_scheduled(retry):
         entry.update(state="scheduled", due=rfc3339(retry.due_at), next_due=rfc3339(retry.due_at))
         return entry
     if retry is not None:
@@ -257,7 +272,7 @@ def _state(
             dlq_id=retry.dlq_id,
         )
         return entry
-    letters = [d for d in deadletters.for_seq(store, seq) if d.route == route.name] if seq is not None else []
+    letters = [d for d in store.dead_letters_of(seq=seq) if d.route == route.name] if seq is not None else []
     if letters:
         letter = letters[-1]
         entry.update(state="dead", attempt=letter.attempts, last_error=letter.error, dlq_id=letter.id)
@@ -276,14 +291,17 @@ def _state(
     return entry
 
 
-def trace(store: Store, routeset: RouteSet, found: FoundEvent, now: float | None = None) -> dict[str, Any]:
+def trace(
+    store: EventStore | Store, routeset: RouteSet, found: FoundEvent, now: float | None = None
+) -> dict[str, Any]:
     """The ``events show --json`` document of an event already found."""
+    store = as_store(store)
     now = time.time() if now is None else now
     with store.snapshot():
-        found_cursors = cursors.all_cursors(store)
+        found_cursors = store.cursors()
         history: dict[str, list[dict[str, Any]]] = {}
         if found.seq is not None:
-            for a in attempts.for_seq(store, found.seq):
+            for a in store.attempts_of(found.seq):
                 history.setdefault(a.route, []).append(attempt_doc(a))
         states = [
             _state(store, route, _cursor_for(route, found_cursors), found, history, now)
@@ -299,9 +317,12 @@ def trace(store: Store, routeset: RouteSet, found: FoundEvent, now: float | None
     }
 
 
-def trace_event(store: Store, routeset: RouteSet, key: str, now: float | None = None) -> dict[str, Any]:
+def trace_event(
+    store: EventStore | Store, routeset: RouteSet, key: str, now: float | None = None
+) -> dict[str, Any]:
     """``events show KEY --json``: the event with id or seq ``key`` and its state per route of
     its broker: delivered, pending, scheduled, retrying, dead, filtered or paused."""
+    store = as_store(store)
     return trace(store, routeset, find_event(store, key), now)
 
 

@@ -13,17 +13,22 @@ Reading event files is :mod:`evroute.eventfile`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import IO, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from evroute import tracing
 from evroute.cloudevent import NESTED_TOO_DEEPLY, CloudEvent, check_size, is_json_type, make_event
 from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, StoreError
-from evroute.store import Store
+from evroute.store.opener import Credentials, StoreURL, open_store
+from evroute.store.records import RouteStart
+
+if TYPE_CHECKING:
+    from evroute.store.base import EventStore
 
 DEFAULT_SOURCE = "/evroute/cli"
 DEFAULT_BROKER = "default"
@@ -178,13 +183,13 @@ class RoutesConfig(NamedTuple):
         )
 
 
-def routes_config(path: str, store: Store | None = None) -> RoutesConfig:
+def routes_config(path: str, store: Any = None) -> RoutesConfig:
     """The routes file's settings and (name, broker, start) of every route, never raising.
 
-    Parsing YAML costs more than the rest of a publish, so the result is remembered in the
-    database keyed by the file's (path, mtime, size, inode): editors that save by rename change
-    the inode, in-place writes change the mtime. Only a file that loaded cleanly is remembered;
-    an invalid one is read again each time, and each time gives the warning.
+    Parsing YAML costs more than the rest of a publish, so on SQLite the result is remembered
+    in the database keyed by the file's (path, mtime, size, inode): editors that save by rename
+    change the inode, in-place writes change the mtime. Only a file that loaded cleanly is
+    remembered; an invalid one is read again each time, and each time gives the warning.
     """
     try:
         st = os.stat(path)
@@ -193,12 +198,11 @@ def routes_config(path: str, store: Store | None = None) -> RoutesConfig:
     except OSError as exc:
         return RoutesConfig(warning=f"routes file '{path}' cannot be read ({exc.strerror})")
     key = (os.path.abspath(path), st.st_mtime_ns, st.st_size, st.st_ino)
-    if store is not None:
-        row = store.conn.execute(
-            "SELECT config FROM routes_cache WHERE path = ? AND mtime_ns = ? AND size = ? AND inode = ?", key
-        ).fetchone()
-        if row is not None:
-            return RoutesConfig.from_json(str(row[0]))
+    cached = getattr(store, "cached_routes", None)
+    if cached is not None:
+        found = cached(key)
+        if found is not None:
+            return RoutesConfig.from_json(found)
     return _load(path, key)
 
 
@@ -227,15 +231,11 @@ def _load(path: str, key: tuple[str, int, int, int]) -> RoutesConfig:
     )
 
 
-def _remember(store: Store, config: RoutesConfig) -> None:
-    if config.cache_key is None:
+def _remember(store: Any, config: RoutesConfig) -> None:
+    remember = getattr(store, "remember_routes", None)
+    if config.cache_key is None or remember is None:
         return
-    with store.write() as conn:
-        conn.execute(
-            "INSERT OR REPLACE INTO routes_cache (path, mtime_ns, size, inode, config, loaded_at) "
-            "VALUES (?,?,?,?,?,?)",
-            (*config.cache_key, config.to_json(), time.time()),
-        )
+    remember(config.cache_key, config.to_json(), time.time())
 
 
 # --------------------------------------------------------------------------- storing
@@ -249,13 +249,16 @@ class Published(NamedTuple):
 
 
 class _Target:
-    """The database and routes config of one publish, opened in the order that keeps bad
-    input from touching the database: an existing file is opened at once (the routes cache
-    lives there), a new one is created only when there is something valid to store."""
+    """The store and routes config of one publish, opened in the order that keeps bad input
+    from touching the store: an existing SQLite file is opened at once (the routes cache lives
+    there), a new one is created only when there is something valid to store."""
 
-    def __init__(self, db: str, routes: str) -> None:
-        self.db = db
-        self.store: Store | None = Store(db) if os.path.exists(db) else None
+    def __init__(self, where: str | StoreURL, routes: str, credentials: Credentials | None) -> None:
+        self.url = where if isinstance(where, StoreURL) else StoreURL("sqlite", f"sqlite:{where}", path=where)
+        self.credentials = credentials
+        self.store: Any = None
+        if self.url.kind != "sqlite" or os.path.exists(self.url.path):
+            self.store = open_store(self.url, credentials=credentials)
         self.config = routes_config(routes, self.store)
         # Spans are exported only with an endpoint configured: nothing of OpenTelemetry loads otherwise.
         tracing.setup(self.config.tracing_endpoint, one_shot=True)
@@ -266,88 +269,51 @@ class _Target:
         except EventTooLarge as exc:
             raise EventTooLarge(f"{exc.message} (settings.maxEventBytes in the routes file)") from None
 
-    def open(self) -> Store:
-        """The store, created if need be, with cursors of new routes in place."""
+    def open(self) -> EventStore:
+        """The store, created if need be, with the positions of new routes in place."""
         if self.store is None:
-            self.store = Store(self.db, durability=self.config.durability)
-        elif self.config.durability != "normal":
+            self.store = open_store(self.url, durability=self.config.durability, credentials=self.credentials)
+        elif self.config.durability != "normal" and hasattr(self.store, "set_durability"):
             self.store.set_durability(self.config.durability)
         try:
             _remember(self.store, self.config)
-            _ensure_cursors(self.store, self.config.routes)
+            if self.config.routes:
+                self.store.ensure_routes([RouteStart(*r) for r in self.config.routes])
         except Exception as exc:
-            raise _store_error(self.db, exc) from None
-        return self.store
-
-    def begin(self) -> Store:
-        store = self.open()
-        try:
-            store.conn.execute("BEGIN IMMEDIATE")
-        except Exception as exc:
-            raise _store_error(self.db, exc) from None
+            raise _store_error(self.url, exc) from None
+        store: EventStore = self.store
         return store
-
-    def insert(self, broker: str, events: Sequence[CloudEvent], stamp: float) -> int:
-        from evroute.store import log
-
-        assert self.store is not None
-        try:
-            return log.insert(self.store, broker, events, stamp)
-        except Exception as exc:
-            raise _store_error(self.db, exc) from None
-
-    def commit(self) -> None:
-        assert self.store is not None
-        try:
-            self.store.conn.execute("COMMIT")
-        except Exception as exc:
-            raise _store_error(self.db, exc) from None
-
-    def rollback(self) -> None:
-        if self.store is not None and self.store.conn.in_transaction:
-            self.store.conn.execute("ROLLBACK")
 
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
 
 
-def _ensure_cursors(store: Store, routes: Sequence[tuple[str, str, str]]) -> None:
-    """Create the cursors of routes seen for the first time, before the append, so a new
-    ``start: latest`` route begins right before these events. Nearly always every cursor
-    exists: one query finds that out without importing the cursors module."""
-    if not routes:
-        return
-    existing = dict(store.conn.execute("SELECT route, broker FROM cursors").fetchall())
-    if all(existing.get(name) == broker for name, broker, _ in routes):
-        return
-    from evroute.store import cursors
-
-    cursors.ensure(store, routes)
-
-
-def _store_error(db: str, exc: Exception) -> Exception:
+def _store_error(url: StoreURL, exc: Exception) -> Exception:
     import sqlite3
 
     if isinstance(exc, sqlite3.Error):
-        return StoreError(f"cannot write to database '{db}': {exc} (check the path and free disk space)")
+        return StoreError(
+            f"cannot write to database '{url.path}': {exc} (check the path and free disk space)"
+        )
     return exc
 
 
-def publish_event(db: str, routes: str, broker: str, event: CloudEvent) -> Published:
-    """Store one event (built by :func:`event_from_options`); a duplicate is reported, not an error."""
-    from evroute.store import log
-
+def publish_event(
+    where: str | StoreURL, routes: str, broker: str, event: CloudEvent, credentials: Credentials | None = None
+) -> Published:
+    """Store one event (built by :func:`event_from_options`); a duplicate is reported, not an error.
+    ``where`` is a store URL, or the path of a SQLite file."""
     check_broker(broker)
-    target = _Target(db, routes)
+    target = _Target(where, routes, credentials)
     try:
         target.check_size(event)
         event = tracing.ensure(event, broker)  # an event without a trace gets one
         store = target.open()
         try:
-            result = log.append(store, broker, [event])
+            result = store.append(broker, [event])
         except Exception as exc:
-            raise _store_error(db, exc) from None
+            raise _store_error(target.url, exc) from None
     finally:
         target.close()
     seq = result.seqs[0] if result.seqs else None
@@ -355,55 +321,60 @@ def publish_event(db: str, routes: str, broker: str, event: CloudEvent) -> Publi
 
 
 def publish_file(
-    db: str,
+    where: str | StoreURL,
     routes: str,
     broker: str,
     stream: IO[bytes],
     name: str,
     progress: Callable[[int], None] | None = None,
+    credentials: Credentials | None = None,
 ) -> Published:
     """Store every event of a JSON-lines or JSON-array file, all or nothing.
 
-    Events are validated as they are read. The first ``CHUNK`` are held in memory; once a file
-    is longer and still valid, one write transaction opens and chunks go in as they come, so
-    memory stays flat for any size. A problem found later stops the inserting, the rest is
-    still checked (every problem is reported), and the transaction is rolled back.
+    Events are validated as they are read. The first ``CHUNK`` are read before the store is
+    opened (or created); then the store's ``append_all`` takes the chunks as they come, so
+    memory stays flat for any size. A problem found later stops the storing, the rest is still
+    checked (every problem is reported), and nothing is stored.
     """
     from evroute.eventfile import Problems, no_events, read_events
 
     check_broker(broker)
-    target = _Target(db, routes)
+    target = _Target(where, routes, credentials)
     problems = Problems(name)
-    pending: list[CloudEvent] = []
-    began = False
-    stored = total = 0
-    stamp = time.time()
-    try:
-        for event in read_events(stream, name, problems, target.check_size, progress):
+    events = read_events(stream, name, problems, target.check_size, progress)
+    counted = [0]
+
+    def chunks() -> Iterator[list[CloudEvent]]:
+        pending: list[CloudEvent] = []
+        for event in events:
             if problems.count:
                 continue  # nothing more is stored; reading on only reports every problem
-            total += 1
             pending.append(tracing.ensure(event, broker))
             if len(pending) >= CHUNK:
-                if not began:
-                    target.begin()
-                    began = True
-                stored += target.insert(broker, pending, stamp)
+                counted[0] += len(pending)
+                yield pending
                 pending = []
         if problems.count:
             raise problems.error()
-        if total == 0:
+        counted[0] += len(pending)
+        if counted[0] == 0:
             raise no_events(name)
-        if not began:
-            target.begin()
-        stored += target.insert(broker, pending, stamp)
-        target.commit()
-    except BaseException:
-        target.rollback()
-        raise
+        if pending:
+            yield pending
+
+    try:
+        parts = chunks()
+        first = next(parts, None)  # a file that is bad from the start never opens the store
+        store = target.open()
+        try:
+            result = store.append_all(broker, itertools.chain([first] if first else [], parts), time.time())
+        except EvrouteError:
+            raise
+        except Exception as exc:
+            raise _store_error(target.url, exc) from None
     finally:
         target.close()
-    return Published(stored, total - stored, None, target.config.warning)
+    return Published(result.stored, result.duplicates, None, target.config.warning)
 
 
 __all__ = [

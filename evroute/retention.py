@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from evroute.routes.model import Route, RouteSet
 from evroute.store import Store, attempts, links
@@ -106,7 +107,7 @@ def _collect_broker(
 
 
 def collect(
-    store: Store,
+    store: Any,
     routeset: RouteSet,
     now: float,
     limit: int | None = WORKER_LIMIT,
@@ -114,13 +115,36 @@ def collect(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Delete what retention allows (at most ``limit`` rows; None = all); returns how many.
-    ``progress(n)`` is told after every chunk how many rows that chunk deleted."""
+    ``progress(n)`` is told after every chunk how many rows that chunk deleted.
+
+    ``store`` is a store behind the seam or a SQLite connection itself; a store that is no
+    SQLite file ages events out by itself (a JetStream stream's max age) and says how."""
     retention = routeset.settings.retention
     if retention is None:
         return 0
+    if not isinstance(store, Store):
+        db = getattr(store, "db", None)
+        if not isinstance(db, Store):
+            from evroute.store.base import starts
+
+            return int(store.collect(starts(routeset.routes), retention, now, limit))
+        store = db
+    return collect_routes(store, routeset.routes, retention, now, limit, chunk, progress)
+
+
+def collect_routes(
+    store: Store,
+    routes: Sequence[Any],
+    retention: float,
+    now: float,
+    limit: int | None = WORKER_LIMIT,
+    chunk: int = CHUNK,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """:func:`collect` for routes given as anything with ``name``, ``broker`` and ``start``."""
     cutoff = now - retention
-    by_broker: dict[str, list[Route]] = {}
-    for route in routeset.routes:
+    by_broker: dict[str, list[Any]] = {}
+    for route in routes:
         by_broker.setdefault(route.broker, []).append(route)
     deleted = 0
     for broker in _brokers(store.conn):
@@ -133,4 +157,4 @@ def collect(
     return deleted
 
 
-__all__ = ["CHUNK", "WORKER_LIMIT", "collect"]
+__all__ = ["CHUNK", "WORKER_LIMIT", "collect", "collect_routes"]

@@ -185,7 +185,7 @@ def test_rate_limit_spaces_60_events_over_three_seconds(tmp_path: Path, receiver
 
     async def watch(engine: Engine) -> None:
         await asyncio.sleep(1.0)
-        engine.commit()
+        await engine.commit()
         with Store(db) as store:
             lease.acquire(store, lease.holder_id())  # `status` shows what a running worker said
             seen_throttled.append(route_status(store, rs, time.time())["routes"][0]["throttled"])
@@ -380,9 +380,9 @@ def test_pingsources_follow_a_reload_and_do_not_tick_in_a_burst(tmp_path: Path) 
 
     async def reload(engine: Engine) -> None:
         seen.append(sorted(engine.pings.ticker.sources))
-        engine.apply(second)
+        await engine.apply(second)
         seen.append(sorted(engine.pings.ticker.sources))
-        engine.apply(routes_of(tmp_path, "routes: []"))
+        await engine.apply(routes_of(tmp_path, "routes: []"))
         seen.append(sorted(engine.pings.ticker.sources))
 
     run_engine(db, first, during=reload)

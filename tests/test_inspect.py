@@ -1,4 +1,6 @@
-"""`evroute status` and `evroute events show`: state written the way a worker writes it, read back."""
+"""`evroute status` and `evroute events show` on SQLite: what only this store has (the lease's
+TTL, a log row deleted by retention, indexed queries). The documents themselves are checked
+for every store in tests/contract/test_contract_status.py."""
 
 from __future__ import annotations
 
@@ -13,8 +15,6 @@ import pytest
 from helpers import json_event
 from helpers import run_cli as run
 
-from evroute.clock import parse_time
-from evroute.errors import NotFound
 from evroute.inspect import route_status, trace_event
 from evroute.routes.model import Matcher, Route, RouteSet, Subscriber
 from evroute.store import Store, cursors, deadletters, lease, retries
@@ -22,6 +22,7 @@ from evroute.store import log as event_log
 from evroute.store.cursors import Progress
 from evroute.store.deadletters import NewDeadLetter
 from evroute.store.retries import Retry
+from evroute.store.sqlite import SqliteStore
 
 STATUS_KEYS = {
     "name",
@@ -123,96 +124,6 @@ def store(tmp_path: Path):  # type: ignore[no-untyped-def]
 # --------------------------------------------------------------------------- events show
 
 
-def build_every_state(store: Store, now: float) -> tuple[RouteSet, int]:
-    """One event (seq 1) in every state, one route each; plus a route on another broker."""
-    rs = RouteSet(
-        routes=(
-            route("done", matcher=exact(type="order.placed")),
-            route("waiting"),
-            route("flaky"),
-            route("gave-up"),
-            route("audit", matcher=exact(type="audit.logged")),
-            route("held", paused=True),
-            route("elsewhere", broker="other"),
-        )
-    )
-    [seq, _second] = publish(store, 2)
-    cursors.ensure(store, [(r.name, r.broker, r.start) for r in rs.routes], now=now)
-    advance(store, "done", 2, delivered=2)
-    advance(store, "audit", 2)
-    # flaky: the first attempt failed, the retry row holds it; the watermark moved past it.
-    retries.schedule(
-        store, [Retry("flaky", seq, 1, now + 30, now - 1, 503, "HTTP 503 Service Unavailable", None)]
-    )
-    advance(store, "flaky", 2, failed=1, last_error="HTTP 503 Service Unavailable", last_error_at=now - 1)
-    dlq_id = dead(store, "gave-up", seq, now)
-    advance(store, "gave-up", 2, failed=4)
-    return rs, dlq_id
-
-
-def test_events_show_reports_every_state_with_the_exact_json_shape(store: Store) -> None:
-    now = time.time()
-    rs, dlq_id = build_every_state(store, now)
-    doc = trace_event(store, rs, "e0")
-    assert set(doc) == {"seq", "broker", "published_at", "event", "routes"}
-    assert doc["seq"] == 1 and doc["broker"] == "default"
-    assert doc["published_at"].endswith("Z") and parse_time(doc["published_at"]) == pytest.approx(now, abs=60)
-    assert doc["event"]["id"] == "e0" and doc["event"]["data"] == {"n": 0}
-    for entry in doc["routes"]:
-        assert set(entry) == TRACE_ROUTE_KEYS
-    states = {e["route"]: e for e in doc["routes"]}
-    assert "elsewhere" not in states  # routes on other brokers are not listed
-    assert [e["route"] for e in doc["routes"]] == ["done", "waiting", "flaky", "gave-up", "audit", "held"]
-    assert states["done"] == dict.fromkeys(TRACE_ROUTE_KEYS) | {
-        "route": "done",
-        "state": "delivered",
-        "attempts": [],
-    }
-    assert states["waiting"]["state"] == "pending"
-    flaky = states["flaky"]
-    assert flaky["state"] == "retrying" and flaky["attempt"] == 1
-    assert parse_time(flaky["next_due"]) == pytest.approx(now + 30, abs=0.01)
-    assert flaky["last_error"] == "HTTP 503 Service Unavailable" and flaky["dlq_id"] is None
-    gave_up = states["gave-up"]
-    assert gave_up["state"] == "dead" and gave_up["dlq_id"] == dlq_id and gave_up["attempt"] == 4
-    assert gave_up["last_error"] == "HTTP 503"
-    assert states["audit"]["state"] == "filtered"
-    assert states["audit"]["failed_filter"] == "filter type='audit.logged' (event has 'order.placed')"
-    assert states["held"]["state"] == "paused"
-    # The same event by seq gives the same document.
-    assert trace_event(store, rs, "1") == doc
-
-
-def test_events_show_replayed_dead_letter_is_retrying_with_its_dlq_id(store: Store) -> None:
-    now = time.time()
-    rs = RouteSet(routes=(route("pay"),))
-    [seq] = publish(store, 1)
-    cursors.ensure(store, [("pay", "default", "earliest")])
-    dlq_id = dead(store, "pay", seq, now)
-    advance(store, "pay", seq)
-    assert trace_event(store, rs, str(seq))["routes"][0]["state"] == "dead"
-    deadletters.replay(store, [dlq_id], now=now)
-    entry = trace_event(store, rs, str(seq))["routes"][0]
-    assert entry["state"] == "retrying" and entry["attempt"] == 0 and entry["dlq_id"] == dlq_id
-
-
-def test_events_show_picks_the_newest_of_an_id_in_several_brokers(store: Store) -> None:
-    rs = RouteSet(routes=(route("a"), route("b", broker="other")))
-    publish(store, 1, broker="default", prefix="dup")
-    [newest] = publish(store, 1, broker="other", prefix="dup")
-    cursors.ensure(store, [("a", "default", "earliest"), ("b", "other", "earliest")])
-    doc = trace_event(store, rs, "dup0")
-    assert doc["seq"] == newest and doc["broker"] == "other"
-    assert [e["route"] for e in doc["routes"]] == ["b"]
-
-
-def test_events_show_unknown_key_is_not_found(store: Store) -> None:
-    with pytest.raises(NotFound, match="no event with id or seq 'nope'"):
-        trace_event(store, RouteSet(), "nope")
-    with pytest.raises(NotFound):
-        trace_event(store, RouteSet(), "999")
-
-
 def test_events_show_after_retention_uses_the_dead_letter_copy(store: Store) -> None:
     now = time.time()
     [seq] = publish(store, 1)
@@ -220,7 +131,7 @@ def test_events_show_after_retention_uses_the_dead_letter_copy(store: Store) -> 
     dlq_id = dead(store, "pay", seq, now)
     with store.write() as conn:
         conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
-    doc = trace_event(store, RouteSet(routes=(route("pay"),)), "e0")
+    doc = trace_event(SqliteStore.over(store), RouteSet(routes=(route("pay"),)), "e0")
     assert doc["seq"] == seq and doc["published_at"] is None and doc["event"]["id"] == "e0"
     assert doc["routes"][0]["state"] == "dead" and doc["routes"][0]["dlq_id"] == dlq_id
 
@@ -228,69 +139,12 @@ def test_events_show_after_retention_uses_the_dead_letter_copy(store: Store) -> 
 # --------------------------------------------------------------------------- status
 
 
-def test_status_json_shape_and_values(store: Store) -> None:
+def test_status_lease_older_than_its_ttl_is_not_running(store: Store) -> None:
+    """(The status and events show documents: tests/contract/test_contract_status.py.)"""
     now = time.time()
-    secret = "tok-5ecret-value"
-    rs = RouteSet(
-        routes=(
-            route("inventory"),
-            route(
-                "payment",
-                subscriber=Subscriber(uri=f"http://127.0.0.1:9/pay?key={secret}"),
-                secrets=frozenset({secret}),
-                paused=True,
-            ),
-            route("fresh", broker="other"),
-        )
-    )
-    publish(store, 10)
-    cursors.ensure(store, [("inventory", "default", "earliest"), ("payment", "default", "earliest")])
-    cursors.ensure(store, [("old-route", "default", "earliest")])
-    advance(store, "inventory", 7, delivered=6, in_flight=2, breaker="open")
-    retries.schedule(store, [Retry("inventory", 3, 2, now + 5, now - 10, 500, "HTTP 500", None)])
-    retries.schedule(store, [Retry("inventory", 4, 1, now + 2, now - 10, 500, "HTTP 500", None)])
-    advance(
-        store, "payment", 4, failed=1, last_error=f"connection refused to ?key={secret}", last_error_at=now
-    )
-    dead(store, "payment", 2, now)
-    dead(store, "payment", 3, now)
-    assert lease.acquire(store, "w1", now=now - 100)
-    assert lease.renew(store, "w1", now=now - 1)
-
-    doc = route_status(store, rs, now)
-    assert set(doc) == {"worker", "routes"}
-    assert doc["worker"] == {"state": "running", "pid": os.getpid(), "since": doc["worker"]["since"]}
-    assert parse_time(doc["worker"]["since"]) == pytest.approx(now - 100, abs=0.01)
-    for row in doc["routes"]:
-        assert set(row) == STATUS_KEYS
-    rows = {r["name"]: r for r in doc["routes"]}
-    assert [r["name"] for r in doc["routes"]] == ["inventory", "payment", "fresh", "old-route"]
-    inv = rows["inventory"]
-    assert (inv["cursor"], inv["lag"], inv["in_flight"], inv["breaker"]) == (7, 3, 2, "open")
-    assert inv["retrying"] == 2 and parse_time(inv["next_retry_due"]) == pytest.approx(now + 2, abs=0.01)
-    assert (inv["delivered"], inv["failed"], inv["dead_letters"], inv["paused"]) == (6, 0, 0, False)
-    pay = rows["payment"]
-    assert pay["subscriber"] == "http://127.0.0.1:9/pay?key=***"
-    assert pay["last_error"] == "connection refused to ?key=***"
-    assert secret not in json.dumps(doc)
-    assert (pay["cursor"], pay["lag"], pay["dead_letters"], pay["paused"]) == (4, 6, 2, True)
-    assert pay["retrying"] == 0 and pay["next_retry_due"] is None
-    fresh = rows["fresh"]
-    assert (fresh["cursor"], fresh["lag"], fresh["subscriber"]) == (None, None, "http://127.0.0.1:9/fresh")
-    old = rows["old-route"]
-    assert (old["subscriber"], old["paused"], old["cursor"], old["lag"]) == (None, None, 0, 10)
-
-
-def test_status_without_a_live_worker(store: Store) -> None:
-    now = time.time()
-    cursors.ensure(store, [("a", "default", "earliest")])
-    advance(store, "a", 0, in_flight=5, breaker="open")
-    doc = route_status(store, RouteSet(routes=(route("a"),)), now)
-    assert doc["worker"] == {"state": "not running", "pid": None, "since": None}
-    assert doc["routes"][0]["in_flight"] == 0 and doc["routes"][0]["breaker"] == "closed"
     # A lease whose heartbeat is older than the TTL belongs to a dead worker.
     assert lease.acquire(store, "w1", now=now - lease.TTL - 1)
-    assert route_status(store, RouteSet(), now)["worker"]["state"] == "not running"
+    assert route_status(SqliteStore.over(store), RouteSet(), now)["worker"]["state"] == "not running"
 
 
 def test_status_uses_indexed_queries_only(store: Store) -> None:
@@ -306,7 +160,7 @@ def test_status_uses_indexed_queries_only(store: Store) -> None:
     seen: list[str] = []
     store.conn.set_trace_callback(seen.append)
     try:
-        route_status(store, rs, now)
+        route_status(SqliteStore.over(store), rs, now)
     finally:
         store.conn.set_trace_callback(None)
     selects = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
@@ -414,7 +268,7 @@ def test_trace_with_real_filters(files: tuple[str, str]) -> None:
         [seq] = publish(s, 1)
         cursors.ensure(s, [(r.name, r.broker, r.start) for r in rs.routes])
         advance(s, "inventory", seq)
-        doc = trace_event(s, rs, "e0")
+        doc = trace_event(SqliteStore.over(s), rs, "e0")
     states = {e["route"]: e for e in doc["routes"]}
     assert states["inventory"]["state"] == "delivered"
     assert states["audit"]["state"] == "filtered"

@@ -22,6 +22,7 @@ from evroute.cloudevent import make_event
 from evroute.routes.load import load_routes_text
 from evroute.store import Store, cursors, deadletters, lease, retries
 from evroute.store import log as event_log
+from evroute.store.opener import parse
 from evroute.store.retries import Retry
 from evroute.worker.engine import Engine
 
@@ -113,7 +114,9 @@ def test_a_drain_keeps_its_lease_alive_and_a_second_worker_stays_out(tmp_path: P
     put_events(db, 3)
     clock = FakeClock()
     runner = Runner(
-        WorkerOptions(db=db, routes=str(tmp_path / "routes.yaml"), drain=True), clock=clock, heartbeat=0.02
+        WorkerOptions(store=parse(f"sqlite:{db}"), routes=str(tmp_path / "routes.yaml"), drain=True),
+        clock=clock,
+        heartbeat=0.02,
     )
 
     async def main() -> int:
@@ -508,7 +511,7 @@ def test_a_store_error_during_reload_keeps_the_worker_and_the_next_reload_applie
     rs = routeset(tmp_path, one)
     db = str(tmp_path / "ev.db")
     with_cursors(db, rs)
-    runner = Runner(WorkerOptions(db=db, routes=str(tmp_path / "routes.yaml")))
+    runner = Runner(WorkerOptions(store=parse(f"sqlite:{db}"), routes=str(tmp_path / "routes.yaml")))
 
     async def main() -> None:
         store = Store(db)
@@ -559,7 +562,7 @@ def test_pause_holds_an_ordered_route_at_the_next_event(tmp_path: Path, receiver
         await engine.start()
         try:
             await until(lambda: len(sink.requests) == 1)
-            engine.apply(paused)
+            await engine.apply(paused)
             gate.open.set()
             await engine.run_until_idle(drain=False)
         finally:
@@ -596,7 +599,7 @@ def test_a_changed_filter_applies_to_the_next_event_of_an_unordered_route(tmp_pa
         await engine.start()
         try:
             await until(lambda: len(sink.requests) == 1)
-            engine.apply(narrowed)
+            await engine.apply(narrowed)
             gate.open.set()
             await engine.run_until_idle(drain=False)
         finally:
@@ -628,7 +631,7 @@ def test_a_reload_never_takes_a_route_over_its_concurrency(tmp_path: Path, recei
         await engine.start()
         try:
             await until(lambda: len(sink.requests) == 4)
-            engine.apply(narrowed)
+            await engine.apply(narrowed)
             await asyncio.sleep(0.3)
             # The four started before the change are still running: nothing new starts beside them.
             assert len(sink.requests) == 4
@@ -699,10 +702,10 @@ def test_the_breaker_state_reaches_status_at_the_next_commit(tmp_path: Path, rec
         await engine.start()
         try:
             engine.runtimes["r"].breaker.failure(clock.now)
-            engine.commit()
+            await engine.commit()
             assert cursors.get(store, "r").breaker == "open"  # type: ignore[union-attr]
             clock.advance(11)  # the cooldown is over: the next delivery probes
-            engine.commit()
+            await engine.commit()
             assert cursors.get(store, "r").breaker == "half-open"  # type: ignore[union-attr]
         finally:
             await engine.stop()
@@ -745,7 +748,7 @@ def test_lag_is_read_with_an_index_seek_not_a_count_of_the_backlog(tmp_path: Pat
 
         try:
             store.conn.set_progress_handler(count, 100)
-            lag = engine.refresh_lag()["r"]
+            lag = (await engine.refresh_lag())["r"]
             store.conn.set_progress_handler(None, 100)
             assert lag == 20_000
             return steps[0]

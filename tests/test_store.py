@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from evroute.cloudevent import make_event
-from evroute.errors import InvalidInput, NotFound, StoreError
+from evroute.errors import StoreError
 from evroute.store import Store, cursors, deadletters, lease, log, retries
 from evroute.store.deadletters import NewDeadLetter
 from evroute.store.retries import Retry
@@ -36,50 +36,18 @@ def ev(i: int | str, source: str = "/shop", type: str = "order.placed", **kw: ob
 
 
 # --------------------------------------------------------------------------- log
+# (append, dedup, listing: tests/contract/test_contract_log.py, for every store)
 
 
-def test_append_and_read_after_per_broker(store: Store) -> None:
-    result = log.append(store, "default", [ev(1), ev(2, data=b'{"a":1}', datacontenttype="application/json")])
-    assert (result.stored, result.duplicates) == (2, 0)
-    assert result.seqs == (1, 2)
+def test_read_after_pages_by_seq_and_knows_its_brokers(store: Store) -> None:
+    log.append(store, "default", [ev(1), ev(2)])
     log.append(store, "other", [ev(3)])
-    log.append(store, "default", [ev(4, subject="s", extensions={"tenant": "acme", "n": 5, "ok": True})])
-
-    got = log.read_after(store, "default", 0)
-    assert [s.seq for s in got] == [1, 2, 4]
-    assert got[1].event.data == b'{"a":1}'
-    assert got[2].event.extensions == {"tenant": "acme", "n": 5, "ok": True}
-    assert got[2].event.subject == "s"
+    log.append(store, "default", [ev(4)])
+    assert [s.seq for s in log.read_after(store, "default", 0)] == [1, 2, 4]
     assert [s.seq for s in log.read_after(store, "default", 2)] == [4]
     assert [s.seq for s in log.read_after(store, "default", 0, limit=1)] == [1]
-    assert [s.event.id for s in log.read_after(store, "other", 0)] == ["3"]
     assert log.count_after(store, "default", 1) == 2
     assert sorted(log.brokers(store)) == ["default", "other"]
-
-
-def test_stored_event_is_the_published_event(store: Store) -> None:
-    event = ev("x", subject="sub", data=b"\x00\xffraw", datacontenttype="application/octet-stream")
-    log.append(store, "default", [event])
-    [stored] = log.read_after(store, "default", 0)
-    assert stored.event == event
-    assert stored.broker == "default" and stored.published_at > 0
-
-
-def test_duplicates_are_skipped_by_broker_source_and_id(store: Store) -> None:
-    log.append(store, "default", [ev(1)])
-    again = log.append(store, "default", [ev(1, type="changed")])
-    assert (again.stored, again.duplicates, again.seqs) == (0, 1, (None,))
-    # The same id from another source, or into another broker, is another event.
-    other = log.append(store, "default", [ev(1, source="/billing")])
-    elsewhere = log.append(store, "audit", [ev(1)])
-    assert other.stored == 1 and elsewhere.stored == 1
-    # A large batch (executemany path) counts duplicates inside itself and against the log.
-    batch = [ev(i) for i in range(20)] + [ev(5), ev(6)]
-    result = log.append(store, "default", batch)
-    assert (result.stored, result.duplicates) == (19, 3)
-    assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 22
-    [first] = log.find(store, "1", broker="default")[:1]
-    assert first.event.type == "order.placed"  # the first one stored wins
 
 
 def test_seq_is_never_reused_after_deleting_the_newest_row(store: Store) -> None:
@@ -102,13 +70,6 @@ def test_insert_inside_a_transaction_rolls_back_with_it(store: Store) -> None:
     assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
     with store.write():
         assert log.insert(store, "default", [ev(1), ev(1), ev(2)], 1.0) == 2
-
-
-def test_listing_newest_first_window_oldest_first(store: Store) -> None:
-    log.append(store, "default", [ev(i, type="a" if i % 2 else "b") for i in range(10)])
-    log.append(store, "x", [ev("x1", type="a")])
-    assert [s.event.id for s in log.listing(store, limit=3)] == ["8", "9", "x1"]
-    assert [s.event.id for s in log.listing(store, broker="default", type="a", limit=2)] == ["7", "9"]
 
 
 def test_eight_processes_publishing_at_once_store_everything(tmp_path: Path) -> None:
@@ -161,70 +122,17 @@ def test_eight_processes_publishing_at_once_store_everything(tmp_path: Path) -> 
 
 
 # --------------------------------------------------------------------------- cursors
+# (start, epoch-guarded commits, reset, forget: tests/contract/test_contract_positions.py)
 
 
-def test_cursor_ensure_places_new_routes_at_latest_or_earliest(store: Store) -> None:
-    log.append(store, "default", [ev(i) for i in range(5)])
-    created = cursors.ensure(store, [("a", "default", "latest"), ("b", "default", "earliest")], now=10.0)
-    assert created == ["a", "b"]
-    a, b = cursors.get(store, "a"), cursors.get(store, "b")
-    assert a is not None and b is not None
-    assert (a.position, b.position, a.epoch, a.created_at) == (5, 0, 0, 10.0)
-    # Seen before: nothing changes, even if `start` changed meanwhile.
-    log.append(store, "default", [ev("later")])
-    assert cursors.ensure(store, [("a", "default", "earliest")]) == []
-    assert cursors.get(store, "a").position == 5  # type: ignore[union-attr]
-    # Moved to another broker: restarts at its start there, with a new epoch.
-    assert cursors.ensure(store, [("a", "other", "latest")], now=11.0) == ["a"]
-    moved = cursors.get(store, "a")
-    assert moved is not None and (moved.broker, moved.position, moved.epoch) == ("other", 6, 1)
-    assert set(cursors.all_cursors(store)) == {"a", "b"}
-
-
-def test_cursor_commit_is_conditional_on_the_epoch(store: Store) -> None:
-    log.append(store, "default", [ev(i) for i in range(10)])
-    cursors.ensure(store, [("r", "default", "earliest")])
-    p = cursors.Progress(
-        "r", position=4, epoch=0, delivered=4, failed=1, last_error="boom", last_error_at=3.0
-    )
-    assert cursors.commit(store, [p]) == []
+def test_cursor_epochs_count_every_move(store: Store) -> None:
+    log.append(store, "default", [ev(i) for i in range(3)])
+    assert cursors.ensure(store, [("r", "default", "earliest")], now=10.0) == ["r"]
     c = cursors.get(store, "r")
-    assert c is not None and (c.position, c.delivered, c.failed, c.last_error) == (4, 4, 1, "boom")
-    # Positions never go back through commit.
-    cursors.commit(store, [cursors.Progress("r", position=2, epoch=0, delivered=1)])
-    c = cursors.get(store, "r")
-    assert c is not None and (c.position, c.delivered, c.last_error) == (4, 5, "boom")
-
-    assert cursors.reset(store, "r", "earliest") == 0
-    # The worker's commit with the old epoch is refused and reported, the reset stands.
-    assert cursors.commit(store, [cursors.Progress("r", position=9, epoch=0)]) == ["r"]
-    c = cursors.get(store, "r")
-    assert c is not None and (c.position, c.epoch) == (0, 1)
-
-
-def test_cursor_reset_targets(store: Store) -> None:
-    log.append(store, "default", [ev(i) for i in range(3)], now=1000.0)
-    log.append(store, "default", [ev(i) for i in range(3, 6)], now=2000.0)
-    cursors.ensure(store, [("r", "default", "earliest")])
-    assert cursors.reset(store, "r", "latest") == 6
-    assert cursors.reset(store, "r", "4") == 3  # the next event delivered is seq 4
-    assert cursors.reset(store, "r", "1970-01-01T00:25:00Z") == 3  # first published at/after 1500 s
-    assert cursors.reset(store, "r", "2100-01-01T00:00:00Z") == 6
-    assert cursors.get(store, "r").epoch == 4  # type: ignore[union-attr]
-    with pytest.raises(InvalidInput, match="bad --to 'soon'"):
-        cursors.reset(store, "r", "soon")
-    with pytest.raises(NotFound, match="route 'nope' has no cursor yet"):
-        cursors.reset(store, "nope", "latest")
-
-
-def test_cursor_delete_drops_retries_and_dead_letters(store: Store) -> None:
-    log.append(store, "default", [ev(1)])
-    cursors.ensure(store, [("r", "default", "earliest")])
-    retries.schedule(store, [Retry("r", 1, 1, 5.0, 1.0, 500, "x", None)])
-    deadletters.add(store, [_letter("r", 1)])
-    cursors.delete(store, "r")
-    assert cursors.get(store, "r") is None
-    assert retries.count(store) == 0 and deadletters.counts(store) == {}
+    assert c is not None and (c.epoch, c.created_at) == (0, 10.0)
+    for to in ("latest", "2", "earliest"):
+        cursors.reset(store, "r", to)
+    assert cursors.get(store, "r").epoch == 3  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------- retries
@@ -262,38 +170,16 @@ def _letter(route: str, seq: int | None, dead_at: float = 100.0) -> NewDeadLette
     )
 
 
-def test_dead_letters_add_replay_purge(store: Store) -> None:
+def test_replay_puts_a_due_retry_row_on_the_schedule(store: Store) -> None:
+    """(Listing, counts and purge: tests/contract/test_contract_dead_letters.py.)"""
     retries.schedule(store, [Retry("pay", 1, 3, 50.0, 10.0, 503, "busy", None)])
-    ids = deadletters.add(
-        store, [_letter("pay", 1, 100.0), _letter("pay", 2, 200.0), _letter("inv", None, 300.0)]
-    )
-    assert len(ids) == 3
+    ids = deadletters.add(store, [_letter("pay", 1, 100.0), _letter("inv", None, 300.0)])
     assert retries.get(store, "pay", 1) is None  # the retry row went with it
-    letter = deadletters.get(store, ids[0])
-    assert (letter.route, letter.seq, letter.attempts, letter.status, letter.body) == (
-        "pay",
-        1,
-        4,
-        503,
-        b"busy",
-    )
-    assert letter.event.data == b'{"x":1}' and letter.replayed_at is None
-    assert [d.id for d in deadletters.listing(store, route="pay")] == ids[:2]
-    assert deadletters.counts(store) == {"pay": 2, "inv": 1}
-
-    assert deadletters.replay(store, [ids[0], ids[2]], now=500.0) == 2
+    assert deadletters.replay(store, [ids[0], ids[1]], now=500.0) == 2
     replayed = retries.get(store, "pay", 1)
     assert replayed is not None and (replayed.attempt, replayed.due_at, replayed.dlq_id) == (0, 500.0, ids[0])
     # A dead letter without a log seq replays under a negative key of its own.
-    assert retries.get(store, "inv", -ids[2]) is not None
-    assert deadletters.get(store, ids[0]).replayed_at == 500.0
-    with pytest.raises(NotFound, match=f"no dead letter with id {ids[2] + 99}"):
-        deadletters.replay(store, [ids[0], ids[2] + 99])
-    assert deadletters.get(store, ids[1]).replayed_at is None  # the failed replay changed nothing
-
-    assert deadletters.purge(store, route="pay", before=150.0) == 1
-    assert deadletters.purge(store) == 2
-    assert deadletters.listing(store) == []
+    assert retries.get(store, "inv", -ids[1]) is not None
 
 
 # --------------------------------------------------------------------------- lease

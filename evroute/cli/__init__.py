@@ -11,12 +11,13 @@ import importlib
 import importlib.util
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
 from evroute.errors import EvrouteError
+from evroute.store.opener import Credentials, StoreURL, choose, refuse_nats
 
 # command name -> "module:attribute"; each module is imported only when its command runs.
 COMMANDS: dict[str, str] = {
@@ -37,10 +38,17 @@ COMMANDS: dict[str, str] = {
 
 @dataclass
 class Context:
-    """What every command needs: where the database and the routes file are."""
+    """What every command needs: which store, and where the routes file is."""
 
-    db: str
+    store: StoreURL
     routes: str
+    credentials: Credentials = field(default_factory=Credentials)
+
+    @property
+    def db(self) -> str:
+        """The SQLite file (a NATS store is refused by commands that need the file itself)."""
+        refuse_nats(self.store)
+        return self.store.path
 
 
 class LazyGroup(click.Group):
@@ -68,12 +76,18 @@ def _module_exists(name: str) -> bool:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
+    "--store",
+    "store",
+    metavar="URL",
+    default=None,
+    help="store: sqlite:PATH, sqlite:///ABS/PATH or nats://HOST:PORT[,HOST:PORT] (env EVROUTE_STORE).",
+)
+@click.option(
     "--db",
     "db",
-    envvar="EVROUTE_DB",
-    default="evroute.db",
-    show_default=True,
-    help="SQLite database file (env EVROUTE_DB).",
+    metavar="PATH",
+    default=None,
+    help="SQLite database file, same as --store sqlite:PATH (env EVROUTE_DB; default ./evroute.db).",
 )
 @click.option(
     "--routes",
@@ -83,9 +97,26 @@ def _module_exists(name: str) -> bool:
     show_default=True,
     help="routes file (env EVROUTE_ROUTES).",
 )
+@click.option(
+    "--nats-creds",
+    "nats_creds",
+    metavar="FILE",
+    envvar="NATS_CREDS",
+    help="NATS credentials file (env NATS_CREDS).",
+)
+@click.option(
+    "--nats-token", "nats_token", metavar="TOKEN", envvar="NATS_TOKEN", help="NATS token (env NATS_TOKEN)."
+)
 @click.version_option(package_name="evroute")
 @click.pass_context
-def cli(ctx: click.Context, db: str, routes: str) -> None:
+def cli(
+    ctx: click.Context,
+    store: str | None,
+    db: str | None,
+    routes: str,
+    nats_creds: str | None,
+    nats_token: str | None,
+) -> None:
     """evroute: publish CloudEvents to a local broker and fan them out to every matching route.
 
     \b
@@ -93,7 +124,11 @@ def cli(ctx: click.Context, db: str, routes: str) -> None:
       evroute publish --type order.placed --data '{"order": 1}'
       evroute worker
     """
-    ctx.obj = Context(db=db, routes=routes)
+    ctx.obj = Context(
+        store=choose(store, db, os.environ),
+        routes=routes,
+        credentials=Credentials(creds=nats_creds or None, token=nats_token or None),
+    )
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -19,7 +19,16 @@ def ctx_obj() -> Context:
 
 
 def open_store(create: bool = True) -> Any:
-    """The Store at --db (durability from the routes file when it loads)."""
+    """The store that --store / --db / the environment name (an EventStore, see store/base.py)."""
+    from evroute.store.opener import open_store as opener
+
+    obj = ctx_obj()
+    return opener(obj.store, create=create, credentials=obj.credentials)
+
+
+def open_sqlite(create: bool = True) -> Any:
+    """The SQLite file itself, for what only it keeps (the outcome ring ``tail`` follows);
+    a NATS store is refused with one line."""
     from evroute.store import Store
 
     return Store(ctx_obj().db, create=create)

@@ -63,10 +63,9 @@ def list_cmd(route: str | None, limit: int | None, as_json: bool) -> None:
       evroute dlq list --route payment --limit 20
     """
     from evroute.clock import rfc3339
-    from evroute.store import deadletters
 
     with open_store(create=False) as store:
-        letters = deadletters.listing(store, route=route, limit=limit)
+        letters = store.dead_letters(route=route, limit=limit)
     if as_json:
         echo_json([letter_doc(d) for d in letters])
         return
@@ -101,10 +100,8 @@ def show(dlq_id: int, as_json: bool) -> None:
     """
     import json
 
-    from evroute.store import deadletters
-
     with open_store(create=False) as store:
-        letter = deadletters.get(store, dlq_id)
+        letter = store.dead_letter(dlq_id)
     doc = letter_doc(letter, broker=True)
     if as_json:
         echo_json(doc)
@@ -138,12 +135,10 @@ def show(dlq_id: int, as_json: bool) -> None:
 
 
 def _select(store: Any, ids: tuple[int, ...], route: str | None, everything: bool) -> list[Any]:
-    from evroute.store import deadletters
-
     if ids:
         if everything:
             raise InvalidInput("give dead letter IDs or --all, not both")
-        letters = [deadletters.get(store, i) for i in dict.fromkeys(ids)]
+        letters = [store.dead_letter(i) for i in dict.fromkeys(ids)]
         if route is not None:
             stray = [d for d in letters if d.route != route]
             if stray:
@@ -157,7 +152,7 @@ def _select(store: Any, ids: tuple[int, ...], route: str | None, everything: boo
             "nothing selected: give dead letter IDs, --route R (that route's) or --all; see `evroute dlq list`"
         )
     # --route R alone means every dead letter of R, as `dlq replay --route R` reads.
-    return list(deadletters.listing(store, route=route))
+    return list(store.dead_letters(route=route))
 
 
 @dlq.command("replay")
@@ -178,7 +173,6 @@ def replay(ids: tuple[int, ...], route: str | None, everything: bool, dry_run: b
       evroute dlq replay --all --dry-run
     """
     from evroute.inspect import RUNNING, load_lenient, worker_state
-    from evroute.store import deadletters
 
     loaded = load_lenient(ctx_obj().routes)
     with open_store(create=False) as store:
@@ -221,11 +215,11 @@ def replay(ids: tuple[int, ...], route: str | None, everything: bool, dry_run: b
             bar: Any = click.progressbar(length=len(chosen), label="replaying", file=sys.stderr)
             with bar:
                 for part in chunks:
-                    count += deadletters.replay(store, part, now=now)
+                    count += store.replay(part, now=now)
                     bar.update(len(part))
         else:
             for part in chunks:
-                count += deadletters.replay(store, part, now=now)
+                count += store.replay(part, now=now)
         running = worker_state(store, time.time())["state"] == RUNNING
     click.echo(
         f"replayed {count} dead letter{'' if count == 1 else 's'}; "
@@ -247,13 +241,11 @@ def purge(route: str | None, before: str | None, yes: bool) -> None:
       evroute dlq purge --before 2026-01-01T00:00:00Z --yes
       evroute dlq purge --before 30d --yes
     """
-    from evroute.store import deadletters
-
     moment = _before(before) if before is not None else None
     if not yes:
         raise InvalidInput("dlq purge deletes dead letters for good: add --yes to confirm")
     with open_store(create=False) as store:
-        count = deadletters.purge(store, route=route, before=moment)
+        count = store.purge(route=route, before=moment)
     click.echo(f"purged {count} dead letter{'' if count == 1 else 's'}")
 
 

@@ -78,12 +78,11 @@ def list_cmd(broker: str | None, type_: str | None, limit: int, as_json: bool) -
     from evroute.clock import rfc3339
     from evroute.cloudevent import to_dict
     from evroute.publish import check_broker
-    from evroute.store import log
 
     if broker is not None:
         check_broker(broker)
     with open_store(create=False) as store:
-        rows = log.listing(store, broker=broker, type=type_, limit=limit)
+        rows = store.events(broker=broker, type=type_, limit=limit)
     if as_json:
         echo_json(
             [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO
+from typing import IO, Any
 
 import click
 
@@ -29,6 +29,7 @@ def init_cmd() -> None:
     from evroute.store import Store
 
     obj = ctx_obj()
+    db = obj.db  # a store that is no SQLite file is refused before anything is written
     if os.path.exists(obj.routes):
         click.echo(f"{obj.routes} exists, left as is")
     else:
@@ -47,9 +48,9 @@ def init_cmd() -> None:
             raise RuntimeFault(f"cannot write {obj.routes}: {exc.strerror} (check --routes)") from None
         else:
             click.echo(f"wrote {obj.routes}: routes inventory and payment on order.placed (edit it)")
-    existed = os.path.exists(obj.db)
-    Store(obj.db).close()
-    click.echo(f"database {obj.db} {'ready' if existed else 'created'}")
+    existed = os.path.exists(db)
+    Store(db).close()
+    click.echo(f"database {db} {'ready' if existed else 'created'}")
 
 
 @click.command()
@@ -160,7 +161,7 @@ def publish(
             raise InvalidInput(
                 f"--file takes every attribute from the file: {', '.join(given)} cannot be combined with it"
             )
-        _publish_file(obj.db, obj.routes, broker_name, file_, url, token)
+        _publish_file(obj, broker_name, file_, url, token)
         return
     extensions = lib.parse_extensions(exts)
     if delay is not None or at is not None:
@@ -206,7 +207,7 @@ def publish(
                 f"duplicate {event.id} (source {event.source}): already stored at {url}, nothing written"
             )
         return
-    result = lib.publish_event(obj.db, obj.routes, broker_name, event)
+    result = lib.publish_event(obj.store, obj.routes, broker_name, event, obj.credentials)
     if result.seq is not None:
         held = event.attributes.get("evroutedeliverat")
         click.echo(f"stored {event.id} seq {result.seq}" + (f", scheduled for {held}" if held else ""))
@@ -217,7 +218,7 @@ def publish(
     _warn(result.warning, "event")
 
 
-def _publish_file(db: str, routes: str, broker: str, path: str, url: str | None, token: str | None) -> None:
+def _publish_file(obj: Any, broker: str, path: str, url: str | None, token: str | None) -> None:
     from evroute import publish as lib
     from evroute.errors import InvalidInput
 
@@ -236,7 +237,9 @@ def _publish_file(db: str, routes: str, broker: str, path: str, url: str | None,
             return
         size = _regular_size(stream) if sys.stderr.isatty() else None
         if size is None:
-            result = lib.publish_file(db, routes, broker, stream, name)
+            result = lib.publish_file(
+                obj.store, obj.routes, broker, stream, name, credentials=obj.credentials
+            )
         else:
             with click.progressbar(length=size, label="publishing", file=sys.stderr) as bar:
                 seen = [0]
@@ -245,7 +248,9 @@ def _publish_file(db: str, routes: str, broker: str, path: str, url: str | None,
                     bar.update(done - seen[0])
                     seen[0] = done
 
-                result = lib.publish_file(db, routes, broker, stream, name, progress)
+                result = lib.publish_file(
+                    obj.store, obj.routes, broker, stream, name, progress, credentials=obj.credentials
+                )
     finally:
         if path != "-":
             stream.close()

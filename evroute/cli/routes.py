@@ -38,12 +38,12 @@ def check(as_json: bool) -> None:
     from evroute.durations import format_duration
     from evroute.routes.load import load_routes
     from evroute.routes.show import HEADERS, route_dict, route_row
-    from evroute.store import cursors
+    from evroute.store.base import starts
 
     obj = ctx_obj()
     routeset = load_routes(obj.routes)
     with open_store() as store:
-        created = cursors.ensure(store, [(r.name, r.broker, r.start) for r in routeset.routes])
+        created = store.ensure_routes(starts(routeset.routes))
     settings = routeset.settings
     sources = _sources(routeset)
     if as_json:

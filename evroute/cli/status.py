@@ -24,12 +24,14 @@ def ago(seconds: float) -> str:
 
 
 def _worker_line(store: Any, now: float) -> str:
-    from evroute.store import lease
-
-    held = lease.current(store)
-    if held is None:
+    known = store.workers(now)
+    live = [w for w in known if w.alive]
+    if len(live) > 1:
+        return f"workers: {len(live)} running (" + ", ".join(f"pid {w.pid} on {w.host}" for w in live) + ")"
+    if not known:
         return "worker: not running"
-    if not held.alive(now):
+    held = known[0]
+    if not held.alive:
         return (
             f"worker: not running (last worker: pid {held.pid} on {held.host}, "
             f"heartbeat {ago(now - held.heartbeat)} ago)"
@@ -211,7 +213,8 @@ def gc(as_json: bool) -> None:
         if retention is not None and is_terminal() and not as_json:
             from evroute.store import browse
 
-            total = browse.count_older(store, now - retention)
+            if store.kind == "sqlite":  # the bar's size: a count only a SQLite file gives cheaply
+                total = browse.count_older(store.db, now - retention)
         if total > CHUNK_FOR_BAR:
             # A progress bar on a terminal only (never on a pipe), sized by what may go.
             with click.progressbar(length=total, label="deleting", file=sys.stderr) as bar:

@@ -103,7 +103,7 @@ def add(
       evroute subscribe add mailer --command 'python3 mail.py' --env SMTP_PASSWORD --env PATH
     """
     from evroute.routes.edit import add_route
-    from evroute.store import cursors
+    from evroute.store.base import starts
 
     obj = ctx_obj()
     if len(sinks) > 1 and command is None:
@@ -117,7 +117,7 @@ def add(
     )  # fmt: skip
     routeset = add_route(obj.routes, entry)
     with open_store() as store:
-        cursors.ensure(store, [(r.name, r.broker, r.start) for r in routeset.routes])
+        store.ensure_routes(starts(routeset.routes))
     route = routeset.by_name()[name]
     click.echo(
         f"added route {name} to {obj.routes}: broker {route.broker}, filter {route.matcher.description} "
@@ -324,7 +324,6 @@ def remove(name: str, purge: bool) -> None:
     """
     from evroute.errors import NotFound
     from evroute.routes.edit import remove_route
-    from evroute.store import cursors
 
     obj = ctx_obj()
     try:
@@ -337,15 +336,15 @@ def remove(name: str, purge: bool) -> None:
     if not purge:
         click.echo(f"removed route {name} from {obj.routes} (its cursor is kept: adding it back resumes)")
         return
-    if not os.path.exists(obj.db):
+    if obj.store.kind == "sqlite" and not os.path.exists(obj.store.path):
         if not removed:
             raise NotFound(f"route '{name}' is neither in {obj.routes} nor in the database")
         click.echo(f"removed route {name} from {obj.routes} (no database to purge)")
         return
     with open_store() as store:
-        if not removed and cursors.get(store, name) is None:
+        if not removed and store.cursor(name) is None:
             raise NotFound(f"route '{name}' is neither in {obj.routes} nor in the database")
-        cursors.delete(store, name)
+        store.forget(name)
     where = f"removed route {name} from {obj.routes} and purged" if removed else f"purged route {name}:"
     click.echo(f"{where} its cursor, scheduled retries and dead letters")
 
@@ -397,17 +396,17 @@ def reset(name: str, to: str, drop_retries: bool) -> None:
     """
     from evroute.errors import EvrouteError
     from evroute.routes.load import load_routes
-    from evroute.store import cursors, retries
+    from evroute.store.base import starts
 
     obj = ctx_obj()
     with open_store() as store:
         try:  # a route written but never seen by a command yet has no cursor: create it first
             routeset = load_routes(obj.routes, resolve=False)
-            cursors.ensure(store, [(r.name, r.broker, r.start) for r in routeset.routes])
+            store.ensure_routes(starts(routeset.routes))
         except EvrouteError:
             pass
-        waiting = retries.scheduled(store, name)
-        position = cursors.reset(store, name, to, drop_retries=drop_retries)
+        waiting = store.scheduled(name)
+        position = store.reset(name, to, drop_retries=drop_retries)
     line = f"route {name}: cursor at seq {position}; the next event delivered is the first after it"
     if waiting:
         plural = "retry" if waiting == 1 else "retries"

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from evroute.cli.common import ctx_obj, open_store
+from evroute.cli.common import ctx_obj, open_sqlite
 
 COLOURS = {"delivered": "green", "retrying": "yellow", "dead": "red"}
 
@@ -56,7 +56,7 @@ def tail(
         )
 
     try:
-        with open_store(create=False) as store:
+        with open_sqlite(create=False) as store:
             for o in follow(store, Filters(route, broker, type_, failed), last=last, missed=missed):
                 d = doc(o, routeset)
                 click.echo(json.dumps(d, ensure_ascii=False) if as_json else line(d, colour))

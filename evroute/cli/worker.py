@@ -51,7 +51,15 @@ def worker(
     root.propagate = False
     obj = ctx_obj()
     code = run(
-        WorkerOptions(db=obj.db, routes=obj.routes, once=once, drain=drain, listen=listen, token=token)
+        WorkerOptions(
+            store=obj.store,
+            routes=obj.routes,
+            once=once,
+            drain=drain,
+            listen=listen,
+            token=token,
+            credentials=obj.credentials,
+        )
     )
     if code:
         sys.exit(code)

@@ -96,7 +96,7 @@ class Reader:
         now = time.time()
         loaded = self.loaded()
         store = self.store()
-        doc = route_status(store, loaded.routeset, now)
+        doc = route_status(_seam(store), loaded.routeset, now)
         by_name = loaded.routeset.by_name()
         for r in doc["routes"]:
             r["rates"] = self.rates.of(r["name"])
@@ -113,7 +113,7 @@ class Reader:
         route, outcome = filters.get("route") or None, filters.get("outcome") or None
         if key:
             try:
-                found = find_event(store, key)
+                found = find_event(_seam(store), key)
             except NotFound:
                 rows: list[dict[str, Any]] = []
             else:
@@ -173,8 +173,8 @@ class Reader:
 
     def event(self, key: str) -> dict[str, Any]:
         store = self.store()
-        found = find_event(store, key)
-        doc = trace(store, self.routeset(), found)
+        found = find_event(_seam(store), key)
+        doc = trace(_seam(store), self.routeset(), found)
         if found.seq is not None:
             ring = outcomes.for_seqs(store, [found.seq]).get(found.seq, [])
             for entry in doc["routes"]:
@@ -217,7 +217,7 @@ class Reader:
         if route is None:
             return None
         status = route_status(
-            self.store(), RouteSet(routes=(route,), settings=routeset.settings), time.time()
+            _seam(self.store()), RouteSet(routes=(route,), settings=routeset.settings), time.time()
         )
         recent = [
             {**attempt_doc(a), "seq": a.seq, "outcome": a.outcome}
@@ -247,3 +247,10 @@ def _pretty(event: dict[str, Any]) -> str:
 
 
 __all__ = ["Rates", "Reader"]
+
+
+def _seam(store: Store) -> Any:
+    """The store seam over the console's own connection (``inspect`` reads through it)."""
+    from evroute.store.sqlite import SqliteStore
+
+    return SqliteStore.over(store)

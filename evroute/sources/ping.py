@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from evroute.clock import rfc3339
@@ -161,12 +161,24 @@ class Ticker:
         return dict(self.due)
 
 
+def _collect(into: list[tuple[str, Sequence[CloudEvent]]]) -> Publish:
+    def publish(broker: str, events: Sequence[CloudEvent]) -> None:
+        into.append((broker, events))
+
+    return publish
+
+
 class PingLoop:
     """The worker's loop over a :class:`Ticker`: it sleeps until the next tick (a timer for the
     one known due time, no polling) or until the sources change, then publishes what is due.
     ``clock`` is the worker's clock; ``publish`` stores events in a broker and wakes its routes."""
 
-    def __init__(self, sources: Iterable[PingSource], clock: Callable[[], float], publish: Publish) -> None:
+    def __init__(
+        self,
+        sources: Iterable[PingSource],
+        clock: Callable[[], float],
+        publish: Callable[[str, Sequence[CloudEvent]], Awaitable[Any]],
+    ) -> None:
         import asyncio
 
         self.clock = clock
@@ -187,7 +199,13 @@ class PingLoop:
         import asyncio
 
         while not self.stopped:
-            wait = self.ticker.step(self.clock(), self.publish)
+            due: list[tuple[str, Sequence[CloudEvent]]] = []
+            wait = self.ticker.step(self.clock(), _collect(due))
+            for broker, events in due:
+                try:
+                    await self.publish(broker, events)
+                except InvalidInput as exc:  # too large for maxEventBytes: say so, go on
+                    logger.error("pingsource tick into %s not published: %s", broker, exc)
             self.wake.clear()
             if self.stopped:
                 return

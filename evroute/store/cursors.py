@@ -11,32 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from evroute.errors import InvalidInput, NotFound
 from evroute.store import log
+from evroute.store.base import Cursor, Progress
 from evroute.store.db import Store, guard_lease
 
 if TYPE_CHECKING:
     from evroute.store.outcomes import Pending
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    route: str
-    broker: str
-    position: int
-    epoch: int
-    created_at: float
-    updated_at: float
-    delivered: int
-    failed: int
-    last_error: str | None
-    last_error_at: float | None
-    in_flight: int
-    breaker: str
-
 
 _COLS = (
     "route, broker, position, epoch, created_at, updated_at, delivered, failed, "
@@ -90,21 +73,6 @@ def all_cursors(store: Store) -> dict[str, Cursor]:
 def epochs(store: Store) -> dict[str, int]:
     """route -> epoch: a changed epoch means the cursor was moved by hand."""
     return {r[0]: int(r[1]) for r in store.conn.execute("SELECT route, epoch FROM cursors")}
-
-
-@dataclass(slots=True)
-class Progress:
-    """What a dispatcher reports at a batched commit."""
-
-    route: str
-    position: int
-    epoch: int
-    delivered: int = 0  # increments since the last commit
-    failed: int = 0
-    last_error: str | None = None
-    last_error_at: float | None = None
-    in_flight: int = 0
-    breaker: str = "closed"
 
 
 def commit(

@@ -5,48 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from evroute.cloudevent import CloudEvent, from_json, to_json
+from evroute.cloudevent import from_json, to_json
 from evroute.errors import NotFound
 from evroute.store import attempts as attempt_log
+from evroute.store.base import DeadLetter, NewDeadLetter
 from evroute.store.db import Store, guard_lease
 from evroute.store.retries import Retry
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    id: int
-    route: str
-    broker: str
-    seq: int | None
-    event: CloudEvent
-    attempts: int
-    status: int | None
-    reason: str
-    error: str | None
-    body: bytes | None
-    first_failed_at: float | None
-    dead_at: float
-    replayed_at: float | None
-    dls_outcome: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class NewDeadLetter:
-    route: str
-    broker: str
-    seq: int | None
-    event: CloudEvent
-    attempts: int
-    status: int | None
-    reason: str
-    error: str | None
-    body: bytes | None
-    first_failed_at: float | None
-    dead_at: float
-
 
 _COLS = (
     "id, route, broker, seq, event, attempts, status, reason, error, body, first_failed_at, dead_at, "

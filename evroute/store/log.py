@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from evroute.cloudevent import CloudEvent
 from evroute.store.db import Store
+from evroute.store.records import AppendResult, StoredEvent
 
 _COLUMNS = "seq, broker, published_at, id, source, type, subject, time, datacontenttype, dataschema, extensions, data"
 _INSERT = (
@@ -22,21 +22,6 @@ _INSERT = (
 )
 _OPTIONAL = ("subject", "time", "datacontenttype", "dataschema")
 _NOT_EXT = frozenset(("specversion", "id", "source", "type", *_OPTIONAL))
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    seq: int
-    broker: str
-    published_at: float
-    event: CloudEvent
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    stored: int
-    duplicates: int
-    seqs: tuple[int | None, ...] = ()  # per event for single appends; None = duplicate
 
 
 def _row(broker: str, event: CloudEvent, now: float) -> tuple[object, ...]:

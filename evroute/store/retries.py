@@ -8,23 +8,10 @@ the due time instead of starting the count again. Rows with ``dlq_id`` come from
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from evroute.store import attempts as attempt_log
+from evroute.store.base import Retry
 from evroute.store.db import Store, guard_lease
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    route: str
-    seq: int
-    attempt: int  # attempts already made
-    due_at: float
-    first_failed_at: float | None
-    last_status: int | None
-    last_error: str | None
-    dlq_id: int | None
-
 
 _COLS = "route, seq, attempt, due_at, first_failed_at, last_status, last_error, dlq_id"
 
@@ -153,17 +140,15 @@ def remove(store: Store, keys: Iterable[tuple[str, int]]) -> None:
         conn.executemany("DELETE FROM retries WHERE route = ? AND seq = ?", list(keys))
 
 
-def summary(store: Store) -> dict[str, tuple[int, float | None]]:
-    """route -> (scheduled retries, next due)."""
-    return {
-        r[0]: (int(r[1]), r[2])
-        for r in store.conn.execute("SELECT route, count(*), min(due_at) FROM retries GROUP BY route")
-    }
-
-
 # A delayed event's first delivery waits on the schedule like a retry with no attempt made yet
 # and no failure: that is what tells it apart from a retry (see evroute/delay.py).
 SCHEDULED = "attempt = 0 AND dlq_id IS NULL AND last_error IS NULL"
+
+
+def summary(store: Store) -> dict[str, tuple[int, float | None]]:
+    """route -> (scheduled retries, next due)."""
+    sql = f"SELECT route, count(*), min(due_at) FROM retries WHERE NOT ({SCHEDULED}) GROUP BY route"
+    return {r[0]: (int(r[1]), r[2]) for r in store.conn.execute(sql)}
 
 
 def is_scheduled(retry: Retry) -> bool:

@@ -16,7 +16,7 @@ from evroute.delivery.outcome import Kind, Outcome
 from evroute.delivery.policy import dls_event, next_wait
 from evroute.errors import StoreError
 from evroute.routes.model import Route, Subscriber
-from evroute.store import Store, deadletters
+from evroute.store.base import Deliveries
 
 logger = logging.getLogger("evroute.worker")
 
@@ -54,7 +54,7 @@ async def attempt(
 
 
 async def forward(
-    store: Store,
+    store: Deliveries,
     route: Route,
     dlq_id: int,
     event: CloudEvent,
@@ -89,7 +89,7 @@ async def forward(
             break
         await asyncio.sleep(next_wait(policy, n, outcome))
     try:
-        deadletters.set_dls_outcome(store, dlq_id, result)
+        await store.dls_outcome(dlq_id, result)
     except StoreError as exc:
         logger.warning("route %s: cannot record dead-letter-sink outcome: %s", route.name, exc)
     if not result.startswith("delivered"):

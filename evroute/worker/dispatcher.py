@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from evroute.clock import rfc3339
 from evroute.delay import held_until
-from evroute.store import Store, retries
-from evroute.store import log as event_log
-from evroute.store.log import StoredEvent
-from evroute.store.retries import Retry
+from evroute.store.base import Deliveries, Retry, StoredEvent
 from evroute.worker.attempt import attempt
 from evroute.worker.runtime import RouteRuntime
 from evroute.worker.settle import Settler
@@ -40,7 +37,7 @@ class Dispatcher:
         self,
         rt: RouteRuntime,
         *,
-        store: Store,
+        store: Deliveries,
         settler: Settler,
         clock: Callable[[], float],
         session: Callable[[], Any],
@@ -113,7 +110,7 @@ class Dispatcher:
                 continue
             self.held = False
             version, generation = rt.version, rt.generation
-            batch = event_log.read_after(self.store, rt.route.broker, rt.mark.read, BATCH)
+            batch = await self.store.read(rt.route.name, rt.route.broker, rt.mark.read, BATCH)
             if not batch:
                 self.idle = rt.mark.in_flight == 0
                 await self._sleep(None)
@@ -158,14 +155,14 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ unordered
 
-    async def _unordered(self, batch: list[StoredEvent], version: int, generation: int) -> None:
+    async def _unordered(self, batch: Sequence[StoredEvent], version: int, generation: int) -> None:
         rt = self.rt
         matches = rt.route.matcher.matches_event
         loop = asyncio.get_running_loop()
         for stored in batch:
             if self._moved(version, generation):
                 return
-            if not matches(stored.event) or self._held(stored):
+            if not matches(stored.event) or await self._held(stored):
                 rt.mark.skip(stored.seq)
                 continue
             if not await self._slot(version, generation):
@@ -176,7 +173,7 @@ class Dispatcher:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    def _held(self, stored: StoredEvent) -> bool:
+    async def _held(self, stored: StoredEvent) -> bool:
         """A delayed event (``evroutedeliverat`` ahead): put it on the schedule, due then, and
         go on with the events after it (it never holds them back). Raises StoreError when the
         schedule cannot be written; the loop then restarts and reads the event again."""
@@ -184,11 +181,9 @@ class Dispatcher:
         if due is None:
             return False
         rt = self.rt
-        retries.schedule(
-            self.store,
-            [Retry(rt.route.name, stored.seq, 0, due, None, None, None, None)],
-            self.settler.holder,
-        )
+        # On the schedule as a first delivery: no attempt made yet, no error (SQLite: a retry
+        # row due then; JetStream: the message back with that delay).
+        await self.store.retry(Retry(rt.route.name, stored.seq, 0, due, None, None, None, None), stored.token)
         self.settler.on_retry()
         logger.debug("route %s: seq %d scheduled for %s", rt.route.name, stored.seq, rfc3339(due))
         return True
@@ -202,7 +197,7 @@ class Dispatcher:
                     outcome = await attempt(
                         rt.route,
                         stored.event,
-                        1,
+                        stored.attempt,
                         self.session(),
                         self.settler.max_event_bytes(),
                         rt.flow.target(started),
@@ -212,10 +207,11 @@ class Dispatcher:
                         stored.event,
                         stored.seq,
                         outcome,
-                        attempt=1,
+                        attempt=stored.attempt,
                         started=started,
                         first_failed_at=None,
                         dlq_id=None,
+                        token=stored.token,
                     )
                     break
                 except Exception:
@@ -238,13 +234,13 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ ordered
 
-    async def _ordered(self, batch: list[StoredEvent], version: int, generation: int) -> None:
+    async def _ordered(self, batch: Sequence[StoredEvent], version: int, generation: int) -> None:
         rt = self.rt
         matches = rt.route.matcher.matches_event
         for stored in batch:
             if self._moved(version, generation):
                 return
-            if not matches(stored.event) or self._held(stored):
+            if not matches(stored.event) or await self._held(stored):
                 rt.mark.skip(stored.seq)
                 continue
             mark = rt.mark
@@ -260,8 +256,8 @@ class Dispatcher:
     async def _ordered_one(self, stored: StoredEvent, version: int, generation: int) -> bool:
         """Deliver the head event until it is delivered or dead-lettered (True)."""
         rt = self.rt
-        row = retries.get(self.store, rt.route.name, stored.seq)
-        tried = row.attempt if row else 0
+        row = await self.store.retry_state(rt.route.name, stored.seq)
+        tried = row.attempt if row else stored.attempt - 1
         due = row.due_at if row else 0.0
         first_failed = row.first_failed_at if row else None
         scheduled = row is not None  # a retry row exists for this head event
@@ -297,6 +293,7 @@ class Dispatcher:
                     dlq_id=None,
                     ordered=True,
                     scheduled=scheduled,
+                    token=stored.token,
                 )
                 if not await self.settler.persist(decision, self.stopping):
                     return False

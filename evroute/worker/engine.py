@@ -1,5 +1,5 @@
 """The delivery engine: wires every route's runtime and dispatcher, the retry scheduler and
-the settler to one SQLite connection, and supervises the background loops (dispatchers,
+the settler to the store seam's worker side (``store.deliveries()``), and supervises the background loops (dispatchers,
 retries, batched cursor commits, wake-ups, checkpoints, lag). Nothing imports it but the
 runner (and tests and benchmarks, which drive it directly).
 
@@ -20,9 +20,8 @@ from evroute.delivery import new_session
 from evroute.delivery.outcome import Outcome
 from evroute.errors import LeaseLost, StoreError
 from evroute.routes.model import Route, RouteSet, Settings
-from evroute.store import Store, cursors, pace, retries
-from evroute.store import log as event_log
-from evroute.store.db import checkpoint
+from evroute.store import Store
+from evroute.store.base import Deliveries, EventStore, starts
 from evroute.worker import history
 from evroute.worker.attempt import forward
 from evroute.worker.dispatcher import Dispatcher
@@ -31,7 +30,6 @@ from evroute.worker.retrier import Retrier
 from evroute.worker.runtime import RouteRuntime
 from evroute.worker.settle import Settler
 from evroute.worker.supervise import Supervisor
-from evroute.worker.wakeups import watch_commits
 
 logger = logging.getLogger("evroute.worker")
 
@@ -44,7 +42,7 @@ CHECKPOINT_INTERVAL = 1.0
 class Engine:
     def __init__(
         self,
-        store: Store,
+        store: EventStore | Store,
         routeset: RouteSet,
         *,
         clock: Callable[[], float] = time.time,
@@ -53,11 +51,18 @@ class Engine:
         holder: str | None = None,
         sources: bool = True,
     ) -> None:
-        self.store = store
+        if isinstance(store, Store):  # a SQLite connection itself: the SQLite store over it
+            from evroute.store.sqlite import SqliteStore
+
+            store = SqliteStore.over(store)
+        self.store: EventStore = store
+        # The worker's side of the store: once it holds the store's presence (the SQLite
+        # lease), every cursor, retry and dead-letter write is guarded by it.
+        self.deliveries: Deliveries = store.deliveries()
+        self.holder = holder  # a presence already held (the runner joins through self.deliveries)
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.once = once
-        self.holder = holder  # the lease id every cursor/retry/dead-letter write is guarded by
         self.routeset = routeset
         self.settings: Settings = routeset.settings
         self.runtimes: dict[str, RouteRuntime] = {}
@@ -72,10 +77,9 @@ class Engine:
         self.run_sources = sources and not once  # PingSources tick in a serving worker only
         self.pings: Any = None  # the PingSource loop, made when a routes file has sources
         self.settler = Settler(
-            store,
+            self.deliveries,
             self.metrics,
             clock,
-            holder=holder,
             max_event_bytes=lambda: self.settings.max_event_bytes,
             on_reply=self.notify,
             on_retry=self._retry_scheduled,
@@ -84,7 +88,11 @@ class Engine:
             recent=self.recent,
         )
         self.retrier = Retrier(
-            lambda: self.runtimes, store=store, settler=self.settler, clock=clock, session=self._session
+            lambda: self.runtimes,
+            store=self.deliveries,
+            settler=self.settler,
+            clock=clock,
+            session=self._session,
         )
 
     def _session(self) -> Any:
@@ -94,11 +102,9 @@ class Engine:
 
     async def start(self) -> None:
         self.session = new_session()
-        # WAL checkpoints copy pages back into the database file and can take tens of
-        # milliseconds: never inside the delivery loop. A thread with its own connection
-        # checkpoints instead (publishers keep SQLite's automatic checkpoints too).
-        self.store.manual_checkpoints()
-        self._apply_routes(self.routeset)
+        if self.holder is not None and not await self.deliveries.join(self.holder, self.clock()):
+            self.lose_lease()
+        await self._apply_routes(self.routeset)
         sup = self.supervisor
         sup.spawn("retries", self.retrier.run)
         sup.spawn("commits", self._commit_loop)
@@ -132,7 +138,7 @@ class Engine:
             await asyncio.wait(list(self.side_tasks), timeout=5.0)
         await self.supervisor.stop()
         try:
-            self.commit()
+            await self.commit()
         except StoreError as exc:
             logger.warning("cursors not committed at stop (events after them are delivered again): %s", exc)
         if self.session is not None:
@@ -161,14 +167,15 @@ class Engine:
 
     # ------------------------------------------------------------------ routes
 
-    def apply(self, routeset: RouteSet) -> None:
+    async def apply(self, routeset: RouteSet) -> None:
         """Swap in a new, valid routes file (hot reload). Raises StoreError and changes
         nothing if the new routes' cursors cannot be created."""
-        self._apply_routes(routeset)
+        await self._apply_routes(routeset)
 
-    def _apply_routes(self, routeset: RouteSet) -> None:
+    async def _apply_routes(self, routeset: RouteSet) -> None:
         wanted = routeset.by_name()
-        cursors.ensure(self.store, [(r.name, r.broker, r.start) for r in wanted.values()], now=self.clock())
+        self.store.use_routes(routeset.routes, routeset.settings)
+        found = await self.deliveries.attach(starts(wanted.values()), now=self.clock())
         for name in list(self.dispatchers):
             route = wanted.get(name)
             current = self.dispatchers[name]
@@ -185,12 +192,11 @@ class Engine:
         for name, route in wanted.items():
             if name in self.dispatchers:
                 continue
-            cursor = cursors.get(self.store, name)
-            assert cursor is not None
+            cursor = found[name]
             rt = RouteRuntime(route, cursor)
             dispatcher = Dispatcher(
                 rt,
-                store=self.store,
+                store=self.deliveries,
                 settler=self.settler,
                 clock=self.clock,
                 session=self._session,
@@ -206,7 +212,7 @@ class Engine:
             self._sources(routeset)
         self.routeset = routeset
         self.settings = routeset.settings
-        self.store.set_durability(self.settings.durability)
+        self.deliveries.configure(self.settings.durability)
         self.retrier.notify()
 
     def _retire(self, dispatcher: Dispatcher) -> None:
@@ -215,7 +221,7 @@ class Engine:
         async def finish() -> None:
             await dispatcher.stop()  # its loop ends too
             try:
-                self.commit()
+                await self.commit()
             except StoreError as exc:
                 logger.warning("route %s: cursor not committed: %s", dispatcher.route_name, exc)
             if dispatcher in self.retiring:
@@ -229,7 +235,9 @@ class Engine:
         task.add_done_callback(self.side_tasks.discard)
 
     def _dead_lettered(self, route: Route, dlq_id: int, event: CloudEvent, outcome: Outcome) -> None:
-        self._side(forward(self.store, route, dlq_id, event, outcome, self.session, lambda: self.stopping))
+        self._side(
+            forward(self.deliveries, route, dlq_id, event, outcome, self.session, lambda: self.stopping)
+        )
 
     # ------------------------------------------------------------------ background loops
 
@@ -245,12 +253,12 @@ class Engine:
         else:
             self.pings.configure(routeset.sources)
 
-    def _publish_ticks(self, broker: str, events: Sequence[CloudEvent]) -> None:
+    async def _publish_ticks(self, broker: str, events: Sequence[CloudEvent]) -> None:
         """A PingSource tick into its broker: stored (a tick already stored is a duplicate and
         stores nothing), then that broker's routes are woken."""
         for event in events:
             check_size(event, self.settings.max_event_bytes)
-        result = event_log.append(self.store, broker, events, now=self.clock())
+        result = await self.deliveries.append(broker, events, self.clock())
         if result.stored:
             self.metrics.published(broker)
             self.notify(broker)
@@ -262,13 +270,13 @@ class Engine:
         if not reports:
             return
         try:
-            pace.put(self.store, reports)
+            self.store.put_pace(reports)
         except StoreError as exc:
             for rt in self.runtimes.values():
                 rt.flow.unreport()
             logger.debug("route pace not written (next commit tries again): %s", exc)
 
-    def commit(self) -> None:
+    async def commit(self) -> None:
         """Commit every route's cursor and counters now (one transaction). Raises StoreError."""
         everyone = [d.rt for d in self.dispatchers.values()] + [d.rt for d in self.retiring]
         now = self.clock()
@@ -278,9 +286,7 @@ class Engine:
         if not pending and not recent:
             return
         try:
-            moved = cursors.commit(
-                self.store, [p for _, p in pending], now=now, recent=recent, holder=self.holder
-            )
+            moved = await self.deliveries.commit([p for _, p in pending], now, recent)
         except LeaseLost:
             self.recent.put_back(recent)
             self.lose_lease()
@@ -290,7 +296,7 @@ class Engine:
             raise
         for rt, p in pending:
             if p.route in moved:
-                cursor = cursors.get(self.store, p.route)
+                cursor = await self.deliveries.cursor(p.route)
                 if cursor is not None:
                     logger.info(
                         "route %s: cursor moved to %d; continuing from there", p.route, cursor.position
@@ -303,13 +309,13 @@ class Engine:
         while not self.lease_lost.is_set():
             await asyncio.sleep(COMMIT_INTERVAL)
             try:
-                self.commit()
+                await self.commit()
             except LeaseLost:
                 return
             for rt in self.runtimes.values():
                 self.metrics.set_in_flight(rt.route.name, rt.route.broker, rt.in_flight)
 
-    def refresh_lag(self) -> dict[str, int]:
+    async def refresh_lag(self) -> dict[str, int]:
         """Each route's lag (events of its broker after its committed cursor), as metrics.
 
         The broker's newest seq minus the cursor: one index seek per route however long the
@@ -320,7 +326,7 @@ class Engine:
         for rt in self.runtimes.values():
             broker = rt.route.broker
             if broker not in newest:
-                newest[broker] = event_log.max_seq(self.store, broker)
+                newest[broker] = await self.deliveries.newest(broker)
             lag = max(0, newest[broker] - rt.committed)
             lags[rt.route.name] = lag
             self.metrics.set_lag(rt.route.name, broker, lag)
@@ -328,19 +334,20 @@ class Engine:
 
     async def _lag_loop(self) -> None:
         while True:
-            self.refresh_lag()
+            await self.refresh_lag()
             await asyncio.sleep(LAG_INTERVAL)
 
     async def _checkpoint_loop(self) -> None:
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL)
             try:
-                await asyncio.to_thread(checkpoint, self.store.path)
+                await self.deliveries.housekeep()  # SQLite: a WAL checkpoint in a thread
             except StoreError as exc:
                 logger.debug("%s", exc)
 
     async def _wakeup_loop(self) -> None:
         last_epochs = 0.0
+        checks: set[asyncio.Task[None]] = set()
 
         def changed() -> None:
             nonlocal last_epochs
@@ -351,23 +358,25 @@ class Engine:
             now = time.monotonic()
             if now - last_epochs >= EPOCH_CHECK_INTERVAL:
                 last_epochs = now
-                self._check_epochs()
+                task = asyncio.get_running_loop().create_task(self._check_epochs())
+                checks.add(task)
+                task.add_done_callback(checks.discard)
                 self.retrier.notify()
 
-        await watch_commits(self.store.path, self.store.data_version, changed)
+        await self.deliveries.watch(changed)
 
-    def _check_epochs(self) -> None:
-        for name, epoch in cursors.epochs(self.store).items():
+    async def _check_epochs(self) -> None:
+        for name, epoch in (await self.deliveries.epochs()).items():
             rt = self.runtimes.get(name)
             if rt is not None and epoch != rt.epoch:
-                cursor = cursors.get(self.store, name)
+                cursor = await self.deliveries.cursor(name)
                 if cursor is not None:
                     logger.info("route %s: cursor moved to %d; continuing from there", name, cursor.position)
                     rt.reset(cursor)
 
     # ------------------------------------------------------------------ --once / --drain
 
-    def idle(self, drain: bool) -> bool:
+    async def idle(self, drain: bool) -> bool:
         """Nothing left to do now (``--once``), or at all (``--drain``)."""
         if self.lease_lost.is_set():
             return True
@@ -378,7 +387,7 @@ class Engine:
             return False
         if drain:
             names = [n for n, rt in self.runtimes.items() if not rt.route.paused]
-            return retries.count(self.store, names) == 0
+            return await self.deliveries.waiting(names) == 0
         # --once: only retries that could start now keep it going (not a paused route's, not
         # those a breaker holds, not an ordered head parked until its due time).
         now = self.clock()
@@ -386,7 +395,7 @@ class Engine:
             if not rt.startable(now):
                 continue
             head = rt.mark.position if rt.route.delivery.ordered else None
-            if retries.due_for_route(self.store, rt.route.name, now, 1, replays_or_upto=head):
+            if await self.deliveries.due_for(rt.route.name, now, 1, upto=head):
                 return False
         return True
 
@@ -395,10 +404,10 @@ class Engine:
         while True:
             await asyncio.sleep(0.01)
             try:
-                self.commit()
+                await self.commit()
             except StoreError as exc:
                 logger.debug("commit deferred: %s", exc)
             # Three quiet looks in a row: a reply or a retry scheduled in between is not missed.
-            quiet = quiet + 1 if self.idle(drain) else 0
+            quiet = quiet + 1 if await self.idle(drain) else 0
             if quiet >= 3:
                 return

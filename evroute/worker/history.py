@@ -20,8 +20,9 @@ import logging
 from evroute.delivery.outcome import Outcome
 from evroute.errors import EvrouteError
 from evroute.routes.model import Route
-from evroute.store import Store, links
+from evroute.store import links
 from evroute.store.attempts import Attempt
+from evroute.store.base import Deliveries
 from evroute.store.outcomes import RING, Pending
 
 logger = logging.getLogger("evroute.worker")
@@ -62,13 +63,15 @@ def _masked_body(route: Route, body: bytes | None) -> bytes | None:
     return body
 
 
-def link_reply(store: Store, route: Route, parent: int | None, seqs: tuple[int | None, ...]) -> None:
+async def link_reply(
+    store: Deliveries, route: Route, parent: int | None, seqs: tuple[int | None, ...]
+) -> None:
     """Remember which event a stored reply answered (the console links them both ways).
     The reply is already durable: a link that cannot be written is only logged."""
     if parent is None or parent <= 0 or not seqs or seqs[0] is None:
         return
     try:
-        links.add(store, links.Link(seqs[0], parent, links.REPLY, route.name))
+        await store.link(seqs[0], parent, links.REPLY, route.name)
     except EvrouteError as exc:
         logger.warning("route %s: reply %d not linked to seq %d: %s", route.name, seqs[0], parent, exc)
 

@@ -51,6 +51,7 @@ import logging
 import re
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -69,7 +70,7 @@ from evroute.cloudevent import (
 )
 from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, RuntimeFault
 from evroute.store import Store
-from evroute.store import log as event_log
+from evroute.store.base import Deliveries
 from evroute.worker.inflight import BODY_IDLE_SECONDS, INFLIGHT_FACTOR, RETRY_AFTER_SECONDS, Budget, Ticket
 from evroute.worker.metrics import Metrics
 
@@ -105,18 +106,19 @@ class GroupCommit:
     sharing it is most of the ingress's throughput. Each request's events still go into one
     transaction, so a request is stored entirely or not at all.
 
-    Requests share a transaction only while their events add up to ``GROUP_EVENTS``:
-    ``log.append`` reports the seq of every event (None for a duplicate) for appends that
+    The events go through the store seam (``Deliveries.append``). Requests share a
+    transaction only while their events add up to ``GROUP_EVENTS``: the SQLite store reports the seq of every event (None for a duplicate) for appends that
     small, which is what splits the stored/duplicate counts back per request. A larger
     request (a batch) gets a transaction of its own.
     """
 
-    def __init__(self, store: Store, metrics: Metrics, on_stored: Callable[[str], None]) -> None:
-        self.store = store
+    def __init__(self, store: Deliveries | Store, metrics: Metrics, on_stored: Callable[[str], None]) -> None:
+        self.store = _deliveries(store)
         self.metrics = metrics
         self.on_stored = on_stored
         self._pending: list[_Pending] = []
         self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, broker: str, events: Sequence[CloudEvent]) -> asyncio.Future[tuple[int, int]]:
         """Queue one request's events; the future gives (stored, duplicates) once committed."""
@@ -125,10 +127,12 @@ class GroupCommit:
         self._pending.append((broker, events, future))
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self.flush)
+            task = loop.create_task(self.flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return future
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         self._scheduled = False
         pending = [p for p in self._pending if not p[2].done()]  # a cancelled request stores nothing
         self._pending = []
@@ -136,7 +140,7 @@ class GroupCommit:
         for broker, group in _groups(pending):
             events = [e for _, evs, _ in group for e in evs]
             try:
-                result = event_log.append(self.store, broker, events)
+                result = await self.store.append(broker, events, time.time())
             except Exception as exc:  # every request of the group fails; nothing of it was stored
                 for _, _, future in group:
                     future.set_exception(exc)
@@ -161,6 +165,15 @@ class GroupCommit:
                 self.on_stored(broker)
             except Exception:  # the events are durable; a wake-up hiccup must not turn that into an error
                 logger.exception("ingress: waking the dispatchers of broker %s failed", broker)
+
+
+def _deliveries(store: Deliveries | Store) -> Deliveries:
+    """The store seam's worker side; a SQLite connection itself is taken as the SQLite store."""
+    if isinstance(store, Store):
+        from evroute.store.sqlite import SqliteStore
+
+        return SqliteStore.over(store).deliveries()
+    return store
 
 
 def _groups(pending: list[_Pending]) -> list[tuple[str, list[_Pending]]]:
@@ -188,7 +201,7 @@ class Ingress:
 
     def __init__(
         self,
-        store: Store,
+        store: Deliveries | Store,
         max_event_bytes: int,
         token: str | None,
         metrics: Metrics,
@@ -196,13 +209,13 @@ class Ingress:
         max_inflight_bytes: int | None = None,
         body_idle_timeout: float = BODY_IDLE_SECONDS,
     ) -> None:
-        self.store = store
+        self.store = _deliveries(store)
         self.max_event_bytes = max_event_bytes
         self.budget = Budget(max_inflight_bytes or max_event_bytes * INFLIGHT_FACTOR)
         self.body_idle_timeout = body_idle_timeout
         self._token = token.encode("utf-8") if token else None
         self.metrics = metrics
-        self.committer = GroupCommit(store, metrics, on_stored)
+        self.committer = GroupCommit(self.store, metrics, on_stored)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -258,11 +271,10 @@ class Ingress:
         return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self._token)
 
     def health(self) -> web.Response:
-        if self.store.writable():
+        problem = self.store.problem()
+        if problem is None:
             return web.json_response({"status": "ok"})
-        return web.json_response(
-            {"status": "unavailable", "error": f"database '{self.store.path}' is not writable"}, status=503
-        )
+        return web.json_response({"status": "unavailable", "error": problem}, status=503)
 
     # ------------------------------------------------------------------ publishing
 
@@ -473,7 +485,7 @@ def parse(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
 
 def make_app(
     *,
-    store: Store,
+    store: Deliveries | Store,
     max_event_bytes: int,
     token: str | None,
     metrics: Metrics,

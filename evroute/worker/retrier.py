@@ -19,9 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from evroute.cloudevent import CloudEvent
-from evroute.store import Store, deadletters, retries
-from evroute.store import log as event_log
-from evroute.store.retries import Retry
+from evroute.store.base import Deliveries, Retry
 from evroute.worker.attempt import attempt
 from evroute.worker.runtime import RouteRuntime
 from evroute.worker.settle import Settler
@@ -35,7 +33,7 @@ class Retrier:
         self,
         runtimes: Callable[[], dict[str, RouteRuntime]],
         *,
-        store: Store,
+        store: Deliveries,
         settler: Settler,
         clock: Callable[[], float],
         session: Callable[[], Any],
@@ -76,7 +74,7 @@ class Retrier:
 
     # ------------------------------------------------------------------ one look
 
-    def step(self, now: float) -> float:
+    async def step(self, now: float) -> float:
         """Start every due retry that may start now; return seconds until the next look."""
         wait = MAX_WAIT
         runtimes = self.runtimes()
@@ -87,21 +85,21 @@ class Retrier:
                 if held > 0:
                     wait = min(wait, held)
                 continue
-            if self._start_due(rt, now) and rt.flow.wait(now) > 0:
+            if await self._start_due(rt, now) and rt.flow.wait(now) > 0:
                 wait = min(wait, rt.flow.wait(now))  # due rows wait for the rate limit's next token
-        following = retries.next_due(self.store, list(runtimes), after=now)
+        following = await self.store.next_due(list(runtimes), after=now)
         if following is not None:
             wait = min(wait, following - now)
         return max(wait, 0.0)
 
-    def _start_due(self, rt: RouteRuntime, now: float) -> bool:
+    async def _start_due(self, rt: RouteRuntime, now: float) -> bool:
         """Start what may start; True when due rows are left for want of a token or a slot."""
         name = rt.route.name
         head = rt.mark.position if rt.route.delivery.ordered else None
         # Rows already running are still in the table: ask for that many more, and one more
         # to learn whether due rows are left waiting for a slot.
         limit = rt.slots.free + self._per_route[name] + 1
-        rows = retries.due_for_route(self.store, name, now, limit, replays_or_upto=head)
+        rows = await self.store.due_for(name, now, limit, upto=head)
         waiting = left = False
         for row in rows:
             if (row.route, row.seq) in self.running:
@@ -110,7 +108,7 @@ class Retrier:
                 waiting = rt.slots.free == 0 and rt.startable(now)
                 left = True
                 break
-            event = self._event(row)  # before the slot and the breaker's probe are taken
+            event = await self._event(row)  # before the slot and the breaker's probe are taken
             if event is None:
                 continue
             if not rt.begin(now):
@@ -119,16 +117,11 @@ class Retrier:
         rt.want_slot_for_retries(waiting)
         return left
 
-    def _event(self, row: Retry) -> CloudEvent | None:
-        if row.dlq_id is not None:
-            letter = deadletters.find(self.store, row.dlq_id)
-            if letter is not None:
-                return letter.event
-        stored = event_log.get(self.store, row.seq) if row.seq > 0 else None
+    async def _event(self, row: Retry) -> CloudEvent | None:
+        stored = await self.store.retry_event(row)  # a replay's event comes from its dead letter
         if stored is not None:
             return stored.event
         logger.warning("route %s: event seq %d is no longer stored; its retry is dropped", row.route, row.seq)
-        retries.remove(self.store, [(row.route, row.seq)])
         return None
 
     def _launch(self, rt: RouteRuntime, row: Retry, event: CloudEvent) -> None:
@@ -179,7 +172,7 @@ class Retrier:
         """The scheduler's loop (run under the engine's supervisor)."""
         while not self.stopped:
             self.wake.clear()
-            wait = self.step(self.clock())
+            wait = await self.step(self.clock())
             if self.stopped:
                 return
             if not self.wake.is_set():

@@ -20,9 +20,11 @@ from typing import Any
 
 from evroute import tracing
 from evroute.errors import EvrouteError, LeaseHeld, RoutesInvalid, RuntimeFault
-from evroute.routes.load import load_routes
+from evroute.routes.load import load_routes, load_routes_text
 from evroute.routes.model import RouteSet
-from evroute.store import Store, lease
+from evroute.store import lease
+from evroute.store.base import EventStore
+from evroute.store.opener import Credentials, StoreURL, open_store
 from evroute.worker.engine import Engine
 from evroute.worker.supervise import Supervisor
 
@@ -38,12 +40,13 @@ RELOAD_RETRY = 1.0
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    db: str
+    store: StoreURL
     routes: str
     once: bool = False
     drain: bool = False
     listen: str | None = None
     token: str | None = None
+    credentials: Credentials | None = None
 
 
 def run(options: WorkerOptions) -> int:
@@ -86,22 +89,26 @@ class Runner:
             from evroute.worker.ingress import parse_listen
 
             address = parse_listen(opts.listen)  # a bad --listen is refused before anything starts
-        routeset = load_routes(opts.routes)  # an invalid file at start is an error: exit 2
-        store = Store(opts.db, durability=routeset.settings.durability)
+        if opts.store.kind == "sqlite":
+            routeset = load_routes(opts.routes)  # an invalid file at start is an error: exit 2
+            store = open_store(opts.store, durability=routeset.settings.durability)
+        else:  # the routes live in the store: one source of truth for every worker
+            store = open_store(opts.store, credentials=opts.credentials)
+            routeset = self._stored_routes(store)
         self._install_signals()
-        if not await self._take_lease(store):
-            store.close()
-            return 0
-        tracing.setup(routeset.settings.tracing_endpoint)  # spans, when an OTLP endpoint is configured
-        self.supervisor.spawn("heartbeat", lambda: self._beat(store))
         engine = Engine(
             store,
             routeset,
             once=opts.once,
             clock=self.clock,
-            holder=self.holder,
             sources=not (opts.once or opts.drain),  # PingSources tick in a serving worker only
         )
+        if not await self._take_lease(engine, store):
+            await engine.deliveries.close()
+            store.close()
+            return 0
+        tracing.setup(routeset.settings.tracing_endpoint)  # spans, when an OTLP endpoint is configured
+        self.supervisor.spawn("heartbeat", lambda: self._beat(engine))
         self.engine = engine
         runner = None
         observer = None
@@ -118,7 +125,7 @@ class Runner:
                 await self._burst(engine, drain=opts.drain)
                 return 1 if self._lease_gone(engine) else 0
             observer = self._watch()
-            return await self._serve(engine, store)
+            return await self._serve(engine)
         finally:
             await engine.stop()
             await self.supervisor.stop()
@@ -129,9 +136,10 @@ class Runner:
                 observer.join(timeout=2)
             if not self._lease_gone(engine):
                 try:
-                    lease.release(store, self.holder)
+                    await engine.deliveries.leave(self.holder)
                 except EvrouteError:
                     pass
+            await engine.deliveries.close()
             store.close()
             await asyncio.to_thread(tracing.shutdown)
             logger.info("worker stopped; cursors committed")
@@ -147,18 +155,31 @@ class Runner:
     def _lease_gone(self, engine: Engine) -> bool:
         return self.lost.is_set() or engine.lease_lost.is_set()
 
-    async def _beat(self, store: Store) -> None:
-        """Renew the lease every ``heartbeat`` seconds from the moment it is taken."""
+    def _stored_routes(self, store: EventStore) -> RouteSet:
+        doc = store.routes(self.options.routes)
+        if doc is None:
+            return RouteSet()
+        return load_routes_text(doc.text, self.options.routes)
+
+    def _counters(self, engine: Engine) -> dict[str, int]:
+        """What a heartbeat carries (a JetStream store sums these over its workers)."""
+        return {
+            "routes": len(engine.runtimes),
+            "in_flight": sum(rt.in_flight for rt in engine.runtimes.values()),
+        }
+
+    async def _beat(self, engine: Engine) -> None:
+        """Renew the lease (a heartbeat) every ``heartbeat`` seconds from the moment it is taken."""
         while True:
             await asyncio.sleep(self.heartbeat)
-            if not lease.renew(store, self.holder, now=self.clock()):
+            if not await engine.deliveries.beat(self.holder, self.clock(), self._counters(engine)):
                 logger.error("lost the worker lease to another worker; stopping")
                 self.lost.set()
                 if self.engine is not None:
                     self.engine.lose_lease()
                 return
 
-    async def _serve(self, engine: Engine, store: Store) -> int:
+    async def _serve(self, engine: Engine) -> int:
         last_summary = last_gc = time.monotonic()
         stopper = asyncio.ensure_future(self.stop.wait())
         loser = asyncio.ensure_future(engine.lease_lost.wait())
@@ -177,7 +198,7 @@ class Runner:
                 if now - last_summary >= SUMMARY_EVERY:
                     last_summary = now
                     try:
-                        self._summary(engine)
+                        await self._summary(engine)
                     except Exception as exc:  # a summary is worth no fault of the worker
                         logger.warning("no route summary this time: %s", exc)
                 if now - last_gc >= GC_EVERY and engine.settings.retention:
@@ -190,15 +211,18 @@ class Runner:
 
     # ------------------------------------------------------------------ lease
 
-    async def _take_lease(self, store: Store) -> bool:
-        if lease.acquire(store, self.holder, now=self.clock()):
+    async def _take_lease(self, engine: Engine, store: EventStore) -> bool:
+        """Join the store's workers; an exclusive store (SQLite's lease) may make us stand by."""
+        deliveries = engine.deliveries
+        if await deliveries.join(self.holder, self.clock()):
             return True
-        holder = lease.current(store)
+        live = [w for w in store.workers(self.clock()) if w.alive]
+        holder = live[0] if live else None
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.since)) if holder else "?"
         who = f"pid {holder.pid} on {holder.host}" if holder else "another worker"
         if self.options.once or self.options.drain:
             raise LeaseHeld(
-                f"another worker ({who}, since {since}) is delivering from {store.path}; stop it first"
+                f"another worker ({who}, since {since}) is delivering from {_where(store)}; stop it first"
             )
         logger.info("standing by: another worker (%s) holds the lease since %s", who, since)
         while not self.stop.is_set():
@@ -206,7 +230,7 @@ class Runner:
                 await asyncio.wait_for(self.stop.wait(), STANDBY_POLL)
             except TimeoutError:
                 pass
-            if not self.stop.is_set() and lease.acquire(store, self.holder, now=self.clock()):
+            if not self.stop.is_set() and await deliveries.join(self.holder, self.clock()):
                 logger.info("took over the lease; delivering")
                 return True
         return False
@@ -261,7 +285,10 @@ class Runner:
             if not self.reload.is_set():
                 break
         try:
-            routeset = load_routes(self.options.routes)
+            if engine.store.kind == "sqlite":
+                routeset = load_routes(self.options.routes)
+            else:
+                routeset = self._stored_routes(engine.store)
         except RoutesInvalid as exc:
             logger.error("routes file rejected; keeping the last good routes:")
             for problem in exc.problems:
@@ -273,7 +300,7 @@ class Runner:
         if routeset == engine.routeset:
             return
         try:
-            engine.apply(routeset)
+            await engine.apply(routeset)
         except EvrouteError as exc:
             # The database refused (locked, full disk): keep the routes running now and try
             # the reload again shortly.
@@ -296,23 +323,24 @@ class Runner:
 
         gate = Gate(token)
         app = make_app(
-            store=engine.store,
+            store=engine.deliveries,
             max_event_bytes=engine.settings.max_event_bytes,
             token=token,
             metrics=engine.metrics,
             on_stored=engine.notify,
-            mount=lambda a: add_console(a, db=self.options.db, routes=self.options.routes, gate=gate),
+            mount=lambda a: add_console(a, db=self.options.store.path, routes=self.options.routes, gate=gate),
         )
         runner = await start(app, host, port)
         logger.info("ingress listening on http://%s:%d/%s", host, port, " (token required)" if token else "")
         logger.info("console on %s", sign_in_url(host, port, gate))
         return runner
 
-    def _banner(self, store: Store, routeset: RouteSet) -> None:
+    def _banner(self, store: EventStore, routeset: RouteSet) -> None:
         logger.info(
-            "evroute worker pid %d: database %s (durability %s), routes %s",
+            "evroute worker pid %d: %s %s (durability %s), routes %s",
             os.getpid(),
-            os.path.abspath(store.path),
+            "database" if store.kind == "sqlite" else "store",
+            _where(store),
             routeset.settings.durability,
             os.path.abspath(self.options.routes),
         )
@@ -329,8 +357,8 @@ class Runner:
                 " (paused)" if r.paused else "",
             )
 
-    def _summary(self, engine: Engine) -> None:
-        lags = engine.refresh_lag()
+    async def _summary(self, engine: Engine) -> None:
+        lags = await engine.refresh_lag()
         now = engine.clock()
         for name, rt in engine.runtimes.items():
             logger.info(
@@ -353,8 +381,11 @@ class Runner:
         routeset = engine.routeset
 
         def work() -> int:
-            with Store(self.options.db) as store:
+            store = open_store(self.options.store, credentials=self.options.credentials)
+            try:
                 return collect(store, routeset, time.time())
+            finally:
+                store.close()
 
         try:
             deleted = await asyncio.to_thread(work)
@@ -362,6 +393,11 @@ class Runner:
                 logger.info("retention: deleted %d events every route has passed", deleted)
         except EvrouteError as exc:
             logger.warning("retention pass failed: %s", exc)
+
+
+def _where(store: EventStore) -> str:
+    path = getattr(store, "path", None)
+    return os.path.abspath(path) if store.kind == "sqlite" and path else store.url
 
 
 __all__ = ["RuntimeFault", "WorkerOptions", "run"]

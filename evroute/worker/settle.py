@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from evroute import tracing
 from evroute.cloudevent import CloudEvent
@@ -26,10 +27,7 @@ from evroute.delivery.outcome import Kind, Outcome
 from evroute.delivery.policy import DROPPED, dead_letter_copy, next_wait
 from evroute.errors import LeaseLost, StoreError
 from evroute.routes.model import Route
-from evroute.store import Store, deadletters, retries
-from evroute.store import log as event_log
-from evroute.store.deadletters import NewDeadLetter
-from evroute.store.retries import Retry
+from evroute.store.base import Deliveries, NewDeadLetter, Retry
 from evroute.worker import history
 from evroute.worker.metrics import Metrics
 from evroute.worker.runtime import RouteRuntime
@@ -62,6 +60,7 @@ class Decision:
     replaced: int | None = None  # the dead letter a replay came from
     retry: Retry | None = None
     letter: NewDeadLetter | None = None
+    token: Any = None  # the store's handle on the read (a JetStream message to ack, NAK or TERM)
     # For people: the attempt-history row (a failure, or the success ending a run of failures)
     # written in the same transaction, and the outcome for the ring `evroute tail` follows.
     tried: history.Attempt | None = None
@@ -74,11 +73,10 @@ class Decision:
 class Settler:
     def __init__(
         self,
-        store: Store,
+        store: Deliveries,
         metrics: Metrics,
         clock: Callable[[], float],
         *,
-        holder: str | None = None,
         max_event_bytes: Callable[[], int],
         on_reply: Callable[[str], None],
         on_retry: Callable[[], None],
@@ -90,7 +88,6 @@ class Settler:
         self.store = store
         self.metrics = metrics
         self.clock = clock
-        self.holder = holder
         self.max_event_bytes = max_event_bytes
         self.on_reply = on_reply
         self.on_retry = on_retry
@@ -114,6 +111,7 @@ class Settler:
         dlq_id: int | None,
         ordered: bool = False,
         scheduled: bool = False,
+        token: Any = None,
     ) -> Decision:
         route = rt.route
         now = self.clock()
@@ -134,7 +132,7 @@ class Settler:
             # The success that ends a run of failures joins the attempt history.
             tried = history.attempt_row(route, seq, attempt, outcome, started, now) if forget else None
             return Decision(
-                route, seq, event, outcome, Settled(True), outcome.reply, forget, dlq_id,
+                route, seq, event, outcome, Settled(True), outcome.reply, forget, dlq_id, token=token,
                 tried=tried, result=history.DELIVERED, attempt=attempt, started=started, at=now,
             )  # fmt: skip
         was_tripped = rt.breaker.tripped
@@ -166,7 +164,7 @@ class Settler:
                 wait,
             )
             return Decision(
-                route, seq, event, outcome, Settled(not ordered, spent, due, first), retry=row,
+                route, seq, event, outcome, Settled(not ordered, spent, due, first), retry=row, token=token,
                 tried=history.attempt_row(route, seq, attempt, outcome, started, now),
                 result=history.RETRYING, attempt=attempt, started=started, at=now,
             )  # fmt: skip
@@ -193,27 +191,27 @@ class Settler:
             dead_at=now,
         )
         return Decision(
-            route, seq, event, outcome, Settled(True), replaced=dlq_id, letter=letter,
+            route, seq, event, outcome, Settled(True), replaced=dlq_id, letter=letter, token=token,
             tried=history.attempt_row(route, seq, attempt, outcome, started, now),
             result=history.DEAD, attempt=attempt, started=started, at=now,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ writing
 
-    def write(self, d: Decision) -> None:
+    async def write(self, d: Decision) -> None:
         """Store one decision; raises StoreError (LeaseLost when another worker took over)."""
         route = d.route
         tried = [d.tried] if d.tried is not None else []
         if d.retry is not None:
-            retries.schedule(self.store, [d.retry], self.holder, attempts=tried)
+            await self.store.retry(d.retry, d.token, attempts=tried)
             self.on_retry()
             return
         if d.letter is not None:
             if route.dead_letter_topic is not None:
                 # Dapr's deadLetterTopic: the copy is stored before the dead letter, so a crash
                 # in between redoes both and the copy's derived id keeps it from doubling.
-                self._publish_dead_letter_topic(route, d.event)
-            dlq_id = deadletters.bury(self.store, d.letter, d.seq, d.replaced, self.holder, attempts=tried)
+                await self._publish_dead_letter_topic(route, d.event)
+            dlq_id = await self.store.dead_letter(d.letter, d.token, d.replaced, attempts=tried)
             self.metrics.dead_lettered(route.name, route.broker)
             letter = d.letter
             tracing.dead_lettered(
@@ -241,22 +239,25 @@ class Settler:
         if d.reply is not None:
             # Appending is idempotent (the broker ignores a (source, id) it already holds), so
             # a write tried again never stores the reply twice.
-            result = event_log.append(self.store, route.broker, [d.reply], now=self.clock())
-            history.link_reply(self.store, route, d.seq, result.seqs)
+            result = await self.store.append(route.broker, [d.reply], self.clock())
+            await history.link_reply(self.store, route, d.seq, result.seqs)
             if result.stored:
                 self.metrics.published(route.broker)
                 self.on_reply(route.broker)
-        if d.forget:
-            retries.forget(self.store, route.name, d.seq, d.replaced, self.holder, attempts=tried)
+        # Delivered: on SQLite a first attempt costs nothing here (the watermark covers it);
+        # a retried or replayed one drops its retry row and dead letter; JetStream acks.
+        await self.store.succeeded(
+            route.name, d.seq, d.token, scheduled=d.forget, dlq_id=d.replaced, attempts=tried
+        )
 
-    def _publish_dead_letter_topic(self, route: Route, event: CloudEvent) -> None:
+    async def _publish_dead_letter_topic(self, route: Route, event: CloudEvent) -> None:
         copy = dead_letter_copy(event, route.name, route.dead_letter_topic or "")
         if copy is None:
             logger.warning(
                 "route %s: %s not published to its deadLetterTopic (hop limit)", route.name, event.id
             )
             return
-        result = event_log.append(self.store, route.broker, [copy], now=self.clock())
+        result = await self.store.append(route.broker, [copy], self.clock())
         if result.stored:
             self.metrics.published(route.broker)
             self.on_reply(route.broker)
@@ -267,7 +268,7 @@ class Settler:
         logged = False
         while True:
             try:
-                self.write(d)
+                await self.write(d)
                 self.recent.note(d.route, d.seq, d.attempt, d.result, d.outcome, d.started, d.at)
                 if logged:
                     logger.info("route %s: seq %d settled after all", d.route.name, d.seq)
