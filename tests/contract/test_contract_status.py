@@ -35,6 +35,9 @@ STATUS_KEYS = {
     "last_error",
     "paused",
     "breaker",
+    "throttled",
+    "scheduled",
+    "endpoints",
 }
 TRACE_ROUTE_KEYS = {
     "route",
@@ -45,6 +48,7 @@ TRACE_ROUTE_KEYS = {
     "dlq_id",
     "failed_filter",
     "attempts",
+    "due",
 }
 
 
