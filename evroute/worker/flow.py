@@ -19,6 +19,8 @@ from evroute.delivery.ratelimit import Pace
 from evroute.routes.model import Route, Subscriber
 from evroute.store.pace import RoutePace
 
+THROTTLED_FOR = 1.0
+
 
 class RouteFlow:
     def __init__(self, route: Route, now: float) -> None:
@@ -26,6 +28,7 @@ class RouteFlow:
         self.pace = Pace(route.delivery.rate_limit, now)
         self.group = Endpoints(route.subscriber.uris, route.delivery.endpoint_cooldown)
         self._reported: tuple[bool, object] | None = None
+        self.held_at = float("-inf")  # when an attempt last had to wait for the rate or a pause
 
     def update(self, route: Route, now: float | None = None) -> None:
         """A reloaded route: the bucket keeps its tokens, the endpoints their counts."""
@@ -38,6 +41,13 @@ class RouteFlow:
     def wait(self, now: float) -> float:
         """Seconds until the rate limit and any Retry-After pause let an attempt start."""
         return self.pace.wait(now)
+
+    def holds(self, now: float) -> bool:
+        """Whether an attempt about to start must wait (remembered for ``status``)."""
+        if self.pace.wait(now) > 0:
+            self.held_at = now
+            return True
+        return False
 
     def take(self, now: float) -> bool:
         """Spend a token for an attempt about to start (False: wait first)."""
@@ -81,7 +91,9 @@ class RouteFlow:
 
     def report(self, now: float) -> RoutePace | None:
         """What ``status`` should show, when it changed since the last report."""
-        throttled = self.pace.throttled(now)
+        # Throttled: held back now, or an attempt had to wait within the last second (a route
+        # that sends at exactly its rate is throttled even at the instant a token is free).
+        throttled = self.pace.throttled(now) or now - self.held_at < THROTTLED_FOR
         endpoints = None
         if self.route.subscriber.uris:
             endpoints = [

@@ -113,7 +113,7 @@ class RouteRuntime:
     def begin(self, now: float) -> bool:
         """Take a slot (and, when half-open, the breaker's one probe, and a rate-limit token) for
         an attempt. An event that finds no token waits behind the cursor: no attempt is spent."""
-        if self.route.paused or self.flow.wait(now) > 0 or not self.slots.take():
+        if self.route.paused or self.flow.holds(now) or not self.slots.take():
             return False
         probing = self.breaker.state != "closed"
         if not self.breaker.allow(now):
