@@ -150,7 +150,7 @@ _STATEMENTS_FLOW = [
     # What the worker says about each route's pace (store/pace.py): held back by its rate limit
     # or a subscriber's Retry-After, and the endpoints of a consumer group with their counts.
     # Written when it changes, with the cursor commits; read by `status`.
-    """CREATE TABLE route_pace (
+    """CREATE TABLE IF NOT EXISTS route_pace (
         route TEXT PRIMARY KEY,
         throttled INTEGER NOT NULL DEFAULT 0,
         endpoints TEXT,
