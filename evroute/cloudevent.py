@@ -33,6 +33,7 @@ CORE = REQUIRED + OPTIONAL
 STRUCTURED_CT = "application/cloudevents+json"
 BATCH_CT = "application/cloudevents-batch+json"
 HOPS = "evroutehops"
+DELIVER_AT = "evroutedeliverat"  # RFC 3339: hold the event for every route until then
 
 _NAME = re.compile(r"^[a-z0-9]{1,20}\Z")  # \Z, not $: "$" also matches before a final newline
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})\Z")
@@ -139,6 +140,13 @@ def validate(attributes: Mapping[str, object], where: str = "") -> dict[str, Att
             if not _RFC3339.match(text) or _parse_time(text) is None:
                 raise InvalidEvent(f"{where}attribute 'time' must be an RFC 3339 timestamp, got {text!r}")
             out[name] = text
+        elif name == DELIVER_AT:
+            if not isinstance(value, str) or not _RFC3339.match(value) or _parse_time(value) is None:
+                raise InvalidEvent(
+                    f"{where}extension '{DELIVER_AT}' must be an RFC 3339 timestamp such as "
+                    f"2026-12-01T09:00:00Z, got {value!r}"
+                )
+            out[name] = value
         elif name == "datacontenttype":
             text = _check_text(name, value, where)
             if not _MEDIA_TYPE.match(text):
@@ -429,6 +437,7 @@ def dumps_many(events: Iterable[CloudEvent]) -> bytes:
 __all__ = [
     "BATCH_CT",
     "CORE",
+    "DELIVER_AT",
     "HOPS",
     "STRUCTURED_CT",
     "AttrValue",

@@ -12,16 +12,20 @@ rows themselves.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from evroute.clock import rfc3339
 from evroute.cloudevent import CloudEvent, to_dict
+from evroute.delay import held_until
 from evroute.errors import NotFound, RoutesInvalid
 from evroute.routes.model import Route, RouteSet
 from evroute.routes.show import subscriber_text
 from evroute.store import Store
 from evroute.store.base import Cursor, EventStore, Presence
+from evroute.store.pace import RoutePace
+from evroute.store.retries import is_scheduled
 
 
 def as_store(store: EventStore | Store) -> EventStore:
@@ -36,7 +40,7 @@ def as_store(store: EventStore | Store) -> EventStore:
 RUNNING = "running"
 NOT_RUNNING = "not running"
 
-STATES = ("delivered", "pending", "retrying", "dead", "filtered", "paused")
+STATES = ("delivered", "pending", "scheduled", "retrying", "dead", "filtered", "paused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,7 @@ def _masked(route: Route | None, text: str | None) -> str | None:
 class _Figures:
     retries: dict[str, tuple[int, float | None]]
     dead: dict[str, int]
+    delayed: dict[str, int]  # delayed events on the schedule, waiting for their first delivery
 
 
 def _route_row(
@@ -121,6 +126,7 @@ def _route_row(
     running: bool,
 ) -> dict[str, Any]:
     waiting, next_due = figures.retries.get(name, (0, None))
+    reported = store.pace(name)
     lag = None if cursor is None else store.lag(broker, cursor.position)
     # in_flight and the breaker live in the worker's memory (committed with the cursor):
     # with no worker running nothing is in flight and the next worker starts closed.
@@ -141,7 +147,34 @@ def _route_row(
         "last_error": _masked(route, None if cursor is None else cursor.last_error),
         "paused": route.paused if route is not None else None,
         "breaker": breaker,
+        "throttled": bool(running and reported is not None and reported.throttled),
+        "scheduled": figures.delayed.get(name, 0),
+        "endpoints": _endpoints(route, reported, running),
     }
+
+
+def _endpoints(route: Route | None, reported: RoutePace | None, running: bool) -> list[dict[str, Any]] | None:
+    """A consumer group's endpoints with what the worker last said of them (None for one endpoint).
+    With no worker running nothing is in flight and every endpoint starts healthy."""
+    uris = route.subscriber.uris if route is not None else ()
+    if not uris:
+        return None
+    known = {e["uri"]: e for e in (reported.endpoints or [])} if reported is not None else {}
+    out = []
+    for uri in uris:
+        e = known.get(route.mask(uri) if route is not None else uri, {})
+        live = running and bool(e)
+        out.append(
+            {
+                "uri": route.mask(uri) if route is not None else uri,
+                "healthy": bool(e.get("healthy", True)) if live else True,
+                "in_flight": int(e.get("in_flight", 0)) if live else 0,
+                "delivered": int(e.get("delivered", 0)),
+                "failed": int(e.get("failed", 0)),
+                "last_error": e.get("last_error"),
+            }
+        )
+    return out
 
 
 def route_status(store: EventStore | Store, routeset: RouteSet, now: float) -> dict[str, Any]:
@@ -153,7 +186,7 @@ def route_status(store: EventStore | Store, routeset: RouteSet, now: float) -> d
         running = worker["state"] == RUNNING
         found = store.cursors()
         names = list(dict.fromkeys([*(r.name for r in routeset.routes), *found]))
-        figures = _Figures(store.retry_summary(names), store.dead_letter_counts(names))
+        figures = _Figures(store.retry_summary(names), store.dead_letter_counts(names), store.delayed(names))
         rows = []
         for route in routeset.routes:
             cursor = _cursor_for(route, found)
@@ -241,6 +274,7 @@ def _state(
     cursor: Cursor | None,
     found: FoundEvent,
     history: dict[str, list[dict[str, Any]]] | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "route": route.name,
@@ -250,10 +284,14 @@ def _state(
         "last_error": None,
         "dlq_id": None,
         "failed_filter": None,
+        "due": None,
         "attempts": [] if history is None else history.get(route.name, []),
     }
     seq = found.seq
     retry = store.retry_state(route.name, seq) if seq is not None else None
+    if retry is not None and is_scheduled(retry):
+        entry.update(state="scheduled", due=rfc3339(retry.due_at), next_due=rfc3339(retry.due_at))
+        return entry
     if retry is not None:
         # A retry row wins over a dead letter: it is a replay of that dead letter under way.
         entry.update(
@@ -274,13 +312,21 @@ def _state(
         entry.update(state="filtered", failed_filter=failed)
         return entry
     if cursor is None or seq is None or seq > cursor.position:
-        entry["state"] = "paused" if route.paused else "pending"
+        held = held_until(found.event, time.time() if now is None else now)
+        if held is not None:
+            # Not read by the route yet, but held: it will go on the schedule, not out now.
+            entry.update(state="scheduled", due=rfc3339(held), next_due=rfc3339(held))
+        else:
+            entry["state"] = "paused" if route.paused else "pending"
     return entry
 
 
-def trace(store: EventStore | Store, routeset: RouteSet, found: FoundEvent) -> dict[str, Any]:
+def trace(
+    store: EventStore | Store, routeset: RouteSet, found: FoundEvent, now: float | None = None
+) -> dict[str, Any]:
     """The ``events show --json`` document of an event already found."""
     store = as_store(store)
+    now = time.time() if now is None else now
     with store.snapshot():
         found_cursors = store.cursors()
         history: dict[str, list[dict[str, Any]]] = {}
@@ -288,7 +334,7 @@ def trace(store: EventStore | Store, routeset: RouteSet, found: FoundEvent) -> d
             for a in store.attempts_of(found.seq):
                 history.setdefault(a.route, []).append(attempt_doc(a))
         states = [
-            _state(store, route, _cursor_for(route, found_cursors), found, history)
+            _state(store, route, _cursor_for(route, found_cursors), found, history, now)
             for route in routeset.routes
             if route.broker == found.broker
         ]
@@ -301,11 +347,13 @@ def trace(store: EventStore | Store, routeset: RouteSet, found: FoundEvent) -> d
     }
 
 
-def trace_event(store: EventStore | Store, routeset: RouteSet, key: str) -> dict[str, Any]:
+def trace_event(
+    store: EventStore | Store, routeset: RouteSet, key: str, now: float | None = None
+) -> dict[str, Any]:
     """``events show KEY --json``: the event with id or seq ``key`` and its state per route of
-    its broker: delivered, pending, retrying, dead, filtered or paused."""
+    its broker: delivered, pending, scheduled, retrying, dead, filtered or paused."""
     store = as_store(store)
-    return trace(store, routeset, find_event(store, key))
+    return trace(store, routeset, find_event(store, key), now)
 
 
 __all__ = [

@@ -14,7 +14,7 @@ from helpers import run_cli
 
 from evroute.cloudevent import make_event
 from evroute.routes.load import load_routes
-from evroute.store import Store, cursors, deadletters, retries
+from evroute.store import Store, cursors, deadletters, pace, retries
 from evroute.store import log as event_log
 from evroute.store.deadletters import NewDeadLetter
 from evroute.store.retries import Retry
@@ -217,6 +217,8 @@ def test_list_masks_secrets(env: Env) -> None:
             "ordering": "unordered",
             "concurrency": 32,
             "circuitBreaker": None,
+            "rateLimit": None,
+            "endpointCooldown": "PT10S",
         },
         "headers": {},
         "signing": None,
@@ -245,6 +247,7 @@ def test_remove_keeps_the_cursor_and_purge_drops_everything(env: Env) -> None:
                            reason="retries exhausted", error="down", body=b"", first_failed_at=0.0, dead_at=1.0)],
         )  # fmt: skip
         assert store.conn.execute("SELECT count(*) FROM retries WHERE route = 'inventory'").fetchone()[0] == 1
+        pace.put(store, [pace.RoutePace("inventory", True, None, 1.0)])
     code, out, _ = env.run("subscribe", "remove", "inventory", "--purge")
     assert code == 0
     assert (
@@ -253,6 +256,7 @@ def test_remove_keeps_the_cursor_and_purge_drops_everything(env: Env) -> None:
     )
     with Store(env.db) as store:
         assert cursors.get(store, "inventory") is None
+        assert pace.get(store, "inventory") is None
         assert store.conn.execute("SELECT count(*) FROM retries WHERE route = 'inventory'").fetchone()[0] == 0
         assert (
             store.conn.execute("SELECT count(*) FROM dead_letters WHERE route = 'inventory'").fetchone()[0]

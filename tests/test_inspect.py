@@ -39,6 +39,9 @@ STATUS_KEYS = {
     "last_error",
     "paused",
     "breaker",
+    "throttled",
+    "scheduled",
+    "endpoints",
 }
 TRACE_ROUTE_KEYS = {
     "route",
@@ -49,6 +52,7 @@ TRACE_ROUTE_KEYS = {
     "dlq_id",
     "failed_filter",
     "attempts",
+    "due",
 }
 
 

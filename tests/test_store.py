@@ -229,7 +229,7 @@ def test_schema_created_in_an_empty_file_and_reopen_is_idempotent(tmp_path: Path
     assert _tables(str(path)) == tables
     with sqlite3.connect(path) as conn:
         applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY name")]
-    assert applied == ["0001_initial", "0002_routes_cache", "0003_attempts"]
+    assert applied == ["0001_initial", "0002_routes_cache", "0003_attempts", "0004_route_pace"]
 
 
 def test_schema_upgrade_from_the_first_version_keeps_the_data(tmp_path: Path) -> None:

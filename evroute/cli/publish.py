@@ -83,6 +83,14 @@ def init_cmd() -> None:
 )
 @click.option("--broker", metavar="NAME", help="Broker to publish to [default: default].")
 @click.option(
+    "--delay",
+    metavar="DURATION",
+    help="Hold the event this long before any route delivers it (e.g. 10m, PT30S).",
+)
+@click.option(
+    "--at", "at", metavar="RFC3339", help="Hold the event until this time before any route delivers it."
+)
+@click.option(
     "--topic",
     metavar="TOPIC",
     help="Publish as Dapr does to this topic: the topic and pubsubname (the broker) attributes "
@@ -104,6 +112,8 @@ def publish(
     exts: tuple[str, ...],
     file_: str | None,
     broker: str | None,
+    delay: str | None,
+    at: str | None,
     topic: str | None,
     url: str | None,
     token: str | None,
@@ -117,6 +127,7 @@ def publish(
       evroute publish --type order.placed --source /shop --data '{"order": 1}'
       evroute publish --type note --data @note.txt --datacontenttype text/plain
       evroute publish --type order.placed --ext tenant=acme --broker order-broker
+      evroute publish --type reminder.due --delay 24h --data '{"order": 1}'
       evroute publish --file orders.jsonl
       evroute publish --url http://127.0.0.1:8080/ --type order.placed
       evroute publish --broker pubsub --topic orders --data '{"amount": 120}'
@@ -142,6 +153,8 @@ def publish(
             given.append("--dataschema")
         if exts:
             given.append("--ext")
+        if delay is not None or at is not None:
+            given.append("--delay/--at (set evroutedeliverat on each event of the file)")
         if topic is not None:
             given.append("--topic")
         if given:
@@ -151,6 +164,14 @@ def publish(
         _publish_file(obj, broker_name, file_, url, token)
         return
     extensions = lib.parse_extensions(exts)
+    if delay is not None or at is not None:
+        import time
+
+        from evroute.delay import DELIVER_AT, stamp
+
+        if DELIVER_AT in extensions:
+            raise InvalidInput(f"--ext {DELIVER_AT} and --delay/--at say the same thing: give one")
+        extensions[DELIVER_AT] = stamp(delay, at, time.time()) or ""
     if topic is not None:
         from evroute.dapr_api import DAPR_TYPE, topic_attributes
 
@@ -188,7 +209,8 @@ def publish(
         return
     result = lib.publish_event(obj.store, obj.routes, broker_name, event, obj.credentials)
     if result.seq is not None:
-        click.echo(f"stored {event.id} seq {result.seq}")
+        held = event.attributes.get("evroutedeliverat")
+        click.echo(f"stored {event.id} seq {result.seq}" + (f", scheduled for {held}" if held else ""))
     else:
         click.echo(
             f"duplicate {event.id} (source {event.source}, broker {broker_name}): already stored, nothing written"

@@ -45,6 +45,7 @@ def check(as_json: bool) -> None:
     with open_store() as store:
         created = store.ensure_routes(starts(routeset.routes))
     settings = routeset.settings
+    sources = _sources(routeset)
     if as_json:
         echo_json(
             {
@@ -57,6 +58,7 @@ def check(as_json: bool) -> None:
                 },
                 "notes": list(routeset.notes),
                 "new_routes": created,
+                "sources": sources,
             }
         )
         return
@@ -71,6 +73,12 @@ def check(as_json: bool) -> None:
     by_name = routeset.by_name()
     for name in created:
         click.echo(f"new route {name}: cursor created (start: {by_name[name].start})")
+    for source in sources:
+        sink = f"broker {source['sink']['broker']}" if "broker" in source["sink"] else source["sink"]["uri"]
+        click.echo(
+            f"pingsource {source['name']}: {source['schedule']} ({source['timezone'] or 'UTC'}) -> {sink}, "
+            f"next at {source['next']}"
+        )
     for note in routeset.notes:
         click.echo(f"note: {note}")
 
@@ -101,6 +109,35 @@ def apply(file: str | None) -> None:
     )
     if applied.created:
         click.echo(f"new routes (position set now): {', '.join(applied.created)}")
+
+
+def _sources(routeset: Any) -> list[dict[str, Any]]:
+    """The file's PingSources with their next fire time (croniter is loaded only if there are any)."""
+    if not routeset.sources:
+        return []
+    import time
+
+    from evroute.clock import rfc3339
+    from evroute.sources.ping import next_tick
+
+    now = time.time()
+    out = []
+    for s in routeset.sources:
+        masked = s.uri
+        route = routeset.get(f"pingsource-{s.name}")
+        if masked is not None and route is not None:
+            masked = route.mask(masked)
+        out.append(
+            {
+                "name": s.name,
+                "namespace": s.namespace,
+                "schedule": s.schedule,
+                "timezone": s.timezone,
+                "sink": {"broker": s.broker} if s.broker is not None else {"uri": masked},
+                "next": rfc3339(next_tick(s, now)),
+            }
+        )
+    return out
 
 
 @routes.command("test")

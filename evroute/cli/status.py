@@ -73,7 +73,8 @@ def _short(text: str | None, width: int = 60) -> str:
 )
 def status(as_json: bool, watch: float | None) -> None:
     """Show the worker's state and, per route: broker, subscriber, cursor, lag, in flight,
-    scheduled retries, dead letters, delivered/failed counts, breaker and last error.
+    scheduled retries, delayed events, dead letters, delivered/failed counts, breaker (and
+    whether its rate limit holds it back) and last error; then each endpoint of a consumer group.
 
     Cursors of routes no longer in the routes file are listed as "removed (cursor kept)".
 
@@ -149,16 +150,17 @@ def _status_once(as_json: bool, before: dict[str, tuple[float, int]] | None) -> 
             "" if r["lag"] is None else r["lag"],
             r["in_flight"],
             _retrying_cell(r["retrying"], r["next_retry_due"], now),
+            r["scheduled"],
             r["dead_letters"],
             r["delivered"],
             r["failed"],
-            r["breaker"],
+            r["breaker"] + (", throttled" if r["throttled"] else ""),
             {True: "yes", False: "no", None: ""}[r["paused"]],
             _short(r["last_error"]),
         ]
         if before is not None:
             rate = rates[r["name"]]
-            row.insert(9, "" if rate is None else f"{rate:.1f}")
+            row.insert(10, "" if rate is None else f"{rate:.1f}")
         rows.append(row)
     headers = [
         "route",
@@ -168,6 +170,7 @@ def _status_once(as_json: bool, before: dict[str, tuple[float, int]] | None) -> 
         "lag",
         "in flight",
         "retrying",
+        "scheduled",
         "dead letters",
         "delivered",
         "failed",
@@ -176,8 +179,15 @@ def _status_once(as_json: bool, before: dict[str, tuple[float, int]] | None) -> 
         "last error",
     ]
     if before is not None:
-        headers.insert(9, "delivered/s")
+        headers.insert(10, "delivered/s")
     echo_table(rows, headers=headers)
+    for r in doc["routes"]:
+        for e in r["endpoints"] or []:
+            health = "healthy" if e["healthy"] else "cooling down"
+            click.echo(
+                f"  {r['name']} -> {e['uri']}: {health}, in flight {e['in_flight']}, "
+                f"delivered {e['delivered']}, failed {e['failed']}"
+            )
     return seen
 
 

@@ -27,7 +27,14 @@ def subscribe() -> None:
 
 @subscribe.command("add")
 @click.argument("name")
-@click.option("--sink", metavar="URL", help="HTTP subscriber: events are POSTed here.")
+@click.option(
+    "--sink",
+    "sinks",
+    multiple=True,
+    metavar="URL",
+    help="HTTP subscriber: events are POSTed here. Repeat it for a consumer group: each event goes "
+    "to one of them (fewest in flight, failing ones skipped for a while).",
+)
 @click.option(
     "--command", "command", metavar="CMD", help="Command subscriber, e.g. 'python3 handle.py' (no shell)."
 )
@@ -52,6 +59,7 @@ def subscribe() -> None:
 @click.option("--dead-letter", metavar="URL", help="Where events go after the last attempt.")
 @click.option("--ordered", is_flag=True, help="Deliver one at a time, in order (head-of-line).")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Deliveries in flight (unordered).")
+@click.option("--rate", metavar="N/DURATION", help="At most N deliveries per duration, e.g. 50/s or 1000/1m.")
 @click.option(
     "--from", "start", type=click.Choice(["latest", "earliest"]), help="Where the new route starts."
 )
@@ -64,7 +72,7 @@ def subscribe() -> None:
 )
 def add(
     name: str,
-    sink: str | None,
+    sinks: tuple[str, ...],
     command: str | None,
     broker: str,
     filters: tuple[str, ...],
@@ -77,6 +85,7 @@ def add(
     dead_letter: str | None,
     ordered: bool,
     concurrency: int | None,
+    rate: str | None,
     start: str | None,
     env_names: tuple[str, ...],
 ) -> None:
@@ -89,6 +98,7 @@ def add(
       evroute subscribe add payment --sink http://127.0.0.1:8082/ --filter type=order.placed \\
               --retry 5 --dead-letter http://127.0.0.1:8089/payment-dlq
       evroute subscribe add audit --command 'python3 audit.py' --cesql "subject LIKE 'eu-%'" --from earliest
+      evroute subscribe add orders --sink http://10.0.0.1:8080/ --sink http://10.0.0.2:8080/ --rate 50/s
       evroute subscribe add large --sink http://127.0.0.1:8083/ --cel 'event.data.amount > 100'
       evroute subscribe add mailer --command 'python3 mail.py' --env SMTP_PASSWORD --env PATH
     """
@@ -96,9 +106,14 @@ def add(
     from evroute.store.base import starts
 
     obj = ctx_obj()
+    if len(sinks) > 1 and command is None:
+        sink: str | None = None
+    else:
+        sink = sinks[0] if sinks else None
     entry = build_entry(
         obj.routes, name, sink, command, broker, filters, cesql, retry, backoff_policy,
         backoff_delay, timeout, dead_letter, ordered, concurrency, start, env_names, cel=cel,
+        sinks=sinks if len(sinks) > 1 else (), rate=rate,
     )  # fmt: skip
     routeset = add_route(obj.routes, entry)
     with open_store() as store:
@@ -128,6 +143,9 @@ def build_entry(
     start: str | None,
     env_names: tuple[str, ...] = (),
     cel: str | None = None,
+    *,
+    sinks: tuple[str, ...] = (),
+    rate: str | None = None,
 ) -> dict[str, Any]:
     """The route as routes.yaml writes it; every flag is checked here, so a bad one is named."""
     import shlex
@@ -142,7 +160,7 @@ def build_entry(
         raise InvalidInput(f"NAME {name!r} is invalid ({NAME_RULE}, at most 63 characters)")
     if not NAME.match(broker):
         raise InvalidInput(f"--broker {broker!r} is invalid ({NAME_RULE})")
-    if (sink is None) == (command is None):
+    if (sink is None and not sinks) == (command is None):
         raise InvalidInput("give exactly one of --sink URL or --command CMD")
     entry: dict[str, Any] = {"name": name}
     if broker != "default":
@@ -177,7 +195,16 @@ def build_entry(
         entry["filters"] = [*exact, *expressions]
     elif attributes:
         entry["filter"] = attributes
-    if sink is not None:
+    if sinks:
+        for uri in sinks:
+            if not is_http_uri(uri):
+                raise InvalidInput(
+                    f"--sink {uri!r} is not an absolute http(s) URL (like http://127.0.0.1:8081/)"
+                )
+        if len(set(sinks)) != len(sinks):
+            raise InvalidInput("--sink: each endpoint once (a URL is given twice)")
+        entry["subscriber"] = {"uris": list(sinks)}
+    elif sink is not None:
         if not is_http_uri(sink):
             raise InvalidInput(
                 f"--sink {sink!r} is not an absolute http(s) URL (like http://127.0.0.1:8081/)"
@@ -220,6 +247,8 @@ def build_entry(
         delivery["ordering"] = "ordered"
     if concurrency is not None:
         delivery["concurrency"] = concurrency
+    if rate is not None:
+        delivery["rateLimit"] = parse_rate(rate)
     if delivery:
         entry["delivery"] = delivery
     if start is not None:
@@ -236,6 +265,29 @@ def build_entry(
                 )
         entry["env"] = list(dict.fromkeys(env_names))
     return entry
+
+
+def parse_rate(text: str) -> dict[str, Any]:
+    """``--rate N/DURATION`` as ``rateLimit``: ``50/s`` → ``{rate: 50, per: 1s}``."""
+    from evroute.durations import parse_duration
+    from evroute.errors import InvalidDuration, InvalidInput
+
+    count, sep, per = text.partition("/")
+    shape = f"--rate {text!r} is not N/DURATION (like 50/s, 1000/1m or 5/PT10S)"
+    if not sep or not count.strip().isdigit():
+        raise InvalidInput(shape)
+    per = per.strip()
+    if per in ("s", "m", "h", "d", "ms"):
+        per = "1" + per
+    try:
+        seconds = parse_duration(per)
+    except InvalidDuration:
+        raise InvalidInput(shape) from None
+    if int(count) < 1:
+        raise InvalidInput(f"--rate {text!r}: the count must be at least 1")
+    if seconds <= 0:
+        raise InvalidInput(f"--rate {text!r}: the duration must be longer than zero")
+    return {"rate": int(count), "per": per}
 
 
 @subscribe.command("list")

@@ -35,6 +35,10 @@ def _detail(entry: dict[str, Any], now: float) -> str:
         return "route is paused; delivered once resumed"
     if state == "pending":
         return "not yet dispatched"
+    if state == "scheduled":
+        due = parse_time(entry["due"]) if entry["due"] else None
+        when = "" if due is None else ("due now" if due <= now else f"in {ago(due - now)}")
+        return f"scheduled for {entry['due']}" + (f" ({when})" if when else "")
     return ""
 
 

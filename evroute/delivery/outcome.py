@@ -30,6 +30,7 @@ class Outcome:
     reply: CloudEvent | None  # a reply to publish, already carrying evroutehops = parent + 1
     retry_after: float | None  # seconds, from Retry-After on a 429/503
     elapsed: float  # seconds the attempt took
+    endpoint: str | None = None  # the endpoint of a consumer group (subscriber.uris) it went to
 
     @property
     def ok(self) -> bool:

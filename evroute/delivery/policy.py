@@ -160,6 +160,31 @@ def next_wait(delivery: Delivery, retry_number: int, outcome: Outcome) -> float:
     return wait
 
 
+def route_pause(delivery: Delivery, outcome: Outcome) -> float | None:
+    """Seconds the whole route holds after ``outcome``: a 429 with ``Retry-After`` (up to
+    ``retryAfterMax``; 0 disables) slows the route as a whole, not only the event that got it.
+    None: the route goes on."""
+    if (
+        outcome.status == 429
+        and outcome.retry_after is not None
+        and outcome.retry_after > 0
+        and delivery.retry_after_max > 0
+    ):
+        return min(outcome.retry_after, delivery.retry_after_max)
+    return None
+
+
+def endpoint_unhealthy(outcome: Outcome) -> bool:
+    """Whether ``outcome`` takes its endpoint out of a consumer group for ``endpointCooldown``:
+    no answer at all (refused, reset, timeout) or a 5xx. A 4xx is about the event, not the
+    endpoint; a 429 slows the whole route instead (:func:`route_pause`)."""
+    if outcome.kind is Kind.SUCCESS:
+        return False
+    if outcome.status is None:
+        return outcome.kind is Kind.RETRIABLE
+    return 500 <= outcome.status <= 599
+
+
 def hops_for_reply(parent: CloudEvent) -> int:
     """``evroutehops`` for a reply to ``parent``: the parent's value (absent = 0) + 1.
 
@@ -285,12 +310,14 @@ __all__ = [
     "dapr_answer",
     "dead_letter_copy",
     "dls_event",
+    "endpoint_unhealthy",
     "hops_for_reply",
     "invalid_reply",
     "next_wait",
     "oversized_reply",
     "parse_retry_after",
     "reply_read_limit",
+    "route_pause",
     "transform_failed",
     "transformed_reply",
 ]

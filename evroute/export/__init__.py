@@ -11,10 +11,11 @@ secrets are not exported at all, and every string of a route's manifest passes t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from evroute.routes.model import BUILTIN_DELIVERY, Route, RouteSet
+from evroute.routes.model import BUILTIN_DELIVERY, Route, RouteSet, Subscriber
 
 
 def plain(value: Any) -> Any:
@@ -90,6 +91,22 @@ def chosen(field: str, value: Any) -> bool:
     return bool(value != BUILTIN_DELIVERY[field])
 
 
+def one_endpoint(route: Route) -> Route:
+    """``route`` with a consumer group's ``uris`` narrowed to the first one: neither a Trigger nor
+    a Subscription names several endpoints (the cluster balances over a Service's pods)."""
+    if not route.subscriber.uris:
+        return route
+    return replace(route, subscriber=Subscriber(uri=route.subscriber.uris[0]))
+
+
+def rate_text(route: Route) -> str:
+    r = route.delivery.rate_limit
+    assert r is not None
+    from evroute.durations import format_duration
+
+    return f"rateLimit: {{rate: {r.rate}, per: {format_duration(r.per)}, burst: {r.burst}}}"
+
+
 def dump_stream(manifests: Sequence[Mapping[str, Any]]) -> str:
     """A ``---``-separated YAML stream, keys in the order the exporters build them."""
     import yaml
@@ -119,7 +136,9 @@ __all__ = [
     "dump_stream",
     "largest_backoff",
     "masked",
+    "one_endpoint",
     "plain",
+    "rate_text",
     "service_for",
     "url_path",
 ]

@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evroute.export import chosen, masked, plain, service_for, url_path
+from evroute.export import chosen, masked, one_endpoint, plain, rate_text, service_for, url_path
 from evroute.routes.model import RETRY_FOREVER, Route, RouteSet, Subscriber
 
 SUBSCRIPTION_API = "dapr.io/v2alpha1"
@@ -41,7 +41,17 @@ def to_dapr(
     subscriptions: list[dict[str, Any]] = []
     notes: list[str] = []
     exported: list[Route] = []
-    for route in routeset.routes:
+    for source in routeset.sources:
+        notes.append(
+            f"pingsource '{source.name}': a PingSource cannot be expressed in Dapr (no Subscription "
+            f"publishes on a schedule; a cron input binding with schedule '{source.schedule}' can "
+            "call an app that publishes the event)"
+        )
+    for written_route in routeset.routes:
+        if written_route.pingsource is not None:
+            continue  # the route that delivers a PingSource's ticks: part of the source
+        _flow_notes(written_route, notes)
+        route = one_endpoint(written_route)
         if route.subscriber.uri is None:
             notes.append(
                 _note(
@@ -165,6 +175,29 @@ def _subscriptions(
                 )
             )
     return [masked(doc, route) for doc in docs]
+
+
+def _flow_notes(route: Route, notes: list[str]) -> None:
+    """Competing consumers and rate limits: what a Subscription does not carry."""
+    uris = route.subscriber.uris
+    if len(uris) > 1:
+        notes.append(
+            _note(
+                route,
+                f"subscriber.uris ({len(uris)} endpoints)",
+                f"a Subscription delivers to one app id; exported with the first ({uris[0]}): run "
+                "the instances as replicas of one Dapr app, which share its consumer group",
+            )
+        )
+    if route.delivery.rate_limit is not None:
+        notes.append(
+            _note(
+                route,
+                rate_text(route),
+                "a Subscription has no rate limit; Dapr's middleware.http.ratelimit component "
+                "(maxRequestsPerSecond) limits a whole app's inbound requests",
+            )
+        )
 
 
 def _notes_for(route: Route, notes: list[str]) -> None:

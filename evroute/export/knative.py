@@ -12,7 +12,9 @@ feature is enabled. See docs/export.md for every mapping and every choice.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from evroute.durations import format_duration
@@ -21,10 +23,12 @@ from evroute.export import (
     chosen,
     largest_backoff,
     masked,
+    one_endpoint,
     plain,
+    rate_text,
     service_for,
 )
-from evroute.routes.model import Route, RouteSet
+from evroute.routes.model import PingSource, Route, RouteSet
 
 API_VERSION = "eventing.knative.dev/v1"
 TRANSFORM_API_VERSION = "eventing.knative.dev/v1alpha1"
@@ -40,11 +44,18 @@ def to_knative(
     ``subscriber.ref`` (a ``v1`` ``Service`` of that name) instead of the local URI, which is what
     a cluster needs; by default the resolved URI is written as is.
     """
-    manifests: list[dict[str, Any]] = [_broker(name, namespace) for name in brokers_in_order(routeset)]
+    own = [r for r in routeset.routes if r.pingsource is None]  # not the routes made for a PingSource
+    brokers = brokers_in_order(replace(routeset, routes=tuple(own)))
+    brokers += [s.broker for s in routeset.sources if s.broker is not None and s.broker not in brokers]
+    manifests: list[dict[str, Any]] = [_broker(name, namespace) for name in brokers]
     notes: list[str] = []
     written: set[str] = set()  # EventTransforms already written (several Triggers may share one)
-    for route in routeset.routes:
+    for source in routeset.sources:
+        manifests.append(pingsource(source, routeset.services if service_refs else {}, namespace))
+    for written_route in own:
         services = routeset.services if service_refs else {}
+        _flow_notes(written_route, notes)
+        route = one_endpoint(written_route)
         trigger = _trigger(route, services, namespace, notes)
         if trigger is None:
             continue
@@ -82,6 +93,33 @@ def eventtransform(route: Route, services: Mapping[str, str], namespace: str | N
     }
     result: dict[str, Any] = masked(doc, route)
     return result
+
+
+def pingsource(source: PingSource, services: Mapping[str, str], namespace: str | None) -> dict[str, Any]:
+    """The ``sources.knative.dev/v1`` PingSource as it was read. The namespace is the export's
+    ``--namespace`` when given, else the document's own."""
+    spec: dict[str, Any] = {"schedule": source.schedule}
+    if source.timezone:
+        spec["timezone"] = source.timezone
+    if source.content_type:
+        spec["contentType"] = source.content_type
+    if source.data is not None:
+        if source.base64:
+            spec["dataBase64"] = base64.b64encode(source.data).decode("ascii")
+        else:
+            spec["data"] = source.data.decode("utf-8")
+    if source.broker is not None:
+        spec["sink"] = {"ref": {"apiVersion": API_VERSION, "kind": "Broker", "name": source.broker}}
+    elif source.uri is not None:
+        spec["sink"] = _destination(source.uri, services)
+    if source.extensions:
+        spec["ceOverrides"] = {"extensions": dict(source.extensions)}
+    return {
+        "apiVersion": "sources.knative.dev/v1",
+        "kind": "PingSource",
+        "metadata": _metadata(source.name, namespace or source.namespace),
+        "spec": spec,
+    }
 
 
 def _broker(name: str, namespace: str | None) -> dict[str, Any]:
@@ -170,6 +208,30 @@ def _delivery(route: Route, services: Mapping[str, str], notes: list[str]) -> di
     if d.format == "json":
         delivery["format"] = "json"
     return delivery
+
+
+def _flow_notes(route: Route, notes: list[str]) -> None:
+    """Competing consumers and rate limits: a Trigger has neither."""
+    uris = route.subscriber.uris
+    if len(uris) > 1:
+        notes.append(
+            _note(
+                route,
+                f"subscriber.uris ({len(uris)} endpoints)",
+                f"a Trigger has one subscriber; exported with the first ({uris[0]}): put the "
+                "instances behind one Kubernetes Service (or a Knative Service with several "
+                "replicas) and point the Trigger at it",
+            )
+        )
+    if route.delivery.rate_limit is not None:
+        notes.append(
+            _note(
+                route,
+                rate_text(route),
+                "a Trigger delivers as fast as the subscriber answers; limit the rate in the "
+                "subscriber, or with the Kafka broker's consumer settings",
+            )
+        )
 
 
 def _notes_for(route: Route, notes: list[str]) -> None:

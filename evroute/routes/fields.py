@@ -30,7 +30,7 @@ from urllib.parse import urljoin, urlsplit
 
 from evroute.durations import parse_duration
 from evroute.errors import InvalidDuration
-from evroute.routes.model import CircuitBreaker, Route, Subscriber
+from evroute.routes.model import CircuitBreaker, RateLimit, Route, Subscriber
 from evroute.routes.yamltree import Doc, Path, Pos
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: `$` would pass a trailing newline
@@ -52,6 +52,8 @@ DELIVERY_FIELDS = {
     "ordering": "ordering",
     "concurrency": "concurrency",
     "circuitBreaker": "circuit_breaker",
+    "rateLimit": "rate_limit",
+    "endpointCooldown": "endpoint_cooldown",
 }
 CHOICES = {
     "backoffPolicy": ("exponential", "linear"),
@@ -59,6 +61,7 @@ CHOICES = {
     "ordering": ("unordered", "ordered"),
 }
 SINK_KEYS = ("uri", "command", "ref")
+SUBSCRIBER_KEYS = (*SINK_KEYS, "uris")  # uris: competing consumers, a route's subscriber only
 KNATIVE_SINK_KEYS = ("CACerts", "audience")  # meaningful on a cluster only: ignored with a note
 REF_KEYS = ("apiVersion", "kind", "name", "namespace")
 
@@ -244,8 +247,11 @@ class Checker:
 
     # -------------------------------------------------------------- sinks
 
-    def sink(self, value: object, where: Where, scope: str, secrets: set[str]) -> Subscriber | None:
-        """A subscriber or dead-letter sink: a URI, ``{uri}``, ``{command}`` or a Knative ``{ref}``."""
+    def sink(
+        self, value: object, where: Where, scope: str, secrets: set[str], several: bool = False
+    ) -> Subscriber | None:
+        """A subscriber or dead-letter sink: a URI, ``{uri}``, ``{command}`` or a Knative ``{ref}``;
+        with ``several`` (a route's subscriber) also ``{uris: [URI, …]}``."""
         if isinstance(value, str):
             expanded = self.expand(value, where, scope, secrets)
             uri = None if expanded is None else self.http_uri(value, expanded, where, scope)
@@ -255,8 +261,15 @@ class Checker:
                 where, scope, f"must be a URI, {{uri: …}}, {{command: […]}} or {{ref: …}}, got {show(value)}"
             )
             return None
-        if not self.keys(value, (*SINK_KEYS, *KNATIVE_SINK_KEYS), where, scope):
+        if not self.keys(
+            value, (*(SUBSCRIBER_KEYS if several else SINK_KEYS), *KNATIVE_SINK_KEYS), where, scope
+        ):
             return None
+        if "uris" in value:
+            if any(k in value for k in SINK_KEYS):
+                self.problem(where, scope, "both uris and uri/command/ref are set (allowed: one of them)")
+                return None
+            return self.uris(value["uris"], where / "uris", scope, secrets)
         for key in KNATIVE_SINK_KEYS:
             if key in value:
                 self.note(where / key, scope, f"{where.label}.{key} is ignored (it applies on a cluster)")
@@ -278,6 +291,31 @@ class Checker:
         expanded = self.expand(raw, where / "uri", scope, secrets)
         uri = None if expanded is None else self.http_uri(raw, expanded, where / "uri", scope)
         return None if uri is None else Subscriber(uri=uri)
+
+    def uris(self, value: object, where: Where, scope: str, secrets: set[str]) -> Subscriber | None:
+        """``uris: [URI, …]``: the endpoints of a consumer group, each an absolute http(s) URI."""
+        if not isinstance(value, list) or not value:
+            self.problem(
+                where, scope, f"must be a list of URIs, got {show(value)} (allowed: [http://…, http://…])"
+            )
+            return None
+        found: list[str] = []
+        for i, raw in enumerate(value):
+            at = where / i
+            if not isinstance(raw, str):
+                self.problem(at, scope, f"must be a URI, got {show(raw)} (allowed: http://HOST[:PORT]/PATH)")
+                continue
+            expanded = self.expand(raw, at, scope, secrets)
+            uri = None if expanded is None else self.http_uri(raw, expanded, at, scope)
+            if uri is None:
+                continue
+            if uri in found:
+                self.problem(at, scope, f"{raw!r} is listed twice (each endpoint once)")
+                continue
+            found.append(uri)
+        if len(found) != len(value):
+            return None
+        return Subscriber(uris=tuple(found))
 
     def ref(self, ref: object, rel: object, where: Where, scope: str, secrets: set[str]) -> Subscriber | None:
         at = where / "ref"
@@ -370,7 +408,7 @@ class Checker:
             elif key in CHOICES:
                 what = {"backoffPolicy": "policy", "format": "format", "ordering": "ordering"}[key]
                 parsed = self.choice(raw, CHOICES[key], at, scope, what)
-            elif key in ("backoffDelay", "backoffMax", "retryAfterMax", "timeout"):
+            elif key in ("backoffDelay", "backoffMax", "retryAfterMax", "timeout", "endpointCooldown"):
                 parsed = self.duration(raw, at, scope, positive=key == "timeout")
             elif key == "deadLetterSink":
                 if raw is None:
@@ -382,6 +420,11 @@ class Checker:
                     layer["circuit_breaker"] = None
                     continue
                 parsed = self.breaker(raw, at, scope)
+            elif key == "rateLimit":
+                if raw is None:
+                    layer["rate_limit"] = None
+                    continue
+                parsed = self.rate_limit(raw, at, scope)
             if parsed is not None:
                 layer[DELIVERY_FIELDS[key]] = parsed
         return layer, frozenset(secrets)
@@ -403,6 +446,22 @@ class Checker:
         if failures is None or cooldown is None:
             return None
         return CircuitBreaker(consecutive_failures=failures, cooldown=cooldown)
+
+    def rate_limit(self, value: object, where: Where, scope: str) -> RateLimit | None:
+        """``{rate: N, per: D, burst: M}``: per defaults to 1s, burst to rate."""
+        shape = "{rate: N, per: D, burst: M}"
+        body = self.mapping(value, where, scope, shape)
+        if body is None or not self.keys(body, ("rate", "per", "burst"), where, scope):
+            return None
+        if "rate" not in body:
+            self.problem(where, scope, f"rate is required (allowed: {shape})")
+            return None
+        rate = self.integer(body["rate"], 1, where / "rate", scope)
+        per = self.duration(body.get("per", "1s"), where / "per", scope, positive=True)
+        burst = self.integer(body["burst"], 1, where / "burst", scope) if "burst" in body else rate
+        if rate is None or per is None or burst is None:
+            return None
+        return RateLimit(rate=rate, per=per, burst=burst)
 
     # -------------------------------------------------------------- headers and signing
 

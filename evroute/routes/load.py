@@ -34,11 +34,13 @@ from evroute.routes.model import (
     DEFAULT_MAX_EVENT_BYTES,
     INGRESS_TOKEN_VARS,
     Delivery,
+    PingSource,
     Route,
     RouteSet,
     Settings,
     Subscriber,
 )
+from evroute.routes.sources import PREFIX, is_pingsource, read_pingsource
 from evroute.routes.transforms import Transforms, is_eventtransform, refers_to_transform
 from evroute.routes.yamltree import Doc, MalformedYaml, parse_stream
 
@@ -106,6 +108,8 @@ class _Loader:
         self.seen: dict[str, int] = {}  # route name -> line
         self.once: dict[str, int] = {}  # defaults/settings -> line
         self.transforms = Transforms(self.c, text)
+        self.sources: list[PingSource] = []
+        self.source_secrets: dict[str, set[str]] = {}
         self.resiliency = dapr.Resiliency()  # Dapr Resiliency policies per pubsub (broker)
 
     def run(self) -> RouteSet:
@@ -148,6 +152,8 @@ class _Loader:
                 self.broker(doc)
             elif is_eventtransform(doc.data):
                 self.transforms.read(doc)
+            elif is_pingsource(doc.data):
+                self.pingsource(doc)
             elif dapr.kind_of(doc.data) == "Resiliency":
                 self.resiliency.read(c, doc)
             elif kind is None and dapr.kind_of(doc.data) is None:
@@ -162,12 +168,15 @@ class _Loader:
             elif isinstance(doc.data, Mapping) and dapr.kind_of(doc.data) == "Subscription":
                 raws += dapr.read_subscription(c, doc)
         routes = [r for r in (self.route(raw) for raw in raws) if r is not None]
+        routes += self.source_routes()
         hidden = frozenset(c.variables) | INGRESS_TOKEN_VARS
         routes = [_commands_get_env(r, hidden) for r in routes]
         if c.problems:
             raise RoutesInvalid([text for _, text in sorted(c.problems, key=lambda p: p[0])])
         services = {name: uri for name, (uri, _) in c.services.items()}
-        return RouteSet(tuple(routes), settings, services, c.path, tuple(c.notes), c.resolve)
+        return RouteSet(
+            tuple(routes), settings, services, c.path, tuple(c.notes), c.resolve, sources=tuple(self.sources)
+        )
 
     def first(self, key: str, doc: Doc) -> bool:
         if key in self.once:
@@ -292,6 +301,54 @@ class _Loader:
             raws.append(RawRoute(values=values, at=at_of, where=where, scope=scope))
         return raws
 
+    def pingsource(self, doc: Doc) -> None:
+        secrets: set[str] = set()
+        source = read_pingsource(self.c, doc, secrets)
+        if source is None:
+            return
+        for other in self.sources:
+            if other.name == source.name:
+                self.c.problem(
+                    Where(doc, ("metadata", "name")),
+                    f"pingsource '{source.name}': ",
+                    f"defined twice (first at line {other.line}; keep one)",
+                )
+                return
+        self.sources.append(source)
+        self.source_secrets[source.name] = secrets
+
+    def source_routes(self) -> list[Route]:
+        """The route that delivers each uri-sink PingSource's ticks (see routes/sources.py)."""
+        made = []
+        for source in self.sources:
+            if source.uri is None:
+                continue
+            name = PREFIX + source.name
+            if name in self.seen:
+                self.c.raw(
+                    (source.line, 1),
+                    f"pingsource '{source.name}': ",
+                    f"its sink is delivered by route '{name}', which the file also defines "
+                    f"(line {self.seen[name]}); rename one",
+                )
+                continue
+            fields, used = self.defaults
+            made.append(
+                Route(
+                    name=name,
+                    broker=name,
+                    subscriber=Subscriber(uri=source.uri),
+                    delivery=dataclasses.replace(Delivery(), **fields),
+                    start="latest",
+                    secrets=frozenset(
+                        s for s in (*used, *self.source_secrets[source.name]) if len(s) >= MIN_SECRET
+                    ),
+                    line=source.line,
+                    pingsource=source.name,
+                )
+            )
+        return made
+
     def broker(self, doc: Doc) -> None:
         found = knative.read_broker(self.c, doc)
         if found is None:
@@ -370,7 +427,7 @@ class _Loader:
                 found = self.transforms.resolve(v["subscriber"], at["subscriber"], scope, secrets)
                 subscriber, transform = found if found is not None else (None, None)
         else:
-            subscriber = c.sink(v["subscriber"], at["subscriber"], scope, secrets)
+            subscriber = c.sink(v["subscriber"], at["subscriber"], scope, secrets, several=True)
         if "transform" in v:
             transform = self.transforms.route_transform(v["transform"], at["transform"], scope)
 

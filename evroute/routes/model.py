@@ -28,6 +28,8 @@ BUILTIN_DELIVERY: dict[str, Any] = {
     "ordering": "unordered",
     "concurrency": 32,
     "circuitBreaker": None,
+    "rateLimit": None,
+    "endpointCooldown": 10.0,
 }
 DEFAULT_DUPLICATE_WINDOW = 120.0  # JetStream dedup window (2m, the server's default)
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
@@ -52,7 +54,8 @@ INGRESS_TOKEN_VARS = frozenset({"EVROUTE_TOKEN"})
 
 @dataclass(frozen=True, slots=True)
 class Subscriber:
-    """Where a route delivers: an absolute http(s) ``uri`` or a ``command`` argv (never a shell).
+    """Where a route delivers: an absolute http(s) ``uri``, several ``uris`` sharing the
+    deliveries (competing consumers), or a ``command`` argv (never a shell).
 
     With ``rules`` (a Dapr Subscription's ``routes``), ``uri`` is the app's base URL and each
     event goes to the path of the first rule that matches it, joined to that base."""
@@ -60,6 +63,7 @@ class Subscriber:
     uri: str | None = None
     command: tuple[str, ...] | None = None
     cwd: str | None = None  # the routes file's folder, for commands
+    uris: tuple[str, ...] = ()  # competing consumers: each attempt goes to one of them
     rules: tuple[PathRule, ...] = ()
     # A command's environment: with ``env`` only those names (the route's ``env:`` list), else
     # the worker's own without ``hidden_env`` (the ingress token, every variable a route expands).
@@ -67,9 +71,18 @@ class Subscriber:
     hidden_env: frozenset[str] = frozenset()
 
     def describe(self) -> str:
+        if self.uris:
+            return ", ".join(self.uris)
         if self.uri is not None:
             return self.uri if not self.rules else f"{self.uri} ({len(self.rules)} path rules)"
         return " ".join(self.command or ())
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Every HTTP endpoint: the one ``uri``, or the ``uris`` of a consumer group."""
+        if self.uris:
+            return self.uris
+        return () if self.uri is None else (self.uri,)
 
     def for_event(self, event: CloudEvent) -> Subscriber | None:
         """The subscriber this event is sent to: the first matching rule's path, or None."""
@@ -95,6 +108,15 @@ class CircuitBreaker:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: ``rate`` attempts per ``per`` seconds, at most ``burst`` at once."""
+
+    rate: int
+    per: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     retry: int = 3
     backoff_policy: str = "exponential"  # exponential | linear
@@ -107,6 +129,8 @@ class Delivery:
     ordering: str = "unordered"  # unordered | ordered
     concurrency: int = 32
     circuit_breaker: CircuitBreaker | None = None
+    rate_limit: RateLimit | None = None
+    endpoint_cooldown: float = 10.0  # an endpoint failing with 5xx / no answer is skipped this long
     # How the subscriber's answer is judged: "knative" (SPEC 5.1) or "dapr" (Dapr's contract).
     contract: str = "knative"
     backoff_multiplier: float = 2.0  # exponential growth per retry (Dapr's exponential: 1.5)
@@ -133,6 +157,7 @@ class Route:
     env: tuple[str, ...] | None = None  # names a command subscriber is given (None: all but secrets)
     line: int = field(default=0, compare=False)  # where it is written: moving it changes nothing
     transform: Transform | None = None  # JSONata reshaping before delivery (evroute.transform)
+    pingsource: str | None = None  # made for the PingSource of this name (its uri sink)
     dead_letter_topic: str | None = None  # Dapr: dead letters are also published to this topic
 
     def mask(self, text: str) -> str:
@@ -154,6 +179,28 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class PingSource:
+    """A Knative ``sources.knative.dev/v1`` PingSource: a fixed event on a cron schedule, sent
+    into a broker (``broker``) or straight to ``uri``."""
+
+    name: str
+    namespace: str
+    schedule: str = "* * * * *"
+    timezone: str | None = None
+    content_type: str | None = None
+    data: bytes | None = None
+    base64: bool = False  # written as dataBase64 (kept for export)
+    broker: str | None = None
+    uri: str | None = None
+    extensions: Mapping[str, str] = field(default_factory=dict)  # spec.ceOverrides.extensions
+    line: int = field(default=0, compare=False)
+
+    @property
+    def source(self) -> str:
+        return f"/apis/v1/namespaces/{self.namespace}/pingsources/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSet:
     """Everything one routes file declares."""
 
@@ -163,6 +210,7 @@ class RouteSet:
     path: str | None = None
     notes: tuple[str, ...] = ()  # warnings and ignored documents, for `routes check`
     resolved: bool = True  # False: the structure only (variables as written, programs not looked up)
+    sources: tuple[PingSource, ...] = ()  # Knative PingSource documents
 
     def by_name(self) -> dict[str, Route]:
         return {r.name: r for r in self.routes}

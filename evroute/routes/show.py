@@ -19,6 +19,8 @@ def sink_dict(sink: Subscriber | None, route: Route) -> dict[str, Any] | None:
         return None
     if sink.command is not None:
         return {"command": [route.mask(a) for a in sink.command]}
+    if sink.uris:
+        return {"uris": [route.mask(u) for u in sink.uris]}
     if sink.rules:  # a Dapr Subscription's path rules (match None: the default)
         return {
             "uri": route.mask(sink.uri or ""),
@@ -41,6 +43,7 @@ def route_dict(route: Route) -> dict[str, Any]:
     """The route in routes.yaml vocabulary, every delivery field resolved, secrets masked."""
     d = route.delivery
     breaker = d.circuit_breaker
+    limit = d.rate_limit
     out = {
         "name": route.name,
         "broker": route.broker,
@@ -64,6 +67,10 @@ def route_dict(route: Route) -> dict[str, Any]:
                 "consecutiveFailures": breaker.consecutive_failures,
                 "cooldown": format_duration(breaker.cooldown),
             },
+            "rateLimit": None
+            if limit is None
+            else {"rate": limit.rate, "per": format_duration(limit.per), "burst": limit.burst},
+            "endpointCooldown": format_duration(d.endpoint_cooldown),
         },
         "headers": {k: "***" for k in route.headers},
         "signing": None if route.signing_secret is None else {"secret": "***"},

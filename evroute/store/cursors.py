@@ -176,6 +176,7 @@ def delete(store: Store, route: str) -> None:
         conn.execute("DELETE FROM cursors WHERE route = ?", (route,))
         conn.execute("DELETE FROM retries WHERE route = ?", (route,))
         conn.execute("DELETE FROM dead_letters WHERE route = ?", (route,))
+        conn.execute("DELETE FROM route_pace WHERE route = ?", (route,))
         from evroute.store import attempts
 
         attempts.delete_route(conn, route)

@@ -140,12 +140,37 @@ def remove(store: Store, keys: Iterable[tuple[str, int]]) -> None:
         conn.executemany("DELETE FROM retries WHERE route = ? AND seq = ?", list(keys))
 
 
+# A delayed event's first delivery waits on the schedule like a retry with no attempt made yet
+# and no failure: that is what tells it apart from a retry (see evroute/delay.py).
+SCHEDULED = "attempt = 0 AND dlq_id IS NULL AND last_error IS NULL"
+
+
 def summary(store: Store) -> dict[str, tuple[int, float | None]]:
     """route -> (scheduled retries, next due)."""
-    return {
-        r[0]: (int(r[1]), r[2])
-        for r in store.conn.execute("SELECT route, count(*), min(due_at) FROM retries GROUP BY route")
-    }
+    sql = f"SELECT route, count(*), min(due_at) FROM retries WHERE NOT ({SCHEDULED}) GROUP BY route"
+    return {r[0]: (int(r[1]), r[2]) for r in store.conn.execute(sql)}
+
+
+def is_scheduled(retry: Retry) -> bool:
+    """A delayed event waiting for its first delivery, not a retry."""
+    return retry.attempt == 0 and retry.dlq_id is None and retry.last_error is None
+
+
+def route_summary(store: Store, route: str) -> tuple[int, float | None, int, float | None]:
+    """(retries waiting, next retry due, delayed events scheduled, next due) of one route.
+    The primary key starts with route: a range of the key, whatever the table's size."""
+    row = store.conn.execute(
+        f"SELECT count(*) FILTER (WHERE NOT ({SCHEDULED})), min(due_at) FILTER (WHERE NOT ({SCHEDULED})), "
+        f"count(*) FILTER (WHERE {SCHEDULED}), min(due_at) FILTER (WHERE {SCHEDULED}) "
+        "FROM retries WHERE route = ?",
+        (route,),
+    ).fetchone()
+    return (
+        int(row[0]),
+        None if row[1] is None else float(row[1]),
+        int(row[2]),
+        None if row[3] is None else float(row[3]),
+    )
 
 
 def count(store: Store, routes: Iterable[str] | None = None) -> int:

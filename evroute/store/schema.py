@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _STATEMENTS_V1 = [
     # seq is AUTOINCREMENT so a seq is never reused, even after retention deletes the newest rows.
@@ -146,6 +146,19 @@ _STATEMENTS_V3 = [
 ]
 
 
+_STATEMENTS_FLOW = [
+    # What the worker says about each route's pace (store/pace.py): held back by its rate limit
+    # or a subscriber's Retry-After, and the endpoints of a consumer group with their counts.
+    # Written when it changes, with the cursor commits; read by `status`.
+    """CREATE TABLE IF NOT EXISTS route_pace (
+        route TEXT PRIMARY KEY,
+        throttled INTEGER NOT NULL DEFAULT 0,
+        endpoints TEXT,
+        updated_at REAL NOT NULL
+    )""",
+]
+
+
 def _migrations() -> Any:
     from sqlite_utils import Migrations  # imported only when a file needs creating or upgrading
 
@@ -164,6 +177,11 @@ def _migrations() -> Any:
     @migrations(name="0003_attempts")
     def attempt_history(db: Any) -> None:
         for statement in _STATEMENTS_V3:
+            db.execute(statement)
+
+    @migrations(name="0004_route_pace")
+    def route_pace(db: Any) -> None:
+        for statement in _STATEMENTS_FLOW:
             db.execute(statement)
 
     return migrations

@@ -139,12 +139,30 @@ class SqliteStore:
         found = {}
         for route in routes:
             # The retries primary key starts with route: a range of the key, whatever the table's size.
-            row = self.db.conn.execute(
-                "SELECT count(*), min(due_at) FROM retries WHERE route = ?", (route,)
-            ).fetchone()
-            if row[0]:
-                found[route] = (int(row[0]), None if row[1] is None else float(row[1]))
+            waiting, due, _, _ = retries.route_summary(self.db, route)
+            if waiting:
+                found[route] = (waiting, due)
         return found
+
+    def delayed(self, routes: Sequence[str]) -> dict[str, int]:
+        from evroute.store import retries
+
+        found = {}
+        for route in routes:
+            count = retries.route_summary(self.db, route)[2]
+            if count:
+                found[route] = count
+        return found
+
+    def pace(self, route: str) -> Any:
+        from evroute.store import pace
+
+        return pace.get(self.db, route)
+
+    def put_pace(self, paces: Sequence[Any]) -> None:
+        from evroute.store import pace
+
+        pace.put(self.db, paces)
 
     # ------------------------------------------------------------------ dead letters
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from evroute.cloudevent import CloudEvent
@@ -14,19 +15,26 @@ from evroute.delivery import deliver
 from evroute.delivery.outcome import Kind, Outcome
 from evroute.delivery.policy import dls_event, next_wait
 from evroute.errors import StoreError
-from evroute.routes.model import Route
+from evroute.routes.model import Route, Subscriber
 from evroute.store.base import Deliveries
 
 logger = logging.getLogger("evroute.worker")
 
 
 async def attempt(
-    route: Route, event: CloudEvent, n: int, session: Any, max_event_bytes: int | None = None
+    route: Route,
+    event: CloudEvent,
+    n: int,
+    session: Any,
+    max_event_bytes: int | None = None,
+    target: Subscriber | None = None,
 ) -> Outcome:
     """Attempt ``n`` of delivering ``event`` to ``route``'s subscriber (through the route's
-    transform, if any). A reply over ``max_event_bytes`` is an invalid reply."""
+    transform, if any), or to ``target``, the endpoint of a consumer group chosen for it. A
+    reply over ``max_event_bytes`` is an invalid reply."""
+    sink = route.subscriber if target is None else target
     outcome: Outcome = await deliver(
-        route.subscriber,
+        sink,
         event,
         route=route.name,
         broker=route.broker,
@@ -38,6 +46,10 @@ async def attempt(
         transform=route.transform,
         max_event_bytes=max_event_bytes,
     )
+    if route.subscriber.uris and sink.uri is not None:
+        # Which instance of the group took it: recorded with the attempt, and in its error.
+        error = f"{outcome.error} at {sink.uri}" if outcome.error else None
+        outcome = replace(outcome, endpoint=sink.uri, error=error)
     return outcome
 
 

@@ -19,7 +19,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from evroute.store.base import Deliveries, StoredEvent
+from evroute.clock import rfc3339
+from evroute.delay import held_until
+from evroute.store.base import Deliveries, Retry, StoredEvent
 from evroute.worker.attempt import attempt
 from evroute.worker.runtime import RouteRuntime
 from evroute.worker.settle import Settler
@@ -148,7 +150,7 @@ class Dispatcher:
                 self.held = False
                 return True
             self.held = not rt.breaker.permits(now)
-            wait = rt.breaker.reopen_in(now)
+            wait = rt.hold_in(now)
             await self._sleep(wait if wait > 0 else None)
 
     # ------------------------------------------------------------------ unordered
@@ -160,7 +162,7 @@ class Dispatcher:
         for stored in batch:
             if self._moved(version, generation):
                 return
-            if not matches(stored.event):
+            if not matches(stored.event) or await self._held(stored):
                 rt.mark.skip(stored.seq)
                 continue
             if not await self._slot(version, generation):
@@ -171,6 +173,21 @@ class Dispatcher:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
+    async def _held(self, stored: StoredEvent) -> bool:
+        """A delayed event (``evroutedeliverat`` ahead): put it on the schedule, due then, and
+        go on with the events after it (it never holds them back). Raises StoreError when the
+        schedule cannot be written; the loop then restarts and reads the event again."""
+        due = held_until(stored.event, self.clock())
+        if due is None:
+            return False
+        rt = self.rt
+        # On the schedule as a first delivery: no attempt made yet, no error (SQLite: a retry
+        # row due then; JetStream: the message back with that delay).
+        await self.store.retry(Retry(rt.route.name, stored.seq, 0, due, None, None, None, None), stored.token)
+        self.settler.on_retry()
+        logger.debug("route %s: seq %d scheduled for %s", rt.route.name, stored.seq, rfc3339(due))
+        return True
+
     async def _deliver_new(self, stored: StoredEvent, mark: Watermark) -> None:
         rt = self.rt
         try:
@@ -178,7 +195,12 @@ class Dispatcher:
                 try:
                     started = self.clock()
                     outcome = await attempt(
-                        rt.route, stored.event, stored.attempt, self.session(), self.settler.max_event_bytes()
+                        rt.route,
+                        stored.event,
+                        stored.attempt,
+                        self.session(),
+                        self.settler.max_event_bytes(),
+                        rt.flow.target(started),
                     )
                     decision = self.settler.decide(
                         rt,
@@ -218,7 +240,7 @@ class Dispatcher:
         for stored in batch:
             if self._moved(version, generation):
                 return
-            if not matches(stored.event):
+            if not matches(stored.event) or await self._held(stored):
                 rt.mark.skip(stored.seq)
                 continue
             mark = rt.mark
@@ -253,7 +275,12 @@ class Dispatcher:
             try:
                 started = self.clock()
                 outcome = await attempt(
-                    rt.route, stored.event, tried + 1, self.session(), self.settler.max_event_bytes()
+                    rt.route,
+                    stored.event,
+                    tried + 1,
+                    self.session(),
+                    self.settler.max_event_bytes(),
+                    rt.flow.target(started),
                 )
                 decision = self.settler.decide(
                     rt,

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from evroute.cloudevent import CloudEvent
+from evroute.cloudevent import CloudEvent, check_size
 from evroute.delivery import new_session
 from evroute.delivery.outcome import Outcome
 from evroute.errors import LeaseLost, StoreError
@@ -49,6 +49,7 @@ class Engine:
         metrics: Metrics | None = None,
         once: bool = False,
         holder: str | None = None,
+        sources: bool = True,
     ) -> None:
         if isinstance(store, Store):  # a SQLite connection itself: the SQLite store over it
             from evroute.store.sqlite import SqliteStore
@@ -73,6 +74,8 @@ class Engine:
         self.side_tasks: set[asyncio.Task[None]] = set()  # dead-letter-sink forwards, retirements
         self.supervisor = Supervisor()
         self.recent = history.Recent()  # outcomes for `evroute tail`, written with the cursor commit
+        self.run_sources = sources and not once  # PingSources tick in a serving worker only
+        self.pings: Any = None  # the PingSource loop, made when a routes file has sources
         self.settler = Settler(
             self.deliveries,
             self.metrics,
@@ -108,10 +111,13 @@ class Engine:
         sup.spawn("wakeups", self._wakeup_loop)
         sup.spawn("checkpoints", self._checkpoint_loop)
         sup.spawn("lag", self._lag_loop)
+        self._sources(self.routeset)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking events, let in-flight deliveries finish (up to ``grace``), commit."""
         self.stopping = True
+        if self.pings is not None:
+            self.pings.stop()
         everyone = [*self.dispatchers.values(), *self.retiring]
         waits = [d.stop() for d in everyone] + [self.retrier.stop()]
         limit = (
@@ -202,6 +208,8 @@ class Engine:
             self.supervisor.spawn(f"route {name}", dispatcher.run)
             if self.routeset is not routeset:
                 logger.info("route %s added at seq %d", name, cursor.position)
+        if self.routeset is not routeset:
+            self._sources(routeset)
         self.routeset = routeset
         self.settings = routeset.settings
         self.deliveries.configure(self.settings.durability)
@@ -233,10 +241,46 @@ class Engine:
 
     # ------------------------------------------------------------------ background loops
 
+    def _sources(self, routeset: RouteSet) -> None:
+        """Start, change or stop ticking the routes file's PingSources (only a serving worker)."""
+        if not self.run_sources or (self.pings is None and not routeset.sources):
+            return
+        if self.pings is None:
+            from evroute.sources.ping import PingLoop  # croniter: only for a file with sources
+
+            self.pings = PingLoop(routeset.sources, self.clock, self._publish_ticks)
+            self.supervisor.spawn("pingsources", self.pings.run)
+        else:
+            self.pings.configure(routeset.sources)
+
+    async def _publish_ticks(self, broker: str, events: Sequence[CloudEvent]) -> None:
+        """A PingSource tick into its broker: stored (a tick already stored is a duplicate and
+        stores nothing), then that broker's routes are woken."""
+        for event in events:
+            check_size(event, self.settings.max_event_bytes)
+        result = await self.deliveries.append(broker, events, self.clock())
+        if result.stored:
+            self.metrics.published(broker)
+            self.notify(broker)
+
+    def report_pace(self, now: float) -> None:
+        """Tell `status` which routes are throttled and how a consumer group's endpoints fare
+        (written only when that changed)."""
+        reports = [r for rt in self.runtimes.values() if (r := rt.flow.report(now)) is not None]
+        if not reports:
+            return
+        try:
+            self.store.put_pace(reports)
+        except StoreError as exc:
+            for rt in self.runtimes.values():
+                rt.flow.unreport()
+            logger.debug("route pace not written (next commit tries again): %s", exc)
+
     async def commit(self) -> None:
         """Commit every route's cursor and counters now (one transaction). Raises StoreError."""
         everyone = [d.rt for d in self.dispatchers.values()] + [d.rt for d in self.retiring]
         now = self.clock()
+        self.report_pace(now)
         pending = [(rt, p) for rt in everyone if (p := rt.progress(now)) is not None]
         recent = self.recent.take()
         if not pending and not recent:

@@ -50,7 +50,7 @@ def attempt_row(
         status=outcome.status,
         error=route.mask(outcome.error) if outcome.error else None,
         body=_masked_body(route, outcome.body),
-        endpoint=endpoint(route),
+        endpoint=route.mask(outcome.endpoint) if outcome.endpoint else endpoint(route),
     )
 
 

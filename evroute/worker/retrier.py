@@ -81,29 +81,32 @@ class Retrier:
         for rt in runtimes.values():
             if not rt.startable(now):
                 rt.want_slot_for_retries(False)
-                held = rt.breaker.reopen_in(now)
+                held = rt.hold_in(now)
                 if held > 0:
                     wait = min(wait, held)
                 continue
-            await self._start_due(rt, now)
+            if await self._start_due(rt, now) and rt.flow.wait(now) > 0:
+                wait = min(wait, rt.flow.wait(now))  # due rows wait for the rate limit's next token
         following = await self.store.next_due(list(runtimes), after=now)
         if following is not None:
             wait = min(wait, following - now)
         return max(wait, 0.0)
 
-    async def _start_due(self, rt: RouteRuntime, now: float) -> None:
+    async def _start_due(self, rt: RouteRuntime, now: float) -> bool:
+        """Start what may start; True when due rows are left for want of a token or a slot."""
         name = rt.route.name
         head = rt.mark.position if rt.route.delivery.ordered else None
         # Rows already running are still in the table: ask for that many more, and one more
         # to learn whether due rows are left waiting for a slot.
         limit = rt.slots.free + self._per_route[name] + 1
         rows = await self.store.due_for(name, now, limit, upto=head)
-        waiting = False
+        waiting = left = False
         for row in rows:
             if (row.route, row.seq) in self.running:
                 continue
             if not rt.can_start(now):
                 waiting = rt.slots.free == 0 and rt.startable(now)
+                left = True
                 break
             event = await self._event(row)  # before the slot and the breaker's probe are taken
             if event is None:
@@ -112,6 +115,7 @@ class Retrier:
                 break
             self._launch(rt, row, event)
         rt.want_slot_for_retries(waiting)
+        return left
 
     async def _event(self, row: Retry) -> CloudEvent | None:
         stored = await self.store.retry_event(row)  # a replay's event comes from its dead letter
@@ -132,7 +136,12 @@ class Retrier:
         try:
             started = self.clock()
             outcome = await attempt(
-                rt.route, event, row.attempt + 1, self.session(), self.settler.max_event_bytes()
+                rt.route,
+                event,
+                row.attempt + 1,
+                self.session(),
+                self.settler.max_event_bytes(),
+                rt.flow.target(started),
             )
             decision = self.settler.decide(
                 rt,

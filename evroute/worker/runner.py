@@ -96,7 +96,13 @@ class Runner:
             store = open_store(opts.store, credentials=opts.credentials)
             routeset = self._stored_routes(store)
         self._install_signals()
-        engine = Engine(store, routeset, once=opts.once, clock=self.clock)
+        engine = Engine(
+            store,
+            routeset,
+            once=opts.once,
+            clock=self.clock,
+            sources=not (opts.once or opts.drain),  # PingSources tick in a serving worker only
+        )
         if not await self._take_lease(engine, store):
             await engine.deliveries.close()
             store.close()

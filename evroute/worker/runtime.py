@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from evroute.routes.model import Route
 from evroute.store.cursors import Cursor, Progress
+from evroute.worker.flow import RouteFlow
 from evroute.worker.tracker import Breaker, Watermark
 
 
@@ -52,6 +53,7 @@ class RouteRuntime:
         self.version = 0  # bumped by every change of the route: a dispatcher re-reads
         self.breaker = Breaker(route.delivery.circuit_breaker)
         self.slots = Slots(_concurrency(route))
+        self.flow = RouteFlow(route, cursor.updated_at)  # rate limit, Retry-After, consumer group
         self.epoch = cursor.epoch
         self.mark = Watermark(cursor.position)
         self.committed = cursor.position
@@ -97,22 +99,28 @@ class RouteRuntime:
         return self.route.name
 
     def startable(self, now: float) -> bool:
-        """Not paused and not held by the breaker (slots aside)."""
-        return not self.route.paused and self.breaker.permits(now)
+        """Not paused, not held by the breaker, the rate limit or a Retry-After (slots aside)."""
+        return not self.route.paused and self.breaker.permits(now) and self.flow.wait(now) <= 0
+
+    def hold_in(self, now: float) -> float:
+        """Seconds until the breaker, the rate limit and any Retry-After let attempts start."""
+        return max(self.breaker.reopen_in(now), self.flow.wait(now))
 
     def can_start(self, now: float) -> bool:
         """May this route start an attempt now?"""
         return self.slots.free > 0 and self.startable(now)
 
     def begin(self, now: float) -> bool:
-        """Take a slot (and, when half-open, the breaker's one probe) for an attempt."""
-        if self.route.paused or not self.slots.take():
+        """Take a slot (and, when half-open, the breaker's one probe, and a rate-limit token) for
+        an attempt. An event that finds no token waits behind the cursor: no attempt is spent."""
+        if self.route.paused or self.flow.holds(now) or not self.slots.take():
             return False
         probing = self.breaker.state != "closed"
         if not self.breaker.allow(now):
             self.slots.give()
             return False
         self._probe = probing and self.breaker.state == "half-open"
+        self.flow.take(now)
         return True
 
     def end(self) -> None:
@@ -139,6 +147,7 @@ class RouteRuntime:
         if route.delivery.circuit_breaker != old.delivery.circuit_breaker:
             self.breaker.configure(route.delivery.circuit_breaker)
         self.slots.limit = _concurrency(route)
+        self.flow.update(route)
         self.changed()
 
     def reset(self, cursor: Cursor) -> None:

@@ -116,6 +116,12 @@ class Settler:
         route = rt.route
         now = self.clock()
         name, broker = route.name, route.broker
+        if rt.flow.finish(outcome, now):
+            logger.warning(
+                "route %s: the subscriber answered 429 with Retry-After; the route waits %.1fs",
+                name,
+                rt.flow.wait(now),
+            )
         if outcome.kind is Kind.SUCCESS:
             rt.breaker.success()
             rt.record_success()

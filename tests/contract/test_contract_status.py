@@ -36,6 +36,9 @@ STATUS_KEYS = {
     "last_error",
     "paused",
     "breaker",
+    "throttled",
+    "scheduled",
+    "endpoints",
 }
 TRACE_ROUTE_KEYS = {
     "route",
@@ -46,6 +49,7 @@ TRACE_ROUTE_KEYS = {
     "dlq_id",
     "failed_filter",
     "attempts",
+    "due",
 }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evroute.errors import InvalidInput
@@ -114,6 +114,25 @@ async def workers(kv: Any) -> list[dict[str, Any]]:
         if entry.value:
             out.append(dict(json.loads(entry.value), id=_holder(key)))
     return out
+
+
+async def put_pace(kv: Any, paces: Sequence[Any]) -> None:
+    """A route's pace (:class:`evroute.store.pace.RoutePace`) under the route's name."""
+    for p in paces:
+        record = {"throttled": p.throttled, "endpoints": p.endpoints, "updated_at": p.updated_at}
+        await kv.put(_key(p.route), json.dumps(record, separators=(",", ":")).encode())
+
+
+async def get_pace(kv: Any, route: str) -> dict[str, Any] | None:
+    from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+    if kv is None:
+        return None
+    try:
+        entry = await kv.get(_key(route))
+    except (KeyNotFoundError, KeyDeletedError):
+        return None
+    return dict(json.loads(entry.value)) if entry.value else None
 
 
 def _key(holder: str) -> str:

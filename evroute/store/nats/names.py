@@ -6,6 +6,7 @@ DLQ_STREAM = "EVROUTE_DLQ"
 DLQ_SUBJECTS = "evroute.dlq.>"
 ROUTES_BUCKET = "EVROUTE_ROUTES"
 WORKERS_BUCKET = "EVROUTE_WORKERS"
+PACE_BUCKET = "EVROUTE_PACE"  # what workers say of a route's pace (throttled, endpoints)
 ROUTES_KEY = "routes"
 
 

@@ -266,6 +266,33 @@ class NatsStore:
         found: dict[str, tuple[int, int]] = self._run(pending, [route])
         return found.get(route, (0, 0))[1]
 
+    def delayed(self, routes: Sequence[str]) -> dict[str, int]:
+        """Delayed events are NAK'd with their remaining delay, so the server holds them among
+        the consumer's unacknowledged messages (``scheduled``); it does not tell them apart."""
+        return {}
+
+    def pace(self, route: str) -> Any:
+        from evroute.store.pace import RoutePace
+
+        async def get(js: Any) -> dict[str, Any] | None:
+            return await kv.get_pace(await kv.bucket(js, names.PACE_BUCKET, None), route)
+
+        found = self._run(get)
+        if found is None:
+            return None
+        return RoutePace(route, bool(found["throttled"]), found.get("endpoints"), float(found["updated_at"]))
+
+    def put_pace(self, paces: Sequence[Any]) -> None:
+        if not paces:
+            return
+
+        async def put(js: Any) -> None:
+            await kv.put_pace(
+                await kv.bucket(js, names.PACE_BUCKET, await self._replicas(js), kv.WORKERS_MAX_AGE), paces
+            )
+
+        self._run(put)
+
     def attempts_of(self, seq: int) -> list[Any]:
         return []  # attempt history is kept by the SQLite store only
 
