@@ -63,8 +63,10 @@ async def _to_icon() -> web.StreamResponse:
 def run(db: str, routes: str, listen: str, token: str | None, open_browser: bool) -> int:
     from evroute.worker.ingress import parse_listen
 
+    from evroute import eventloop
+
     host, port = parse_listen(listen)
-    return asyncio.run(serve(db, routes, host, port, token, open_browser))
+    return eventloop.run(serve(db, routes, host, port, token, open_browser))
 
 
 __all__ = ["run", "serve", "sign_in_url"]
