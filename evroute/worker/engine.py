@@ -350,6 +350,9 @@ class Engine:
         quiet = 0
         while True:
             await asyncio.sleep(0.01)
+            if not self.idle(drain):
+                quiet = 0  # still busy: the commit loop batches cursor commits meanwhile
+                continue
             try:
                 self.commit()
             except StoreError as exc:
