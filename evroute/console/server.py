@@ -61,9 +61,8 @@ async def _to_icon() -> web.StreamResponse:
 
 
 def run(db: str, routes: str, listen: str, token: str | None, open_browser: bool) -> int:
-    from evroute.worker.ingress import parse_listen
-
     from evroute import eventloop
+    from evroute.worker.ingress import parse_listen
 
     host, port = parse_listen(listen)
     return eventloop.run(serve(db, routes, host, port, token, open_browser))
