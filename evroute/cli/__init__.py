@@ -11,8 +11,7 @@ import importlib
 import importlib.util
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -35,8 +34,7 @@ COMMANDS: dict[str, str] = {
 }
 
 
-@dataclass
-class Context:
+class Context(NamedTuple):  # not a dataclass: see evroute/store/log.py
     """What every command needs: where the database and the routes file are."""
 
     db: str
