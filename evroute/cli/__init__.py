@@ -11,7 +11,8 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -34,7 +35,8 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class Context(NamedTuple):  # not a dataclass: see evroute/store/log.py
+@dataclass
+class Context:
     """What every command needs: where the database and the routes file are."""
 
     db: str

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 from evroute.cloudevent import CloudEvent
 from evroute.store.db import Store
@@ -23,16 +24,16 @@ _OPTIONAL = ("subject", "time", "datacontenttype", "dataschema")
 _NOT_EXT = frozenset(("specversion", "id", "source", "type", *_OPTIONAL))
 
 
-# NamedTuples rather than frozen dataclasses: building a dataclass class costs about a
-# millisecond at import, on the path of every `evroute publish` process.
-class StoredEvent(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
     seq: int
     broker: str
     published_at: float
     event: CloudEvent
 
 
-class AppendResult(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class AppendResult:
     stored: int
     duplicates: int
     seqs: tuple[int | None, ...] = ()  # per event for single appends; None = duplicate
