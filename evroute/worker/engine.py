@@ -348,11 +348,13 @@ class Engine:
 
     async def run_until_idle(self, drain: bool) -> None:
         quiet = 0
+        loop = asyncio.get_running_loop()
+        next_look = 0.0
         while True:
             await asyncio.sleep(0.01)
-            if not self.idle(drain):
-                quiet = 0  # still busy: the commit loop batches cursor commits meanwhile
-                continue
+            if not quiet and loop.time() < next_look:
+                continue  # busy at the last look: commit and look again at the batching interval
+            next_look = loop.time() + COMMIT_INTERVAL
             try:
                 self.commit()
             except StoreError as exc:
