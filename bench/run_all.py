@@ -1,5 +1,6 @@
-"""Every performance figure of SPEC section 9 in one table, each against its reference
-measured in the same run.
+"""Every performance figure of SPEC sections 9 and 15 in one table, each against its reference
+measured in the same run. Run it with an interpreter that has evroute as `pip install .` gives
+it (uvloop comes with it) plus `redis` for the relay references (the bench extra).
 
     make bench          # or: python bench/run_all.py
 """

@@ -61,10 +61,11 @@ async def _to_icon() -> web.StreamResponse:
 
 
 def run(db: str, routes: str, listen: str, token: str | None, open_browser: bool) -> int:
+    from evroute import eventloop
     from evroute.worker.ingress import parse_listen
 
     host, port = parse_listen(listen)
-    return asyncio.run(serve(db, routes, host, port, token, open_browser))
+    return eventloop.run(serve(db, routes, host, port, token, open_browser))
 
 
 __all__ = ["run", "serve", "sign_in_url"]

@@ -34,7 +34,15 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from evroute import __version__
-from evroute.cloudevent import CloudEvent, from_http, http_mode, to_binary, to_structured
+from evroute.cloudevent import (
+    BATCH_CT,
+    STRUCTURED_CT,
+    CloudEvent,
+    from_http,
+    http_mode,
+    to_binary,
+    to_structured,
+)
 from evroute.delivery import signing
 from evroute.delivery.outcome import BODY_KEEP, Kind, Outcome, failure, one_line, seconds, success
 from evroute.delivery.policy import (
@@ -262,9 +270,13 @@ async def _judge_dapr(response: aiohttp.ClientResponse, attempt: _Attempt) -> Ou
 
 
 def _looks_like_event(response: aiohttp.ClientResponse) -> bool:
-    if http_mode(response.headers) is not None:
+    """A CloudEvent content type or any ``ce-`` header (``ce-specversion`` among them): what
+    ``http_mode`` would look at, in one pass over the (case-insensitive) response headers."""
+    headers = response.headers
+    base = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if base in (STRUCTURED_CT, BATCH_CT):
         return True
-    return any(name.lower().startswith("ce-") for name in response.headers)
+    return any(name[:3].lower() == "ce-" for name in headers)
 
 
 async def _read(

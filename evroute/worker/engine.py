@@ -401,8 +401,13 @@ class Engine:
 
     async def run_until_idle(self, drain: bool) -> None:
         quiet = 0
+        loop = asyncio.get_running_loop()
+        next_look = 0.0
         while True:
             await asyncio.sleep(0.01)
+            if not quiet and loop.time() < next_look:
+                continue  # busy at the last look: commit and look again at the batching interval
+            next_look = loop.time() + COMMIT_INTERVAL
             try:
                 await self.commit()
             except StoreError as exc:

@@ -51,13 +51,9 @@ class WorkerOptions:
 
 def run(options: WorkerOptions) -> int:
     """Run a worker until stopped; returns the exit status."""
-    try:
-        import uvloop
+    from evroute import eventloop
 
-        uvloop.install()
-    except ImportError:
-        pass
-    return asyncio.run(Runner(options).main())
+    return eventloop.run(Runner(options).main())
 
 
 class Runner:
