@@ -44,3 +44,20 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@pytest.fixture
+def receivers():  # type: ignore[no-untyped-def]
+    """Start loopback receivers (``receivers(behaviour)``); every one is stopped after the test."""
+    from receiver import Receiver
+
+    started: list[Receiver] = []
+
+    def make(behaviour=None) -> Receiver:  # type: ignore[no-untyped-def]
+        r = Receiver(behaviour).start()
+        started.append(r)
+        return r
+
+    yield make
+    for r in started:
+        r.stop()

@@ -20,7 +20,7 @@ from evroute.store import Store, cursors, deadletters, retries
 from evroute.store import log as event_log
 from evroute.worker.engine import Engine
 
-from receiver import Receiver, Reply, Request
+from receiver import Reply, Request
 
 
 def routes_of(tmp_path: Path, text: str) -> RouteSet:
@@ -73,17 +73,8 @@ def body_id(r: Request) -> str:
 
 
 @pytest.fixture
-def app():  # type: ignore[no-untyped-def]
-    started: list[Receiver] = []
-
-    def make(behaviour=None) -> Receiver:  # type: ignore[no-untyped-def]
-        r = Receiver(behaviour).start()
-        started.append(r)
-        return r
-
-    yield make
-    for r in started:
-        r.stop()
+def app(receivers):  # type: ignore[no-untyped-def]
+    return receivers
 
 
 def test_subscription_routes_by_cel_rule_to_paths_and_ignores_other_topics(tmp_path: Path, app) -> None:  # type: ignore[no-untyped-def]

@@ -15,8 +15,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import pytest
-
 from evroute.clock import rfc3339
 from evroute.cloudevent import make_event
 from evroute.inspect import route_status, trace_event
@@ -25,7 +23,7 @@ from evroute.store import Store, cursors, deadletters, lease, retries
 from evroute.store import log as event_log
 from evroute.worker.engine import Engine
 
-from receiver import Receiver, Reply
+from receiver import Reply
 
 
 def routes_of(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
@@ -85,20 +83,6 @@ def run_engine(
             store.close()
 
     asyncio.run(asyncio.wait_for(main(), timeout))
-
-
-@pytest.fixture
-def receivers():  # type: ignore[no-untyped-def]
-    started: list[Receiver] = []
-
-    def make(behaviour=None) -> Receiver:  # type: ignore[no-untyped-def]
-        r = Receiver(behaviour).start()
-        started.append(r)
-        return r
-
-    yield make
-    for r in started:
-        r.stop()
 
 
 def closed_port() -> int:

@@ -26,7 +26,7 @@ from evroute.store.opener import parse
 from evroute.store.retries import Retry
 from evroute.worker.engine import Engine
 
-from receiver import Receiver, Reply, Request
+from receiver import Reply, Request
 
 
 def routeset(tmp_path: Path, text: str) -> Any:
@@ -61,17 +61,8 @@ def run(coro: Any, timeout: float = 20.0) -> Any:
 
 
 @pytest.fixture
-def receiver():  # type: ignore[no-untyped-def]
-    started: list[Receiver] = []
-
-    def make(behaviour=None) -> Receiver:  # type: ignore[no-untyped-def]
-        r = Receiver(behaviour).start()
-        started.append(r)
-        return r
-
-    yield make
-    for r in started:
-        r.stop()
+def receiver(receivers):  # type: ignore[no-untyped-def]
+    return receivers
 
 
 class Gate:

@@ -23,7 +23,7 @@ from evroute.publish import publish_event
 from evroute.store import Store
 from evroute.store import log as event_log
 
-from receiver import Receiver, Reply, Request
+from receiver import Reply, Request
 
 ROOT = Path(__file__).resolve().parents[1]
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -343,20 +343,6 @@ def test_stored_reply_and_event_round_trip_through_json() -> None:
     from evroute.cloudevent import to_json
 
     assert from_json(to_json(event)) == event
-
-
-@pytest.fixture
-def receivers():  # type: ignore[no-untyped-def]
-    started: list[Receiver] = []
-
-    def make(behaviour=None) -> Receiver:  # type: ignore[no-untyped-def]
-        r = Receiver(behaviour).start()
-        started.append(r)
-        return r
-
-    yield make
-    for r in started:
-        r.stop()
 
 
 # --------------------------------------------------------------------------- settings.tracing

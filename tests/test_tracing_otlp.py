@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from receiver import Receiver, Reply, Request
+from receiver import Reply, Request
 
 pytest.importorskip("opentelemetry.sdk")
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -150,20 +150,6 @@ def evroute(
         timeout=timeout,
         cwd=tmp_path,
     )
-
-
-@pytest.fixture
-def receivers():  # type: ignore[no-untyped-def]
-    started: list[Receiver] = []
-
-    def make(behaviour=None) -> Receiver:  # type: ignore[no-untyped-def]
-        r = Receiver(behaviour).start()
-        started.append(r)
-        return r
-
-    yield make
-    for r in started:
-        r.stop()
 
 
 def test_one_event_two_routes_one_retry_is_one_trace(tmp_path: Path, receivers) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 from helpers import json_event
 
 from evroute.cloudevent import make_event, to_binary
@@ -18,7 +17,7 @@ from evroute.store import Store, cursors, deadletters
 from evroute.store import log as event_log
 from evroute.worker.engine import Engine
 
-from receiver import Receiver, Reply, Request
+from receiver import Reply, Request
 
 
 def routes_of(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
@@ -53,20 +52,6 @@ def drain(db: str, routeset, timeout: float = 60.0, drain: bool = True, metrics=
             store.close()
 
     asyncio.run(asyncio.wait_for(main(), timeout))
-
-
-@pytest.fixture
-def receivers():  # type: ignore[no-untyped-def]
-    started: list[Receiver] = []
-
-    def make(behaviour=None) -> Receiver:  # type: ignore[no-untyped-def]
-        r = Receiver(behaviour).start()
-        started.append(r)
-        return r
-
-    yield make
-    for r in started:
-        r.stop()
 
 
 def test_command_subscriber_receives_every_event(tmp_path: Path) -> None:
