@@ -7,10 +7,12 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections import Counter
 
 from contract.stores import StoreCase
-from evroute.cloudevent import make_event, to_binary
+from evroute.clock import rfc3339
+from evroute.cloudevent import DELIVER_AT, make_event, to_binary
 
 from receiver import Reply, Request
 
@@ -237,3 +239,78 @@ def test_replies_reach_a_second_route_and_loops_stop_at_the_hop_limit(store: Sto
     with store.store() as s:
         [letter] = s.dead_letters(route="echo")
         assert letter.reason == "hop limit"
+
+
+def _fails_once(receivers):  # type: ignore[no-untyped-def]
+    seen: set[str] = set()
+
+    def behaviour(r: Request) -> Reply:
+        if r.ce_id in seen:
+            return Reply(200)
+        seen.add(r.ce_id)
+        return Reply(503)
+
+    return receivers(behaviour)
+
+
+def test_a_delayed_event_keeps_every_attempt_for_real_deliveries(store: StoreCase, receivers) -> None:  # type: ignore[no-untyped-def]
+    # The hold is not an attempt: with retry 1, a subscriber failing once still gets the event
+    # on attempt 2 of 2, and the first request says attempt 1.
+    sink = _fails_once(receivers)
+    rs = store.routes(
+        f"""
+        routes:
+          - name: billing
+            subscriber: {sink.url}/
+            delivery: {{retry: 1, backoffDelay: 100ms}}
+        """
+    )
+    due = time.time() + 1.0
+    store.publish(1, extensions={DELIVER_AT: rfc3339(due)})
+    store.drain(rs)
+    assert [r.headers["evroute-attempt"] for r in sink.requests] == ["1", "2"]
+    assert sink.requests[0].at >= due - 0.05  # held until its time (the clocks are one machine's)
+    with store.store() as s:
+        assert s.dead_letters() == []
+
+
+def test_a_delayed_event_read_only_after_its_time_counts_its_attempts_from_one(
+    store: StoreCase, receivers
+) -> None:  # type: ignore[no-untyped-def]
+    # No worker ran while the event was held: the first read finds it due and delivers it.
+    sink = _fails_once(receivers)
+    rs = store.routes(
+        f"""
+        routes:
+          - name: billing
+            subscriber: {sink.url}/
+            delivery: {{retry: 1, backoffDelay: 100ms}}
+        """
+    )
+    due = time.time() + 0.3
+    store.publish(1, extensions={DELIVER_AT: rfc3339(due)})
+    # the publish time is the store's real clock (the server's on JetStream): wait for it to pass
+    time.sleep(max(0.0, due - time.time()) + 0.05)
+    store.drain(rs)
+    assert [r.headers["evroute-attempt"] for r in sink.requests] == ["1", "2"]
+    with store.store() as s:
+        assert s.dead_letters() == []
+
+
+def test_a_delayed_event_on_an_ordered_route_is_delivered_at_its_time(store: StoreCase, receivers) -> None:  # type: ignore[no-untyped-def]
+    sink = receivers()
+    rs = store.routes(
+        f"""
+        routes:
+          - name: billing
+            subscriber: {sink.url}/
+            delivery: {{retry: 1, ordering: ordered}}
+        """
+    )
+    due = time.time() + 1.0
+    [held] = store.publish(1, extensions={DELIVER_AT: rfc3339(due)})
+    [plain] = store.publish(1, start=1)
+    store.drain(rs)
+    got = {r.ce_id: r for r in sink.requests}
+    assert sorted(got) == sorted([held, plain]) and len(sink.requests) == 2
+    assert got[held].headers["evroute-attempt"] == "1" and got[held].at >= due - 0.05

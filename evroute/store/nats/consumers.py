@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from evroute.cloudevent import CloudEvent
+from evroute.delay import deliver_at, held_until
 from evroute.errors import NotFound
 from evroute.store.nats import names
 
@@ -237,8 +239,31 @@ class Puller:
         out.append(msg)
 
 
-def attempt(msg: Any) -> int:
-    return int(msg.metadata.num_delivered)
+def attempt(msg: Any, held: bool = False) -> int:
+    """The attempt this delivery of ``msg`` is: its delivery count, less the first delivery
+    when that one was spent on holding a delayed event (``held``, see :func:`spent_on_hold`)."""
+    count = int(msg.metadata.num_delivered)
+    return count - 1 if held else count
+
+
+def spent_on_hold(event: CloudEvent, published: float) -> bool:
+    """Whether the first delivery of ``event`` (published at ``published``, the server's
+    clock) is the hold of a delayed event rather than an attempt.
+
+    The rule is fixed by the message alone, so every worker counts the same: an event whose
+    ``evroutedeliverat`` is after its publish time always spends its first delivery on the
+    hold. A worker that reads it before its time holds it (a NAK with the remaining delay);
+    one that reads it first only after its time (no worker ran meanwhile) NAKs it at once
+    (:func:`spend_first_delivery`), so the count moves the same way in both cases.
+    """
+    due = deliver_at(event)
+    return due is not None and due > published
+
+
+def spend_first_delivery(msg: Any, event: CloudEvent, now: float) -> bool:
+    """True when this is the first delivery of an event whose hold is over before any
+    worker held it: the caller NAKs it for an immediate redelivery instead of attempting it."""
+    return int(msg.metadata.num_delivered) == 1 and held_until(event, now) is None
 
 
 def stream_seq(msg: Any) -> int:

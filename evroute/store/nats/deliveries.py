@@ -8,6 +8,9 @@ durable consumer; every worker pulls from every route, and the server spreads th
   delivery count as the attempt; ``after`` is not needed (the consumer knows its position).
 - ``succeeded`` acks; ``retry`` NAKs with the delay to ``due_at``; ``dead_letter`` stores the
   record (waiting for its PubAck) and then terminates the message.
+- A delayed event (``evroutedeliverat`` after its publish time) spends its first delivery on
+  the hold: a NAK with the remaining delay, or, when first read after its time, a NAK for at
+  once; its attempts are the later deliveries (:func:`~evroute.store.nats.consumers.spent_on_hold`).
 - A replayed dead letter comes back through ``read`` on the route's replay subject; its
   success removes the record, its new dead letter replaces the old one.
 - ``commit`` keeps the counters for the heartbeat; no position is written (acks are the
@@ -193,8 +196,16 @@ class NatsDeliveries:
             if got is None:
                 await self._not_an_event(route, broker, msg, published)
                 continue
+            held = consumers.spent_on_hold(got.event, published)
+            if held and consumers.spend_first_delivery(msg, got.event, time.time()):
+                # a delayed event first read after its time: its first delivery is the hold's
+                # all the same (back at once), so its attempts count as for one held in time
+                await consumers.nak(msg, 0.0)
+                continue
             out.append(
-                StoredEvent(got.seq, broker, published, got.event, attempt=consumers.attempt(msg), token=msg)
+                StoredEvent(
+                    got.seq, broker, published, got.event, attempt=consumers.attempt(msg, held), token=msg
+                )
             )
             self.unsettled.setdefault(route, {})[got.seq] = msg
         return out
@@ -276,7 +287,7 @@ class NatsDeliveries:
 
             raise StoreError("on JetStream a retry is a NAK of a message read from the route's consumer")
         spec = self.store.specs.get(retry.route)
-        if spec is not None and spec.ordered:
+        if spec is not None and spec.ordered and retry.attempt > 0:
             # the dispatcher keeps the head and retries it in place after the delay
             if (retry.route, retry.seq) not in self.kept:
                 task = asyncio.get_running_loop().create_task(self._keep(token, spec.ack_wait / 3))
@@ -286,6 +297,9 @@ class NatsDeliveries:
                 self.kept[(retry.route, retry.seq)] = (task, token, retry.due_at)
             await token.in_progress()
             return
+        # An unordered retry, or a delayed event's hold (attempt 0: the dispatcher went on
+        # past it, so nothing retries it in place): the server keeps it until then. On an
+        # ordered route the NAK'd message is its one pending message, so the route waits.
         self._settled(retry.route, retry.seq)
         await consumers.nak(token, retry.due_at - time.time())
 
