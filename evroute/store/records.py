@@ -1,16 +1,15 @@
 """The values on a single ``publish``'s path, apart from the rest of the seam's types
-(:mod:`evroute.store.base`): defining a dataclass costs most of a millisecond at start-up."""
+(:mod:`evroute.store.base`). NamedTuples, not dataclasses: defining a dataclass costs most of
+a millisecond at start-up, paid by every ``evroute publish`` process."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from evroute.cloudevent import CloudEvent
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):
     seq: int  # log seq (SQLite) / stream sequence (JetStream): a broker's publish order
     broker: str
     published_at: float
@@ -19,8 +18,7 @@ class StoredEvent:
     token: Any = None  # store-private handle to settle this read with
 
 
-@dataclass(frozen=True, slots=True)
-class AppendResult:
+class AppendResult(NamedTuple):
     stored: int
     duplicates: int
     seqs: tuple[int | None, ...] = ()  # per event for small appends; None = duplicate
