@@ -18,7 +18,6 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
 
 from evroute.errors import EventTooLarge, InvalidEvent
 from evroute.tracing import TRACEPARENT, TRACESTATE
@@ -378,11 +377,18 @@ def _encode_header(value: AttrValue) -> str:
     text = ("true" if value else "false") if isinstance(value, bool) else str(value)
     if _PLAIN.fullmatch(text):  # fullmatch: `$` would also accept a trailing newline
         return text  # the common case, several times cheaper than quote()
+    from urllib.parse import quote  # not imported at start-up: a plain publish never needs it
+
     return quote(text, safe=_SAFE)
 
 
 def _decode_header(name: str, value: str) -> str:
     try:
+        if "%" not in value:  # nothing percent-encoded (the common case): only check the text
+            value.encode("utf-8")
+            return value
+        from urllib.parse import unquote_to_bytes  # not imported at start-up
+
         return unquote_to_bytes(value).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidEvent(f"header 'ce-{name}' is not valid UTF-8 after percent-decoding") from None

@@ -163,3 +163,36 @@ def test_cli_start_path_imports_no_nats(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_single_publish_loads_no_dataclasses_and_no_url_parsing(tmp_path: Path) -> None:
+    """What a publish process does not need stays out of its start-up: the dataclasses module
+    (and defining dataclasses) and urllib.parse, for a publish to an existing database (as
+    every publish but the first is)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = (
+        "import sys\n"
+        "for name in ('dataclasses', 'urllib.parse'):  # an editable install's finder loads some at start\n"
+        "    sys.modules.pop(name, None)\n"
+        "before = set(sys.modules)\n"
+        "from evroute.cli import main\n"
+        "try:\n"
+        f"    main(['--db', {str(tmp_path / 'ev.db')!r}, 'publish', '--type', 't'])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print(sorted(m for m in ('dataclasses', 'urllib.parse') if m in set(sys.modules) - before))\n"
+    )
+    for _ in range(2):  # the first one creates the database (migrations may load more)
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+        )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    done = subprocess.run(
+        [sys.executable, "-m", "evroute", "--version"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout == f"evroute, version {version('evroute')}\n"

@@ -76,6 +76,17 @@ def _module_exists(name: str) -> bool:
         return False
 
 
+def _print_version(ctx: click.Context, value: bool) -> None:
+    """``--version`` as click's version_option prints it. (Not click.version_option itself: it
+    looks up its message's translation when the CLI is imported, file look-ups on every start.)"""
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version
+
+    click.echo(f"{ctx.find_root().info_name}, version {version('evroute')}")
+    ctx.exit()
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--store",
@@ -109,7 +120,14 @@ def _module_exists(name: str) -> bool:
 @click.option(
     "--nats-token", "nats_token", metavar="TOKEN", envvar="NATS_TOKEN", help="NATS token (env NATS_TOKEN)."
 )
-@click.version_option(package_name="evroute")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _param, value: _print_version(ctx, value),
+    help="Show the version and exit.",
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
