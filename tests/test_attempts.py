@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from click.testing import CliRunner
-from test_worker import drain, prepare, publish, receivers, routes_of
+from test_worker import drain, prepare, publish, routes_of
 
 from evroute.cli import cli
 from evroute.inspect import trace_event
@@ -18,8 +18,6 @@ from evroute.store import Store, attempts, deadletters, outcomes
 from evroute.store.attempts import Attempt
 
 from receiver import Reply
-
-__all__ = ["receivers"]  # the fixture, re-exported for pytest
 
 
 def test_first_try_successes_write_no_attempt_rows_but_reach_the_ring(tmp_path: Path, receivers) -> None:  # type: ignore[no-untyped-def]

@@ -13,14 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from test_worker import drain, prepare, publish, receivers
+from test_worker import drain, prepare, publish
 
 from evroute.routes.load import load_routes_text
 from evroute.store import Store
 
 from receiver import Reply
-
-__all__ = ["receivers"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
