@@ -114,14 +114,11 @@ class Reader:
                 out.setdefault(o.seq, []).append(o)
         return out
 
-    def last_outcome(self) -> int:
-        return int(self.seam().last_outcome())
-
     def store(self) -> Store:
         if self.remote:
             from evroute.errors import InvalidInput
 
-            raise InvalidInput("this is kept by the SQLite store only")
+            raise InvalidInput("the console shows this for a SQLite store only")
         store = getattr(self._local, "store", None)
         if store is None:
             store = Store(self.db, create=False)

@@ -36,8 +36,16 @@ async def serve(
     from evroute.worker.ingress import start
 
     where = parse(f"sqlite:{db}") if isinstance(db, str) else db
-    # a missing database or a server that does not answer is one clear error, before binding
-    await asyncio.to_thread(lambda: open_store(where, create=False, credentials=credentials).close())
+
+    def check() -> None:
+        """A missing database or a server that does not answer is one clear error, before binding."""
+        store = open_store(where, create=False, credentials=credentials)
+        try:
+            store.last_outcome()
+        finally:
+            store.close()
+
+    await asyncio.to_thread(check)
     gate = Gate(token)
     app = web.Application()
     add_console(app, db=db, routes=routes, gate=gate, credentials=credentials)

@@ -8,7 +8,7 @@ import asyncio
 import time
 
 import pytest
-from helpers import wait_until
+from helpers import free_port, run_cli, wait_until
 
 from evroute.cloudevent import make_event
 from evroute.errors import InvalidInput
@@ -124,3 +124,14 @@ def test_a_broker_named_like_an_own_stream_is_refused(store):
     for broker in ("outcomes", "dlq"):
         with pytest.raises(InvalidInput, match=f"broker '{broker}' is reserved"):
             store.append(broker, [ev(0)])
+
+
+def test_ui_and_tail_on_a_server_that_does_not_answer_are_one_error_line(tmp_path):
+    url = f"nats://127.0.0.1:{free_port()}"
+    routes = str(tmp_path / "routes.yaml")
+    for args in (("ui", "--listen", f"127.0.0.1:{free_port()}"), ("tail",)):
+        code, out, err = run_cli("--store", url, "--routes", routes, *args)
+        assert code == 1, (args, out, err)
+        [line] = err.strip().splitlines()
+        assert line.startswith("Error: ") and "127.0.0.1" in line
+        assert "evroute console on" not in out
