@@ -1,8 +1,10 @@
 """Following delivery outcomes as they happen (``evroute tail``), as a library.
 
-The worker writes every outcome into the ring of ``store/outcomes.py`` with its batched
-cursor commit; a follower notices new commits with ``PRAGMA data_version`` (a few
-microseconds, no disk read) and reads the ring after the last ``n`` it saw.
+The worker writes every outcome with its batched commit into the store's ring (SQLite: the
+table of ``store/outcomes.py``; JetStream: stream ``EVROUTE_OUTCOMES``); a follower reads it
+through the store seam: it notices new writes with ``store.changed()`` (SQLite's
+``PRAGMA data_version``: a few microseconds, no disk read) and reads the ring after the last
+``n`` it saw.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any
 
 from evroute.clock import rfc3339
 from evroute.routes.model import RouteSet
-from evroute.store import Store, outcomes
+from evroute.store import outcomes
 
 WAKE_EVERY = 0.02
+WAKE_EVERY_REMOTE = 0.1  # a look at a server costs a round trip
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +58,7 @@ def doc(o: outcomes.Outcome, routeset: RouteSet) -> dict[str, Any]:
 
 
 def follow(
-    store: Store,
+    store: Any,
     filters: Filters,
     *,
     last: int = 0,
@@ -64,21 +67,23 @@ def follow(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[outcomes.Outcome]:
     """Yield outcomes newer than now (plus the ``last`` newest ones), forever or until ``stop()``.
-    ``missed(k)`` is told when ``k`` outcomes left the ring before they could be read."""
-    position = outcomes.last(store)
+    ``store`` is an EventStore (store/base.py). ``missed(k)`` is told when ``k`` outcomes left
+    the ring before they could be read."""
+    position = store.last_outcome()
     if last > 0:
-        backlog = outcomes.newest(store, last)
+        backlog = store.recent_outcomes(max(0, position - last), last)
         if backlog:
             position = backlog[0].n - 1
+    wake = WAKE_EVERY if store.kind == "sqlite" else WAKE_EVERY_REMOTE
     version = -1
     while not stop():
-        current = store.data_version()
+        current = store.changed()
         if current == version:
-            sleep(WAKE_EVERY)
+            sleep(wake)
             continue
         version = current
         while True:
-            batch = outcomes.after(store, position)
+            batch = store.recent_outcomes(position)
             if not batch:
                 break
             if batch[0].n > position + 1 and missed is not None and position > 0:

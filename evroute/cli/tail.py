@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from evroute.cli.common import ctx_obj, open_sqlite
+from evroute.cli.common import ctx_obj, open_store
 
 COLOURS = {"delivered": "green", "retrying": "yellow", "dead": "red"}
 
@@ -44,10 +44,9 @@ def tail(
       evroute tail --json | jq 'select(.status >= 500)'
     """
     from evroute.follow import Filters, doc, follow
-    from evroute.inspect import load_lenient
+    from evroute.inspect import routes_of
 
     obj = ctx_obj()
-    routeset = load_lenient(obj.routes).routeset
     colour = sys.stdout.isatty() and not as_json
 
     def missed(k: int) -> None:
@@ -56,7 +55,8 @@ def tail(
         )
 
     try:
-        with open_sqlite(create=False) as store:
+        with open_store(create=False) as store:
+            routeset = routes_of(store, obj.routes).routeset
             for o in follow(store, Filters(route, broker, type_, failed), last=last, missed=missed):
                 d = doc(o, routeset)
                 click.echo(json.dumps(d, ensure_ascii=False) if as_json else line(d, colour))

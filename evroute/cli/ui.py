@@ -35,6 +35,7 @@ def ui(listen: str, token: str | None, open_browser: bool) -> None:
     from evroute.console.server import run
 
     obj = ctx_obj()
-    code = run(obj.db, obj.routes, listen, token, open_browser)
+    where = obj.store.path if obj.store.kind == "sqlite" else obj.store
+    code = run(where, obj.routes, listen, token, open_browser, obj.credentials)
     if code:
         sys.exit(code)

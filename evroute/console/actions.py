@@ -36,11 +36,13 @@ def _text(body: dict[str, Any], key: str, required: bool = False) -> str | None:
 
 
 def run(console: Console, what: str, body: dict[str, Any]) -> dict[str, Any]:
-    store = console.reader.store()
     parts = what.split("/")
+    if parts == ["dead-letters"] and console.reader.remote:
+        return _dead_letters_remote(console, body)
     if parts == ["dead-letters"]:
         from evroute.store import deadletters
 
+        store = console.reader.store()
         ids = _ids(body)
         op = body.get("op")
         if op == "replay":
@@ -58,6 +60,22 @@ def run(console: Console, what: str, body: dict[str, Any]) -> dict[str, Any]:
     if parts == ["publish"]:
         return _publish(console, body)
     raise NotFound(f"no console action '{what}'")
+
+
+def _dead_letters_remote(console: Console, body: dict[str, Any]) -> dict[str, Any]:
+    """Replay through the store seam (a NATS store: records in EVROUTE_DLQ)."""
+    seam = console.reader.seam()
+    ids = _ids(body)
+    op = body.get("op")
+    if op not in ("replay", "purge"):
+        raise InvalidInput("'op' must be 'replay' or 'purge'")
+    for i in ids:
+        seam.dead_letter(i)  # NotFound names an id that is gone
+    if op == "purge":
+        raise InvalidInput(
+            "on a NATS store the console replays dead letters; purge them with evroute dlq purge"
+        )
+    return {"replayed": seam.replay(ids)}
 
 
 def _data(text: str | None) -> bytes | None:
@@ -93,7 +111,7 @@ def _replay_edited(console: Console, dlq_id: int, body: dict[str, Any]) -> dict[
         datacontenttype="application/json",
         extensions=extensions,
     )
-    result = publish_event(console.db, console.routes, letter.broker, event)
+    result = publish_event(console.where, console.routes, letter.broker, event, console.credentials)
     if result.seq is not None and letter.seq is not None:
         from evroute.store import links
 
@@ -105,14 +123,23 @@ def _route_action(console: Console, name: str, what: str, body: dict[str, Any]) 
     if what in ("pause", "resume"):
         from evroute.routes.edit import set_paused
 
+        if console.reader.remote:
+            raise InvalidInput(
+                "on a NATS store the routes live in the cluster: set 'paused' in the routes file "
+                "and run evroute routes apply"
+            )
+
         changed = set_paused(console.routes, name, what == "pause")
         return {"route": name, "paused": what == "pause", "changed": changed}
     if what == "reset-preview":
         return console.reader.reset_preview(name, _text(body, "to", True) or "")
     if what == "reset":
+        to = _text(body, "to", True) or ""
+        if console.reader.remote:
+            return {"route": name, "position": console.reader.seam().reset(name, to)}
         from evroute.store import cursors
 
-        position = cursors.reset(console.reader.store(), name, _text(body, "to", True) or "")
+        position = cursors.reset(console.reader.store(), name, to)
         return {"route": name, "position": position}
     if what == "test":
         return _test(console, name, body)
@@ -148,7 +175,7 @@ def _publish(console: Console, body: dict[str, Any]) -> dict[str, Any]:
         subject=_text(body, "subject"),
         data=(_text(body, "data") or "").encode("utf-8") or None,
     )
-    result = publish_event(console.db, console.routes, broker, event)
+    result = publish_event(console.where, console.routes, broker, event, console.credentials)
     return {
         "id": event.id,
         "seq": result.seq,

@@ -27,10 +27,12 @@ from evroute.console import pages
 from evroute.console.auth import COOKIE, CSRF_HEADER, SAFE_METHODS, Gate
 from evroute.console.data import RATE_EVERY, Reader
 from evroute.errors import EvrouteError, InvalidInput, NotFound
+from evroute.store.opener import Credentials, StoreURL
 
 logger = logging.getLogger("evroute.console")
 
 WATCH_EVERY = 0.05  # seconds between data_version looks: new events reach the pages within ~50 ms
+WATCH_EVERY_REMOTE = 0.25  # a look at a NATS server (the newest outcome) costs a round trip
 # Pages load only the console's own files and cannot be framed by another site (clickjacking).
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -45,9 +47,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Console:
-    def __init__(self, db: str, routes: str, gate: Gate) -> None:
-        self.reader = Reader(db, routes)
-        self.db = db
+    def __init__(
+        self, db: str | StoreURL, routes: str, gate: Gate, credentials: Credentials | None = None
+    ) -> None:
+        """``db``: the SQLite file, or a store URL (a NATS store is read through the seam)."""
+        self.reader = Reader(db, routes, credentials)
+        self.where = db
+        self.credentials = credentials
+        self.db = self.reader.db
         self.routes = routes
         self.gate = gate
         self.changed = asyncio.Condition()
@@ -69,8 +76,12 @@ class Console:
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
+        await asyncio.to_thread(self.reader.close)
 
     async def _watch(self) -> None:
+        if self.reader.remote:
+            await self._watch_remote()
+            return
         from evroute.store import Store
 
         store: Store | None = None
@@ -107,6 +118,33 @@ class Console:
         finally:
             if store is not None:
                 store.close()
+
+    async def _watch_remote(self) -> None:
+        """A NATS store: the newest recent outcome moves whenever a worker delivered."""
+        seen = -1
+        sampled = 0.0
+        failing = False
+        while True:
+            try:
+                now = time.monotonic()
+                if now - sampled >= RATE_EVERY:
+                    sampled = now
+                    await asyncio.to_thread(self.reader.sample_rates)
+                current = await asyncio.to_thread(lambda: int(self.reader.seam().changed()))
+                if current != seen:
+                    seen = current
+                    async with self.changed:
+                        self.version += 1
+                        self.changed.notify_all()
+                if failing:
+                    failing = False
+                    logger.info("console: watching the store again")
+            except Exception as exc:  # supervised: said once, backed off, survived
+                if not failing:
+                    failing = True
+                    logger.warning("console: cannot watch the store (retrying every second): %s", exc)
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(WATCH_EVERY_REMOTE)
 
     async def _next_change(self, version: int, timeout: float) -> int:
         async with self.changed:
@@ -348,9 +386,16 @@ async def _static(request: web.Request) -> web.StreamResponse:
     )
 
 
-def add_console(app: web.Application, *, db: str, routes: str, gate: Gate) -> Console:
-    """Mount the console's pages on ``app`` under /ui/."""
-    console = Console(db, routes, gate)
+def add_console(
+    app: web.Application,
+    *,
+    db: str | StoreURL,
+    routes: str,
+    gate: Gate,
+    credentials: Credentials | None = None,
+) -> Console:
+    """Mount the console's pages on ``app`` under /ui/ (``db``: a SQLite file or a store URL)."""
+    console = Console(db, routes, gate, credentials)
     app.middlewares.append(_guard(console))
     r = app.router
     r.add_get("/ui/static/{name}", _static)

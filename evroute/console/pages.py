@@ -287,7 +287,17 @@ def event(doc: dict[str, Any]) -> str:
 {linked(doc.get("links") or {})}
 <div class="two"><section><h2>Attributes</h2><table class="attrs">{attrs}</table></section>
 <section><h2>Data</h2><pre class="data">{e(doc["data_pretty"])}</pre></section></div>
-<section><h2>Routes</h2><div id="event-routes">{event_routes(doc)}</div></section>"""
+<section><h2>Routes</h2>{no_timeline(doc)}<div id="event-routes">{event_routes(doc)}</div></section>"""
+
+
+def no_timeline(doc: dict[str, Any]) -> str:
+    """The store keeps no attempt history (NATS): say so, once, above the routes."""
+    if doc.get("timeline", True):
+        return ""
+    return (
+        '<p class="note">This store (NATS JetStream) keeps no attempt history: no timeline of '
+        "attempts here, only each route's state and the recent outcomes.</p>"
+    )
 
 
 # --------------------------------------------------------------------------- dead letters

@@ -178,6 +178,21 @@ class EventStore(Protocol):
         """Retries of log events ``route`` has waiting (dead-letter replays not counted)."""
         ...
 
+    # the recent delivery outcomes (``evroute tail``, the console): SQLite's ring table, or
+    # stream EVROUTE_OUTCOMES on JetStream; both keep the newest ~2,000
+    def last_outcome(self) -> int:
+        """The newest outcome's ``n`` (0 when none): a follower starts after it."""
+        ...
+
+    def recent_outcomes(self, after: int, limit: int = 1000) -> list[Any]:
+        """Outcomes (``store.outcomes.Outcome``) with ``n > after``, oldest first."""
+        ...
+
+    def changed(self) -> int:
+        """A number that moves when another process wrote (SQLite: data_version; JetStream:
+        the newest outcome), for a reader's cheap wake-up check."""
+        ...
+
     def attempts_of(self, seq: int) -> list[Any]:
         """The attempt history of one event, every route (``events show``)."""
         ...

@@ -126,6 +126,19 @@ class SqliteStore:
 
         return retries.scheduled(self.db, route)
 
+    def last_outcome(self) -> int:
+        from evroute.store import outcomes
+
+        return outcomes.last(self.db)
+
+    def recent_outcomes(self, after: int, limit: int = 1000) -> list[Any]:
+        from evroute.store import outcomes
+
+        return outcomes.after(self.db, after, limit)
+
+    def changed(self) -> int:
+        return self.db.data_version()
+
     def attempts_of(self, seq: int) -> list[Any]:
         from evroute.store import attempts
 

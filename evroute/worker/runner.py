@@ -332,7 +332,13 @@ class Runner:
             token=token,
             metrics=engine.metrics,
             on_stored=engine.notify,
-            mount=lambda a: add_console(a, db=self.options.store.path, routes=self.options.routes, gate=gate),
+            mount=lambda a: add_console(
+                a,
+                db=_console_store(self.options.store),
+                routes=self.options.routes,
+                gate=gate,
+                credentials=self.options.credentials,
+            ),
         )
         runner = await start(app, host, port)
         logger.info("ingress listening on http://%s:%d/%s", host, port, " (token required)" if token else "")
@@ -402,6 +408,11 @@ class Runner:
 def _where(store: EventStore) -> str:
     path = getattr(store, "path", None)
     return os.path.abspath(path) if store.kind == "sqlite" and path else store.url
+
+
+def _console_store(url: Any) -> Any:
+    """What the console reads: the SQLite file, or the store URL (NATS, through the seam)."""
+    return url.path if url.kind == "sqlite" else url
 
 
 __all__ = ["RuntimeFault", "WorkerOptions", "run"]

@@ -10,6 +10,7 @@ nats-py. The mapping (SPEC section 10), one module per concept:
 ``streams``            a stream per broker; append with dedup; reading the log back
 ``consumers``          a durable pull consumer per route; the pull loop; ack / NAK / TERM
 ``deadletters``        records in stream ``EVROUTE_DLQ``; list, replay, purge
+``outcomes``           the recent delivery outcomes in stream ``EVROUTE_OUTCOMES`` (``tail``, the console)
 ``kv``                 the routes file in KV ``EVROUTE_ROUTES``; worker heartbeats in ``EVROUTE_WORKERS``
 ``store``              :class:`NatsStore`, the seam's two halves over the modules above
 =====================  ===========================================================================

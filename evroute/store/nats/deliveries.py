@@ -14,8 +14,8 @@ durable consumer; every worker pulls from every route, and the server spreads th
 - A replayed dead letter comes back through ``read`` on the route's replay subject; its
   success removes the record, its new dead letter replaces the old one.
 - ``commit`` keeps the counters for the heartbeat; no position is written (acks are the
-  position). Attempt history, recent outcomes and reply links are SQLite's (the console and
-  ``tail``): this store drops them.
+  position). The recent outcomes go to stream ``EVROUTE_OUTCOMES`` (``outcomes.py``, for
+  ``tail`` and the console); attempt history and reply links are SQLite's: this store drops them.
 - ``watch`` wakes the worker when a puller's inbox receives something (messages, or the
   server's status when a pull request ran out or the consumer was recreated).
 """
@@ -33,7 +33,7 @@ from typing import Any
 
 from evroute.cloudevent import CloudEvent, make_event
 from evroute.store.base import Cursor, NewDeadLetter, Progress, Retry, RouteStart
-from evroute.store.nats import connection, consumers, deadletters, kv, names, status, streams
+from evroute.store.nats import connection, consumers, deadletters, kv, names, outcomes, status, streams
 from evroute.store.nats.consumers import Puller
 from evroute.store.records import AppendResult, StoredEvent
 
@@ -73,6 +73,7 @@ class NatsDeliveries:
         self._saved = 0.0
         self._beat_failing = False
         self._saving: asyncio.Future[bool] | None = None
+        self._outcomes_failing = False
 
     async def _connect(self) -> Any:
         """The worker's own connection, on the loop that attached (reconnecting forever)."""
@@ -114,7 +115,9 @@ class NatsDeliveries:
     async def attach(self, routes: Sequence[RouteStart], now: float | None = None) -> dict[str, Cursor]:
         js = await self._connect()
         await self.store._ensure(js, routes)
-        await deadletters.ensure_stream(js, (await self.store._settings(js)).replicas)
+        replicas = (await self.store._settings(js)).replicas
+        await deadletters.ensure_stream(js, replicas)
+        await outcomes.ensure_stream(js, replicas)
         wanted = {r.name: r.broker for r in routes}
         for name in list(self.pullers):
             if wanted.get(name) != self.pullers[name].broker:
@@ -166,11 +169,28 @@ class NatsDeliveries:
                 r["last_error"], r["last_error_at"] = p.last_error, p.last_error_at
             r["in_flight"], r["breaker"] = p.in_flight, p.breaker
         self._dirty = self._dirty or any(p.delivered or p.failed or p.last_error for p in progress)
+        if recent:
+            await self._publish_outcomes(recent)
         await self._save_counters()
         after = await self.epochs()
         moved = [r for r, e in after.items() if r in self._reported and self._reported[r] != e]
         self._reported = after
         return moved
+
+    async def _publish_outcomes(self, recent: Sequence[Any]) -> None:
+        """Queue the outcomes on stream EVROUTE_OUTCOMES; never fails the commit."""
+        try:
+            if self.nc is None:
+                return
+            brokers = {name: p.broker for name, p in self.pullers.items()}
+            await outcomes.publish(self.nc, recent, brokers)
+            if self._outcomes_failing:
+                self._outcomes_failing = False
+                log.info("recent outcomes are published again")
+        except Exception as exc:  # a follower misses these; deliveries go on
+            if not self._outcomes_failing:
+                self._outcomes_failing = True
+                log.warning("cannot publish recent outcomes (evroute tail misses them): %s", exc)
 
     async def lag(self, broker: str, position: int) -> int:
         return max(0, await self.newest(broker) - position)

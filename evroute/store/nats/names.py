@@ -42,3 +42,7 @@ def route_of(consumer_name: str) -> str | None:
 
 def dlq_subject(route: str) -> str:
     return f"evroute.dlq.{route}"
+
+
+OUTCOMES_STREAM = "EVROUTE_OUTCOMES"  # the recent delivery outcomes (``evroute tail``, the console)
+OUTCOMES_SUBJECT = "evroute.outcomes"

@@ -49,6 +49,7 @@ class NatsStore:
         self._js: Any = None
         self.settings: StreamSettings | None = None  # None: read settings.nats from the routes in KV
         self.specs: dict[str, ConsumerSpec] = {}  # routes whose delivery policy is known
+        self._outcome_events: dict[tuple[str, int], Any] = {}  # (broker, seq) -> (id, type)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -292,6 +293,21 @@ class NatsStore:
             )
 
         self._run(put)
+
+    def last_outcome(self) -> int:
+        from evroute.store.nats import outcomes
+
+        return int(self._run(outcomes.last))
+
+    def recent_outcomes(self, after: int, limit: int = 1000) -> list[Any]:
+        from evroute.store.nats import outcomes
+
+        found: list[Any] = self._run(outcomes.after, after, limit, self._outcome_events)
+        return found
+
+    def changed(self) -> int:
+        """The newest recent outcome: moves whenever a worker delivered (the console's wake-up)."""
+        return self.last_outcome()
 
     def attempts_of(self, seq: int) -> list[Any]:
         return []  # attempt history is kept by the SQLite store only

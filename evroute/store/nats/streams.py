@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evroute.cloudevent import CloudEvent
-from evroute.errors import InvalidEvent, StoreError
+from evroute.errors import InvalidEvent, InvalidInput, StoreError
 from evroute.store.base import AppendResult, StoredEvent
 from evroute.store.nats import names, wire
 
@@ -45,10 +45,17 @@ def stream_config(broker: str, settings: StreamSettings) -> Any:
     )
 
 
+def usable(broker: str) -> None:
+    """A broker whose stream would be one of evroute's own (dead letters, recent outcomes)."""
+    if names.stream(broker) in (names.DLQ_STREAM, names.OUTCOMES_STREAM):
+        raise InvalidInput(f"broker '{broker}' is reserved on a NATS store (its stream is evroute's own)")
+
+
 async def ensure_stream(js: Any, broker: str, settings: StreamSettings) -> None:
     """Create the broker's stream, or bring an existing one to these settings."""
     from nats.js.errors import BadRequestError
 
+    usable(broker)
     config = stream_config(broker, settings)
     try:
         await js.add_stream(config)
@@ -65,6 +72,7 @@ async def append(js: Any, broker: str, events: Sequence[CloudEvent]) -> AppendRe
     stream has no transaction: when some PubAcks fail, the others are stored — the error says
     how many, and publishing the same events again stores only the missing ones (dedup).
     """
+    usable(broker)
     subject = names.subject(broker)
     if len(events) == 1:
         data, headers = wire.encode(events[0])
@@ -148,7 +156,7 @@ async def brokers(js: Any) -> list[str]:
     out = []
     for info in await js.streams_info():
         name = info.config.name or ""
-        if not name.startswith("EVROUTE_") or name == names.DLQ_STREAM:
+        if not name.startswith("EVROUTE_") or name in (names.DLQ_STREAM, names.OUTCOMES_STREAM):
             continue
         for subj in info.config.subjects or ():
             if subj.startswith("evroute.") and subj.count(".") == 1:
