@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from evroute import tracing
 from evroute.cloudevent import NESTED_TOO_DEEPLY, CloudEvent, check_size, is_json_type, make_event
-from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, StoreError
+from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput
 from evroute.store.opener import Credentials, StoreURL, open_store
 from evroute.store.records import RouteStart
 
@@ -275,28 +275,16 @@ class _Target:
             self.store = open_store(self.url, durability=self.config.durability, credentials=self.credentials)
         elif self.config.durability != "normal" and hasattr(self.store, "set_durability"):
             self.store.set_durability(self.config.durability)
-        try:
-            _remember(self.store, self.config)
-            if self.config.routes:
-                self.store.ensure_routes([RouteStart(*r) for r in self.config.routes])
-        except Exception as exc:
-            raise _store_error(self.url, exc) from None
+        # A store reports its own faults as StoreError (it names the file or the server).
+        _remember(self.store, self.config)
+        if self.config.routes:
+            self.store.ensure_routes([RouteStart(*r) for r in self.config.routes])
         store: EventStore = self.store
         return store
 
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
-
-
-def _store_error(url: StoreURL, exc: Exception) -> Exception:
-    import sqlite3
-
-    if isinstance(exc, sqlite3.Error):
-        return StoreError(
-            f"cannot write to database '{url.path}': {exc} (check the path and free disk space)"
-        )
-    return exc
 
 
 def publish_event(
@@ -309,11 +297,7 @@ def publish_event(
     try:
         target.check_size(event)
         event = tracing.ensure(event, broker)  # an event without a trace gets one
-        store = target.open()
-        try:
-            result = store.append(broker, [event])
-        except Exception as exc:
-            raise _store_error(target.url, exc) from None
+        result = target.open().append(broker, [event])
     finally:
         target.close()
     seq = result.seqs[0] if result.seqs else None
@@ -366,12 +350,7 @@ def publish_file(
         parts = chunks()
         first = next(parts, None)  # a file that is bad from the start never opens the store
         store = target.open()
-        try:
-            result = store.append_all(broker, itertools.chain([first] if first else [], parts), time.time())
-        except EvrouteError:
-            raise
-        except Exception as exc:
-            raise _store_error(target.url, exc) from None
+        result = store.append_all(broker, itertools.chain([first] if first else [], parts), time.time())
     finally:
         target.close()
     return Published(result.stored, result.duplicates, None, target.config.warning)

@@ -230,8 +230,19 @@ class EventStore(Protocol):
         ...
 
     def collect(
-        self, routes: Sequence[RouteStart], retention: float, now: float, limit: int | None
-    ) -> int: ...
+        self,
+        routes: Sequence[RouteStart],
+        retention: float,
+        now: float,
+        limit: int | None,
+        *,
+        chunk: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete what retention allows (every route has passed it, older than ``retention``),
+        at most ``limit`` rows, ``chunk`` per write; ``progress(n)`` after each chunk."""
+        ...
+
     def snapshot(self) -> AbstractContextManager[object]: ...
     def use_routes(self, routes: Iterable[Any], settings: Any | None = None) -> None:
         """The routes' delivery policies and settings, when the caller has them parsed

@@ -9,12 +9,13 @@ imported only where they are built, so a single ``publish`` does not define them
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from evroute.cloudevent import CloudEvent
-from evroute.errors import InvalidInput
+from evroute.errors import InvalidInput, StoreError
 from evroute.store import log
 from evroute.store.db import Store
 from evroute.store.records import AppendResult, StoredEvent
@@ -87,7 +88,10 @@ class SqliteStore:
         exists: one query finds that out without importing the cursors module."""
         if not routes:
             return []
-        existing = dict(self.db.conn.execute("SELECT route, broker FROM cursors").fetchall())
+        try:
+            existing = dict(self.db.conn.execute("SELECT route, broker FROM cursors").fetchall())
+        except sqlite3.Error as exc:  # a file that is no database, a disk error: one StoreError
+            raise StoreError(f"cannot write to database '{self.db.path}': {exc}") from None
         if all(existing.get(r.name) == r.broker for r in routes):
             return []
         from evroute.store import cursors
@@ -269,10 +273,19 @@ class SqliteStore:
             )
         ]
 
-    def collect(self, routes: Sequence[RouteStart], retention: float, now: float, limit: int | None) -> int:
-        from evroute.retention import collect_routes  # the rules live there, beside the routes
+    def collect(
+        self,
+        routes: Sequence[RouteStart],
+        retention: float,
+        now: float,
+        limit: int | None,
+        *,
+        chunk: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        from evroute.store import sweep
 
-        return collect_routes(self.db, routes, retention, now, limit)
+        return sweep.collect_routes(self.db, routes, retention, now, limit, chunk, progress)
 
     @contextmanager
     def snapshot(self) -> Iterator[object]:

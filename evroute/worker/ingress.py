@@ -50,7 +50,6 @@ import hmac
 import json
 import logging
 import re
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -356,7 +355,7 @@ class Ingress:
         events = tracing.from_request(headers, events, broker, span)  # each event in a trace
         try:
             stored, duplicates = await self.committer.submit(broker, events)
-        except (EvrouteError, sqlite3.Error, OSError) as exc:
+        except (EvrouteError, OSError) as exc:  # the store reports its faults as StoreError
             logger.error("ingress: cannot store %d event(s) in broker %s: %s", len(events), broker, exc)
             return _error(503, f"cannot store the events now, nothing was stored: {exc}")
         except Exception as exc:

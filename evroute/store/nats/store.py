@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from evroute.cloudevent import CloudEvent
@@ -383,7 +383,16 @@ class NatsStore:
         found: list[Presence] = self._run(presences, now)
         return found
 
-    def collect(self, routes: Sequence[RouteStart], retention: float, now: float, limit: int | None) -> int:
+    def collect(
+        self,
+        routes: Sequence[RouteStart],
+        retention: float,
+        now: float,
+        limit: int | None,
+        *,
+        chunk: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         return 0  # the stream's max age drops old events on the server
 
     @contextlib.contextmanager
