@@ -15,22 +15,6 @@ from evroute.store import Store, deadletters, lease, retries
 from evroute.store import log as event_log
 from evroute.store.deadletters import NewDeadLetter
 
-DLQ_KEYS = {
-    "id",
-    "route",
-    "seq",
-    "event",
-    "attempts",
-    "status",
-    "reason",
-    "error",
-    "body",
-    "first_failed_at",
-    "dead_at",
-    "replayed_at",
-    "dls_outcome",
-}
-
 
 class Env:
     """A database holding dead letters of two routes, and the global options to reach it."""

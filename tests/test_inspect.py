@@ -7,70 +7,22 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from contract.test_contract_status import route
 from helpers import json_event
 from helpers import run_cli as run
 
 from evroute.inspect import route_status, trace_event
-from evroute.routes.model import Matcher, Route, RouteSet, Subscriber
+from evroute.routes.model import RouteSet
 from evroute.store import Store, cursors, deadletters, lease, retries
 from evroute.store import log as event_log
 from evroute.store.cursors import Progress
 from evroute.store.deadletters import NewDeadLetter
 from evroute.store.retries import Retry
 from evroute.store.sqlite import SqliteStore
-
-STATUS_KEYS = {
-    "name",
-    "broker",
-    "subscriber",
-    "cursor",
-    "lag",
-    "in_flight",
-    "retrying",
-    "next_retry_due",
-    "dead_letters",
-    "delivered",
-    "failed",
-    "last_error",
-    "paused",
-    "breaker",
-    "throttled",
-    "scheduled",
-    "endpoints",
-}
-TRACE_ROUTE_KEYS = {
-    "route",
-    "state",
-    "attempt",
-    "next_due",
-    "last_error",
-    "dlq_id",
-    "failed_filter",
-    "attempts",
-    "due",
-}
-
-
-def exact(**want: str) -> Matcher:
-    """A Knative attributes filter as the routes loader builds it: exact match, names the failed part."""
-
-    def explain(attrs: Mapping[str, object]) -> str | None:
-        for key, value in want.items():
-            if attrs.get(key) != value:
-                return f"filter {key}={value!r} (event has {attrs.get(key)!r})"
-        return None
-
-    return Matcher(lambda a: explain(a) is None, explain, " and ".join(f"{k}={v}" for k, v in want.items()))
-
-
-def route(name: str, broker: str = "default", **kw: Any) -> Route:
-    kw.setdefault("subscriber", Subscriber(uri=f"http://127.0.0.1:9/{name}"))
-    return Route(name=name, broker=broker, start="earliest", **kw)
 
 
 def publish(
