@@ -783,7 +783,7 @@ def test_a_background_loop_that_fails_is_logged_once_backed_off_and_restarted(
 
 
 def test_another_process_commit_wakes_an_idle_worker_through_the_wal_file(tmp_path: Path) -> None:
-    from evroute.worker.wakeups import WalWatch
+    from evroute.store.wakeups import WalWatch
 
     db = str(tmp_path / "ev.db")
     Store(db).close()

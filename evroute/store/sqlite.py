@@ -480,7 +480,7 @@ class SqliteDeliveries:
     async def watch(self, changed: Callable[[], None]) -> None:
         """Call ``changed()`` whenever another process commits: the -wal file's notifications
         wake a ``PRAGMA data_version`` check."""
-        from evroute.worker.wakeups import watch_commits  # the machinery lives with the worker
+        from evroute.store.wakeups import watch_commits
 
         await watch_commits(self.db.path, self.db.data_version, changed)
 

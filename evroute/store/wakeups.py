@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-logger = logging.getLogger("evroute.worker")
+logger = logging.getLogger("evroute.store")
 
 POLL_INTERVAL = 0.002  # while busy: wakes on other processes' commits within ~2 ms
 BURST = 1.0  # after another process's commit, keep checking this long at POLL_INTERVAL
