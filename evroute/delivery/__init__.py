@@ -13,12 +13,11 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-import aiohttp
-
 from evroute import tracing
 from evroute.cloudevent import CloudEvent
 from evroute.delivery.command import deliver_command
-from evroute.delivery.http import MAX_REPLY_BYTES, USER_AGENT, deliver_http
+from evroute.delivery.http import MAX_REPLY_BYTES, deliver_http
+from evroute.delivery.http1 import HttpClient
 from evroute.delivery.outcome import Kind, Outcome, failure, one_line
 from evroute.delivery.policy import reply_read_limit
 from evroute.routes.model import Delivery, Subscriber
@@ -39,7 +38,7 @@ async def deliver(
     delivery: Delivery,
     headers: Mapping[str, str],
     signing_secret: str | None,
-    session: aiohttp.ClientSession,
+    session: HttpClient,
     extra_attributes: Mapping[str, str] | None = None,
     transform: Transform | None = None,
     max_event_bytes: int | None = None,
@@ -102,7 +101,7 @@ async def _deliver(
     delivery: Delivery,
     headers: Mapping[str, str],
     signing_secret: str | None,
-    session: aiohttp.ClientSession,
+    session: HttpClient,
     extra_attributes: Mapping[str, str] | None,
     max_event_bytes: int | None,
     trace: Mapping[str, str],
@@ -151,28 +150,16 @@ async def _deliver(
         return failure(Kind.RETRIABLE, one_line(f"internal error: {type(exc).__name__}: {exc}"), elapsed)
 
 
-def new_session(limit: int = 0) -> aiohttp.ClientSession:
-    """The worker's one HTTP client session; call it inside the running event loop.
+def new_session() -> HttpClient:
+    """The worker's one HTTP client; call it inside the running event loop.
 
-    Keep-alive connections are pooled per host; ``limit`` caps open connections in total
-    (0: no cap; each route's ``concurrency`` already bounds what it has in flight). Cookies are
-    never stored (a webhook delivery carries no state from the previous one), proxies from the
-    environment are not used (subscribers are local), and the per-attempt timeout comes from
-    each route's delivery policy, not from the session.
+    Keep-alive connections are pooled per host and dropped after 30 s idle; each route's
+    ``concurrency`` bounds what it has in flight. Cookies are never stored (a webhook delivery
+    carries no state from the previous one), proxies from the environment are not used
+    (subscribers are local), and the per-attempt timeout comes from each route's delivery
+    policy. See :mod:`evroute.delivery.http1`.
     """
-    connector = aiohttp.TCPConnector(
-        limit=limit,
-        limit_per_host=0,
-        keepalive_timeout=KEEPALIVE_SECONDS,
-        ttl_dns_cache=60,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": USER_AGENT},
-        trust_env=False,
-    )
+    return HttpClient(KEEPALIVE_SECONDS)
 
 
 __all__ = ["Kind", "Outcome", "deliver", "new_session"]

@@ -1,4 +1,5 @@
-"""HTTP subscribers (SPEC 5.1): one POST per attempt over a shared aiohttp session.
+"""HTTP subscribers (SPEC 5.1): one POST per attempt over the worker's keep-alive connections
+(:mod:`evroute.delivery.http1`).
 
 The request is the event in binary content mode (``ce-*`` headers, body = data) or, with
 ``format: json``, structured mode; plus ``Prefer: reply``, ``evroute-attempt: N``, the route's
@@ -27,11 +28,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from typing import Literal
-
-import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
 
 from evroute import __version__
 from evroute.cloudevent import (
@@ -44,6 +40,15 @@ from evroute.cloudevent import (
     to_structured,
 )
 from evroute.delivery import signing
+from evroute.delivery.http1 import (
+    BadResponse,
+    ConnectFailed,
+    Disconnected,
+    HttpClient,
+    InvalidURL,
+    ReadState,
+    Response,
+)
 from evroute.delivery.outcome import BODY_KEEP, Kind, Outcome, failure, one_line, seconds, success
 from evroute.delivery.policy import (
     DAPR_STATUS_BYTES,
@@ -64,9 +69,53 @@ DRAIN_BYTES = 64 * 1024  # read this much of an unwanted body so the connection 
 USER_AGENT = f"evroute/{__version__}"
 
 # Headers that carry the event, its framing or its signature: a route's headers cannot replace them.
-_RESERVED = frozenset({"content-type", "content-length", "transfer-encoding", "prefer", "evroute-attempt"})
+_RESERVED = frozenset(
+    {"content-type", "content-length", "transfer-encoding", "prefer", "evroute-attempt", "host", "connection"}
+)
+_TRACE = frozenset({"traceparent", "tracestate"})
+_DEFAULTS = {
+    "user-agent": ("User-Agent", USER_AGENT),
+    "accept": ("Accept", "*/*"),
+    # No compressed bodies: read limits then count real bytes.
+    "accept-encoding": ("Accept-Encoding", "identity"),
+}
 
-ReadState = Literal["eof", "over", "broken", "timeout"]
+
+class _RouteLines:
+    """A route's own header lines (defaults it may replace, then its headers), built once."""
+
+    __slots__ = ("count", "headers", "text", "trace")
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        chosen = dict(_DEFAULTS)
+        trace: list[str] = []
+        for name, value in headers.items():
+            low = name.lower()
+            if low.startswith(("ce-", "webhook-")) or low in _RESERVED:
+                continue
+            if low in _TRACE:  # the attempt's own trace context replaces these when it has one
+                trace.append(f"{name}: {value}\r\n")
+                continue
+            chosen[low] = (name, value)
+        self.headers = headers  # held: its id() stays this mapping's while it is cached
+        self.text = "".join(f"{name}: {value}\r\n" for name, value in chosen.values())
+        self.count = len(chosen)
+        self.trace = "".join(trace)
+
+
+_route_lines: dict[int, _RouteLines] = {}
+
+
+def _lines_for(headers: Mapping[str, str]) -> _RouteLines:
+    """The route's header lines, cached by the identity of its (unchanging) headers mapping."""
+    found = _route_lines.get(id(headers))
+    if found is not None and found.headers is headers:
+        return found
+    found = _RouteLines(headers)
+    if len(_route_lines) >= 256:  # per-attempt mappings (a dead-letter sink's) must not pile up
+        _route_lines.clear()
+    _route_lines[id(headers)] = found
+    return found
 
 
 def build_request(
@@ -78,8 +127,10 @@ def build_request(
     signing_secret: str | None,
     now: float,
     trace: Mapping[str, str] | None = None,
-) -> tuple[CIMultiDict[str], bytes]:
-    """The headers and body of one attempt. Raises InvalidInput for an unusable signing secret.
+) -> tuple[bytes, bytes]:
+    """The header lines (after the request line and ``Host``, without ``Content-Length``) and
+    the body of one attempt. Raises InvalidInput for an unusable signing secret or a header
+    value with a line break in it.
 
     ``trace``: the W3C ``traceparent``/``tracestate`` headers of the attempt (see
     :func:`evroute.tracing.start_attempt`); they replace any a route's headers name.
@@ -88,25 +139,32 @@ def build_request(
         event_headers, body = to_structured(event)
     else:
         event_headers, body = to_binary(event)
-    out: CIMultiDict[str] = CIMultiDict()
-    out["User-Agent"] = USER_AGENT
-    out["Accept-Encoding"] = "identity"  # no compressed bodies: read limits then count real bytes
-    for name, value in headers.items():
-        low = name.lower()
-        if low.startswith(("ce-", "webhook-")) or low in _RESERVED:
-            continue
-        out[name] = value
+    route = _lines_for(headers)
+    parts = [route.text]
+    lines = route.count + len(event_headers) + 2
     for name, value in event_headers.items():
-        out[name] = value
-    out["Prefer"] = "reply"
-    out["evroute-attempt"] = str(attempt)
+        parts.append(f"{name}: {value}\r\n")
+    parts.append(f"Prefer: reply\r\nevroute-attempt: {attempt}\r\n")
     if trace:
         for name, value in trace.items():
-            out[name] = value
+            parts.append(f"{name}: {value}\r\n")
+        lines += len(trace)
+    elif route.trace:
+        parts.append(route.trace)
+        lines += route.trace.count("\n")
     if signing_secret is not None:
-        for name, value in signing.signature_headers(signing_secret, event.id, int(now), body).items():
-            out[name] = value
-    return out, body
+        try:
+            signature = signing.signature_headers(signing_secret, event.id, int(now), body)
+        except InvalidInput as exc:
+            raise InvalidInput(f"cannot sign the request: {exc}") from None
+        for name, value in signature.items():
+            parts.append(f"{name}: {value}\r\n")
+        lines += len(signature)
+    text = "".join(parts)
+    # One line per header: a value carrying CR or LF would start a header of its own.
+    if text.count("\n") != lines or text.count("\r") != lines:
+        raise InvalidInput("cannot send the request: a header value contains a line break")
+    return text.encode("utf-8", "surrogateescape"), body
 
 
 async def deliver_http(
@@ -117,7 +175,7 @@ async def deliver_http(
     delivery: Delivery,
     headers: Mapping[str, str],
     signing_secret: str | None,
-    session: aiohttp.ClientSession,
+    session: HttpClient,
     max_reply_bytes: int = MAX_REPLY_BYTES,
     max_event_bytes: int | None = None,
     clock: Callable[[], float] = time.time,
@@ -132,7 +190,7 @@ async def deliver_http(
     limit = delivery.timeout if delivery.timeout > 0 else None
     attempt_ = _Attempt(started, None if limit is None else started + limit, limit)
     try:
-        request_headers, body = build_request(
+        head, body = build_request(
             event,
             attempt=attempt,
             delivery=delivery,
@@ -142,39 +200,25 @@ async def deliver_http(
             trace=trace,
         )
     except InvalidInput as exc:
-        return failure(Kind.PERMANENT, one_line(f"cannot sign the request: {exc}"), attempt_.elapsed())
-    # Binary mode without datacontenttype must not gain one: aiohttp would label a bytes body
-    # application/octet-stream, and the receiver would take that as the event's datacontenttype.
-    skip = () if "Content-Type" in request_headers else ("Content-Type",)
-    response: aiohttp.ClientResponse | None = None
+        return failure(Kind.PERMANENT, one_line(str(exc)), attempt_.elapsed())
     try:
-        try:
-            async with asyncio.timeout_at(attempt_.deadline):
-                response = await session.post(
-                    uri, data=body, headers=request_headers, allow_redirects=False, skip_auto_headers=skip
-                )
-        except TimeoutError:
-            return failure(Kind.RETRIABLE, attempt_.timeout_error(), attempt_.elapsed())
-        except aiohttp.InvalidURL:
-            return failure(Kind.PERMANENT, one_line(f"invalid URL {uri!r}"), attempt_.elapsed())
-        except aiohttp.ClientConnectorError as exc:
-            return failure(Kind.RETRIABLE, _connect_error(exc), attempt_.elapsed())
-        except aiohttp.ServerDisconnectedError:
-            error = f"connection closed by {_where(uri)} before a response"
-            return failure(Kind.RETRIABLE, one_line(error), attempt_.elapsed())
-        except aiohttp.ClientResponseError as exc:
-            error = f"bad response from {_where(uri)}: {exc.message}"
-            return failure(Kind.RETRIABLE, one_line(error), attempt_.elapsed())
-        except (aiohttp.ClientError, OSError) as exc:
-            error = f"{type(exc).__name__} talking to {_where(uri)}: {exc}"
-            return failure(Kind.RETRIABLE, one_line(error), attempt_.elapsed())
+        response = await session.post(uri, head, body, attempt_.deadline)
+    except TimeoutError:
+        return failure(Kind.RETRIABLE, attempt_.timeout_error(), attempt_.elapsed())
+    except InvalidURL as exc:
+        return failure(Kind.PERMANENT, one_line(str(exc)), attempt_.elapsed())
+    except (ConnectFailed, Disconnected, BadResponse) as exc:
+        return failure(Kind.RETRIABLE, one_line(str(exc)), attempt_.elapsed())
+    except OSError as exc:
+        error = f"{type(exc).__name__} talking to {uri}: {exc}"
+        return failure(Kind.RETRIABLE, one_line(error), attempt_.elapsed())
+    try:
         if delivery.contract == "dapr":
             return await _judge_dapr(response, attempt_)
         return await _judge(response, event, attempt_, max_reply_bytes, max_event_bytes, clock)
     finally:
-        if response is not None:
-            # Unread body left: aiohttp closes the connection instead of returning it to the pool.
-            response.release()
+        # An answer not read to the end closes its connection instead of going back to the pool.
+        response.release()
 
 
 class _Attempt:
@@ -193,7 +237,7 @@ class _Attempt:
 
 
 async def _judge(
-    response: aiohttp.ClientResponse,
+    response: Response,
     parent: CloudEvent,
     attempt: _Attempt,
     max_reply_bytes: int,
@@ -204,9 +248,9 @@ async def _judge(
     kind = classify_status(status)
     if kind is Kind.SUCCESS:
         if not _looks_like_event(response):
-            await _read(response, attempt.deadline, keep=0, limit=DRAIN_BYTES)
+            await _read(response, keep=0, limit=DRAIN_BYTES)
             return success(status, attempt.elapsed())
-        raw, state = await _read(response, attempt.deadline, keep=max_reply_bytes, limit=max_reply_bytes)
+        raw, state = await _read(response, keep=max_reply_bytes, limit=max_reply_bytes)
         if state == "over":
             return oversized_reply(
                 "body", max_reply_bytes, max_event_bytes, status=status, elapsed=attempt.elapsed(), raw=raw
@@ -238,7 +282,7 @@ async def _judge(
         return accept_reply(
             parent, reply, status=status, elapsed=attempt.elapsed(), raw=raw, max_event_bytes=max_event_bytes
         )
-    kept, _ = await _read(response, attempt.deadline, keep=BODY_KEEP, limit=DRAIN_BYTES)
+    kept, _ = await _read(response, keep=BODY_KEEP, limit=DRAIN_BYTES)
     error = f"HTTP {status}"
     if 300 <= status <= 399:
         location = response.headers.get("Location")
@@ -251,12 +295,12 @@ async def _judge(
     )
 
 
-async def _judge_dapr(response: aiohttp.ClientResponse, attempt: _Attempt) -> Outcome:
+async def _judge_dapr(response: Response, attempt: _Attempt) -> Outcome:
     """Dapr's contract (a route from a Dapr Subscription): the body's status, then 404."""
     status = response.status
     kind = classify_dapr(status)
     if kind is Kind.SUCCESS:
-        raw, state = await _read(response, attempt.deadline, keep=DAPR_STATUS_BYTES, limit=DAPR_STATUS_BYTES)
+        raw, state = await _read(response, keep=DAPR_STATUS_BYTES, limit=DAPR_STATUS_BYTES)
         if state in ("timeout", "broken"):
             return failure(Kind.RETRIABLE, f"HTTP {status}: body cut short", attempt.elapsed(), status=status)
         kind, error = dapr_answer(raw if state == "eof" else b"")
@@ -265,11 +309,11 @@ async def _judge_dapr(response: aiohttp.ClientResponse, attempt: _Attempt) -> Ou
         return failure(
             kind, error or f"HTTP {status}", attempt.elapsed(), status=status, body=raw[:BODY_KEEP]
         )
-    kept, _ = await _read(response, attempt.deadline, keep=BODY_KEEP, limit=DRAIN_BYTES)
+    kept, _ = await _read(response, keep=BODY_KEEP, limit=DRAIN_BYTES)
     return failure(kind, f"HTTP {status}", attempt.elapsed(), status=status, body=kept)
 
 
-def _looks_like_event(response: aiohttp.ClientResponse) -> bool:
+def _looks_like_event(response: Response) -> bool:
     """A CloudEvent content type or any ``ce-`` header (``ce-specversion`` among them): what
     ``http_mode`` would look at, in one pass over the (case-insensitive) response headers."""
     headers = response.headers
@@ -279,52 +323,13 @@ def _looks_like_event(response: aiohttp.ClientResponse) -> bool:
     return any(name[:3].lower() == "ce-" for name in headers)
 
 
-async def _read(
-    response: aiohttp.ClientResponse, deadline: float | None, *, keep: int, limit: int
-) -> tuple[bytes, ReadState]:
-    """Read at most ``limit`` bytes (+1 to notice more) before ``deadline``, keeping the first ``keep``.
-
-    Never raises for the body: the state says how reading ended (``eof``, ``over`` the
-    limit, ``broken`` connection, or ``timeout``) and the bytes kept so far come back.
-    """
-    if response.content.at_eof():  # no body, or all of it already read: skip the timer and the loop
+async def _read(response: Response, *, keep: int, limit: int) -> tuple[bytes, ReadState]:
+    """Read at most ``limit`` bytes (+1 to notice more) before the attempt's deadline (the
+    connection's timer), keeping the first ``keep``; never raises for the body (see
+    :meth:`evroute.delivery.http1.Response.read`)."""
+    if response.at_eof:  # no body, or all of it already read
         return b"", "eof"
-    kept = bytearray()
-    total = 0
-    try:
-        async with asyncio.timeout_at(deadline):
-            while True:
-                chunk = await response.content.read(min(DRAIN_BYTES, limit + 1 - total))
-                if not chunk:
-                    return bytes(kept), "eof"
-                total += len(chunk)
-                if len(kept) < keep:
-                    kept += chunk[: keep - len(kept)]
-                if total > limit:
-                    return bytes(kept), "over"
-    except TimeoutError:
-        return bytes(kept), "timeout"
-    except (aiohttp.ClientError, OSError):
-        return bytes(kept), "broken"
-
-
-def _where(uri: str) -> str:
-    try:
-        url = URL(uri)
-    except (ValueError, TypeError):
-        return uri
-    return f"{url.host}:{url.port}" if url.host else uri
-
-
-def _connect_error(exc: aiohttp.ClientConnectorError) -> str:
-    where = f"{exc.host}:{exc.port}"
-    cause = exc.os_error
-    if isinstance(cause, ConnectionRefusedError):
-        return f"connection refused to {where}"
-    dns_error = getattr(aiohttp, "ClientConnectorDNSError", None)
-    if dns_error is not None and isinstance(exc, dns_error):
-        return one_line(f"cannot resolve host {exc.host}: {cause.strerror or cause}")
-    return one_line(f"cannot connect to {where}: {cause.strerror or cause}")
+    return await response.read(keep=keep, limit=limit)
 
 
 __all__ = ["DRAIN_BYTES", "MAX_REPLY_BYTES", "USER_AGENT", "build_request", "deliver_http"]

@@ -15,9 +15,8 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import replace
 
-import aiohttp
-
 from evroute.cloudevent import CloudEvent
+from evroute.delivery.http1 import HttpClient
 from evroute.delivery.outcome import Outcome
 from evroute.delivery.policy import transform_failed, transformed_reply
 from evroute.routes.model import Delivery, Subscriber
@@ -35,7 +34,7 @@ async def deliver_transformed(
     delivery: Delivery,
     headers: Mapping[str, str],
     signing_secret: str | None,
-    session: aiohttp.ClientSession,
+    session: HttpClient,
     max_event_bytes: int | None = None,
 ) -> Outcome:
     from evroute.delivery import deliver
