@@ -200,9 +200,10 @@ class _Connection(asyncio.Protocol):
         """Parse the status line and headers once complete; skip 1xx answers. True once parsed."""
         while True:
             end = self.buf.find(b"\r\n\r\n")
+            if end > MAX_HEAD_BYTES or (end < 0 and len(self.buf) > MAX_HEAD_BYTES):
+                self._fail_head(f"response head over {MAX_HEAD_BYTES} bytes")
+                return False
             if end < 0:
-                if len(self.buf) > MAX_HEAD_BYTES:
-                    self._fail_head(f"response head over {MAX_HEAD_BYTES} bytes")
                 return False
             raw, self.buf = self.buf[:end], self.buf[end + 4 :]
             lines = raw.split(b"\r\n")
