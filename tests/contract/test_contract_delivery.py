@@ -117,7 +117,13 @@ def test_failing_route_does_not_delay_the_other_and_dead_letters_after_retries(
 
 
 def test_retry_attempt_count_survives_a_restart(store: StoreCase, receivers) -> None:  # type: ignore[no-untyped-def]
-    sink = receivers(lambda r: Reply(503))
+    # The first answer puts its retry 1 s out (Retry-After), far past the end of the --once run
+    # on a loaded machine; the later ones follow the 100 ms linear backoff.
+    sink = receivers(
+        lambda r: (
+            Reply(503, headers={"Retry-After": "1"}) if r.headers["evroute-attempt"] == "1" else Reply(503)
+        )
+    )
     rs = store.routes(
         f"""
         routes:
