@@ -428,6 +428,9 @@ def test_targets() -> None:
     assert target("http://bücher.example/ä").head == (
         b"POST /%C3%A4 HTTP/1.1\r\nHost: xn--bcher-kva.example\r\n"
     )
+    with_user = target("http://us%20er:p%40ss@127.0.0.1:9/")
+    assert with_user.head == b"POST / HTTP/1.1\r\nHost: 127.0.0.1:9\r\n"
+    assert with_user.auth == b"Authorization: Basic dXMgZXI6cEBzcw==\r\n"  # "us er:p@ss"
     for bad in (
         "ftp://example.com/",
         "http:///nohost",
@@ -534,3 +537,38 @@ def test_https_to_an_untrusted_certificate_is_a_retriable_connect_failure(
         outcome.error.startswith("cannot connect to localhost:")
         and "CERTIFICATE_VERIFY_FAILED" in outcome.error
     )
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [({}, "Basic dXNlcjpzM2NyZXQ="), ({"authorization": "Bearer route-token"}, "Bearer route-token")],
+)
+def test_credentials_in_the_uri_are_basic_authorization_unless_the_route_sets_its_own(
+    headers: dict[str, str], expected: str
+) -> None:
+    async def main() -> Raw:
+        async with Raw(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")) as server:
+            session = new_session()
+            url = server.url.replace("http://", "http://user:s3cret@")
+            outcome = await deliver(
+                Subscriber(uri=url),
+                event(),
+                route="r",
+                broker="default",
+                attempt=1,
+                delivery=Delivery(timeout=5.0),
+                headers=headers,
+                signing_secret=None,
+                session=session,
+            )
+            assert outcome.kind is Kind.SUCCESS
+            await session.close()
+        return server
+
+    [request] = asyncio.run(main()).requests
+    values = [
+        line.split(b":", 1)[1].strip().decode()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"authorization:")
+    ]
+    assert values == [expected]

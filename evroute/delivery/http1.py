@@ -59,7 +59,7 @@ class BadResponse(HttpError):
 class Target:
     """A parsed endpoint URI: where to connect and what to put in the request line."""
 
-    __slots__ = ("head", "host", "key", "port", "ssl", "where")
+    __slots__ = ("auth", "head", "host", "key", "port", "ssl", "where")
 
     def __init__(self, uri: str) -> None:
         try:
@@ -79,8 +79,16 @@ class Target:
         default = 443 if self.ssl else 80
         authority = bracketed if port == default else f"{bracketed}:{port}"
         target = url.raw_path_qs or "/"
-        # The request line and Host header of every request to this URI.
+        # The request line and Host header of every request to this URI; credentials in the URI
+        # (``https://user:secret@host/``) become Basic authorization, as browsers and curl do.
+        # A route's own Authorization header wins over the URI's credentials.
         self.head = f"POST {target} HTTP/1.1\r\nHost: {authority}\r\n".encode("ascii")
+        self.auth = b""
+        if url.user is not None or url.password is not None:
+            import base64
+
+            pair = base64.b64encode(f"{url.user or ''}:{url.password or ''}".encode())
+            self.auth = b"Authorization: Basic " + pair + b"\r\n"
 
 
 _targets: dict[str, Target] = {}
@@ -452,8 +460,13 @@ class HttpClient:
         conn = self._idle(where.key)
         if conn is None:
             conn = await self._connect(where, deadline)
+        auth = where.auth
+        if auth and b"\nauthorization:" in b"\n" + head.lower():
+            auth = b""
         conn.send(
-            b"".join((where.head, head, b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body)),
+            b"".join(
+                (where.head, auth, head, b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body)
+            ),
             deadline,
         )
         try:
