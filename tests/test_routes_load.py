@@ -322,6 +322,23 @@ def test_env_expansion_and_masking() -> None:
     assert route.mask("POST http://127.0.0.1:8081/in with tok-123456") == "POST http://***/in with ***"
 
 
+def test_a_password_in_a_subscriber_uri_is_masked() -> None:
+    rs = load(
+        """\
+        routes:
+          - name: a
+            subscriber: http://shop:pw-4711@127.0.0.1:8081/in
+            delivery: {deadLetterSink: "https://ops:dls-0815@127.0.0.1:9/dead"}
+          - {name: b, subscriber: {uris: ["http://u:grp-42@127.0.0.1:1/", "http://127.0.0.1:2/"]}}
+        """
+    )
+    a, b = rs.routes
+    assert a.mask(a.subscriber.describe()) == "http://shop:***@127.0.0.1:8081/in"
+    assert a.delivery.dead_letter_sink is not None
+    assert a.mask(a.delivery.dead_letter_sink.describe()) == "https://ops:***@127.0.0.1:9/dead"
+    assert b.mask(b.subscriber.describe()) == "http://u:***@127.0.0.1:1/, http://127.0.0.1:2/"
+
+
 def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVROUTE_TEST_SINK", "http://127.0.0.1:7/")
     rs = load_routes_text("routes:\n  - {name: a, subscriber: '${EVROUTE_TEST_SINK}'}\n", "routes.yaml")

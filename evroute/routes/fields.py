@@ -233,7 +233,11 @@ class Checker:
         """True when ``raw`` holds a variable the structure pass leaves for the delivering one."""
         return not self.resolve and any(m.group(1) and m.group(1) not in self.env for m in _VAR.finditer(raw))
 
-    def http_uri(self, raw: str, value: str, where: Where, scope: str) -> str | None:
+    def http_uri(
+        self, raw: str, value: str, where: Where, scope: str, secrets: set[str] | None = None
+    ) -> str | None:
+        """``value`` if it is an absolute http(s) URI; the password of ``user:password@`` in it
+        joins ``secrets`` (it is sent as Basic authorization and masked in every output)."""
         if self.deferred(raw):
             return value
         if not is_http_uri(value):
@@ -243,6 +247,12 @@ class Checker:
                 f"{raw!r} is not an absolute http(s) URI (allowed: http://HOST[:PORT]/PATH or https://…)",
             )
             return None
+        if secrets is not None and "@" in value:
+            from urllib.parse import urlsplit
+
+            password = urlsplit(value).password
+            if password:
+                secrets.add(password)
         return value
 
     # -------------------------------------------------------------- sinks
@@ -254,7 +264,7 @@ class Checker:
         with ``several`` (a route's subscriber) also ``{uris: [URI, …]}``."""
         if isinstance(value, str):
             expanded = self.expand(value, where, scope, secrets)
-            uri = None if expanded is None else self.http_uri(value, expanded, where, scope)
+            uri = None if expanded is None else self.http_uri(value, expanded, where, scope, secrets)
             return None if uri is None else Subscriber(uri=uri)
         if not isinstance(value, Mapping) or not value:
             self.problem(
@@ -289,7 +299,7 @@ class Checker:
             self.problem(where / "uri", scope, f"must be text, got {show(raw)}")
             return None
         expanded = self.expand(raw, where / "uri", scope, secrets)
-        uri = None if expanded is None else self.http_uri(raw, expanded, where / "uri", scope)
+        uri = None if expanded is None else self.http_uri(raw, expanded, where / "uri", scope, secrets)
         return None if uri is None else Subscriber(uri=uri)
 
     def uris(self, value: object, where: Where, scope: str, secrets: set[str]) -> Subscriber | None:
@@ -306,7 +316,7 @@ class Checker:
                 self.problem(at, scope, f"must be a URI, got {show(raw)} (allowed: http://HOST[:PORT]/PATH)")
                 continue
             expanded = self.expand(raw, at, scope, secrets)
-            uri = None if expanded is None else self.http_uri(raw, expanded, at, scope)
+            uri = None if expanded is None else self.http_uri(raw, expanded, at, scope, secrets)
             if uri is None:
                 continue
             if uri in found:
