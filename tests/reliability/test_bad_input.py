@@ -913,6 +913,9 @@ def _subscriber_routes(folder: Path, server: RawServer) -> str:
             sink = json.dumps({"command": [PY, str(folder / f"{script}.py"), str(folder / f"{script}.pids")]})
         else:
             sink = f"{{uri: '{server.url}/{name}'}}"
+        if name in ("cmd-stdout-flood", "cmd-stderr-flood"):
+            # 300 MB through a pipe takes more than the 1 s of the others on a busy machine.
+            sink += ", delivery: {timeout: 20s}"
         lines.append(f"  - {{name: {name}, broker: {broker}, start: earliest, subscriber: {sink}}}")
     return "\n".join(lines) + "\n"
 
