@@ -385,3 +385,14 @@ def test_a_plain_publish_loads_none_of_what_it_does_not_use(tmp_path: Path) -> N
         "evroute.store.cursors",
     }
     assert loaded & unwanted == set()
+
+
+def test_the_package_names_load_when_first_used() -> None:
+    import evroute
+    from evroute import cloudevent, errors, store
+
+    assert (evroute.CloudEvent, evroute.make_event) == (cloudevent.CloudEvent, cloudevent.make_event)
+    assert (evroute.EvrouteError, evroute.Store) == (errors.EvrouteError, store.Store)
+    assert sorted(evroute.__all__) == ["CloudEvent", "EvrouteError", "Store", "make_event"]
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        evroute.nothing  # type: ignore[attr-defined]  # noqa: B018
