@@ -3,40 +3,41 @@
 Two promises shape this module. Nothing invalid is half-stored: a file is validated in full
 and stored in one transaction, so a bad line anywhere leaves the database as it was. And a
 single ``evroute publish`` stays close to the start-up cost of Python: it imports no YAML
-parser when the routes file has not changed since it was last read (see :func:`routes_config`).
-
-The routes file matters to publish for two reasons only: its ``settings`` (``durability``,
-``maxEventBytes``) and creating the cursor of a route seen for the first time (SPEC 3.4:
-``start: latest`` then begins right before this event). Publishing never fails because of it.
+parser when the routes file has not changed since it was last read (see
+:mod:`evroute.routesconfig`), and one plain event is checked and stored without the CloudEvent
+class or ``json`` (:func:`quick_attributes`, :mod:`evroute.store.publishing`).
 Reading event files is :mod:`evroute.eventfile`.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any
 
 from evroute import tracing
-from evroute.cloudevent import NESTED_TOO_DEEPLY, CloudEvent, check_size, is_json_type, make_event
-from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput
+from evroute.errors import EventTooLarge, InvalidEvent, InvalidInput
+from evroute.routesconfig import RoutesConfig, remember, routes_config
 from evroute.store.opener import Credentials, StoreURL, open_store
-from evroute.store.records import RouteStart
 
 if TYPE_CHECKING:
-    from evroute.store.base import EventStore
+    from evroute.cloudevent import AttrValue, CloudEvent
+
+# Neither the CloudEvent class, nor `json`, nor a compiled pattern is loaded at import: a single
+# `evroute publish` imports this module, and its start-up time is measured (bench/publish.py).
+# The options a plain publish uses take the lean path (quick_attributes); any other input
+# goes through cloudevent.make_event, which also words every refusal.
 
 DEFAULT_SOURCE = "/evroute/cli"
 DEFAULT_BROKER = "default"
-DEFAULT_MAX_EVENT_BYTES = 1_048_576  # as routes.model.Settings; not imported to keep start-up small
 CHUNK = 2000  # events held before a file's transaction opens, then inserted per executemany
 
-_BROKER = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")  # \Z: `$` would pass a trailing newline
-_EXT_NAME = re.compile(r"^[a-z0-9]{1,20}\Z")
+_DIGITS = "0123456789"
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_BROKER_CHARS = frozenset(_LOWER + _DIGITS + "-")  # [a-z0-9][a-z0-9-]{0,62}, the whole name
+_NAME_CHARS = frozenset(_LOWER + _DIGITS)  # [a-z0-9]{1,20}: a CloudEvents attribute name
 _OPTION_OF = {
     "id": "--id",
     "source": "--source",
@@ -47,15 +48,23 @@ _OPTION_OF = {
     "dataschema": "--dataschema",
     "data": "--data",
 }
+# Extensions that cloudevent.validate checks beyond their name and type: they take the full path.
+_CHECKED_EXTENSIONS = frozenset(
+    ("specversion", "data_base64", "traceparent", "tracestate", "evroutedeliverat")
+)
 
 
 def check_broker(name: str, flag: str = "--broker") -> str:
-    if not _BROKER.match(name):
+    if not (0 < len(name) <= 63 and name[0] != "-" and _BROKER_CHARS.issuperset(name)):
         raise InvalidInput(
             f"{flag} {name!r} is not a broker name (lower-case letters, digits and '-', "
             "starting with a letter or digit, at most 63 characters)"
         )
     return name
+
+
+def _is_name(key: str) -> bool:
+    return 0 < len(key) <= 20 and _NAME_CHARS.issuperset(key)
 
 
 # --------------------------------------------------------------------------- one event from options
@@ -68,7 +77,7 @@ def parse_extensions(items: Iterable[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep:
             raise InvalidInput(f"--ext {item!r} is not KEY=VALUE (e.g. --ext tenant=acme)")
-        if not _EXT_NAME.match(key):
+        if not _is_name(key):
             raise InvalidInput(
                 f"--ext name {key!r} is invalid: CloudEvents extension names are lower-case letters a-z "
                 "and digits 0-9, 1-20 characters"
@@ -108,28 +117,15 @@ def event_from_options(
     datacontenttype: str | None = None,
     dataschema: str | None = None,
     time: str | None = None,
-    extensions: Mapping[str, str] | None = None,
+    extensions: Mapping[str, AttrValue] | None = None,
 ) -> CloudEvent:
     """The event ``evroute publish --type …`` describes; InvalidEvent names the option at fault."""
+    from evroute.cloudevent import is_json_type, make_event
+
     if type is None:
         raise InvalidInput("--type is required (the event type, e.g. --type order.placed), or use --file")
     if data is not None and is_json_type(datacontenttype):
-        try:
-            json.loads(data)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            if isinstance(exc, json.JSONDecodeError):
-                reason = f"{exc.msg} at column {exc.colno}"
-            elif isinstance(exc, RecursionError):
-                reason = NESTED_TOO_DEEPLY
-            else:
-                reason = "not valid UTF-8"
-            fix = "name its type, e.g. --datacontenttype text/plain"
-            raise InvalidEvent(
-                f"--data: not valid JSON ({reason}); to publish other content, {fix}"
-                if datacontenttype is None
-                else f"--data: not valid JSON ({reason}) but --datacontenttype {datacontenttype} says it is; "
-                f"fix the data or {fix}"
-            ) from None
+        _check_json(data, datacontenttype)
         if datacontenttype is None:
             datacontenttype = "application/json"
     return make_event(
@@ -145,142 +141,200 @@ def event_from_options(
     )
 
 
-# --------------------------------------------------------------------------- the routes file
+def _check_json(data: bytes, datacontenttype: str | None) -> None:
+    import json
+
+    try:
+        json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        from evroute.cloudevent import NESTED_TOO_DEEPLY
+
+        if isinstance(exc, json.JSONDecodeError):
+            reason = f"{exc.msg} at column {exc.colno}"
+        elif isinstance(exc, RecursionError):
+            reason = NESTED_TOO_DEEPLY
+        else:
+            reason = "not valid UTF-8"
+        fix = "name its type, e.g. --datacontenttype text/plain"
+        raise InvalidEvent(
+            f"--data: not valid JSON ({reason}); to publish other content, {fix}"
+            if datacontenttype is None
+            else f"--data: not valid JSON ({reason}) but --datacontenttype {datacontenttype} says it is; "
+            f"fix the data or {fix}"
+        ) from None
 
 
-# The two values below are NamedTuples, not the frozen dataclasses used elsewhere: a dataclass
-# costs ~1 ms to create at import, a measurable share of a single `evroute publish`.
+def quick_attributes(
+    *,
+    type: str | None,
+    source: str | None = None,
+    id: str | None = None,
+    subject: str | None = None,
+    data: bytes | None = None,
+    datacontenttype: str | None = None,
+    dataschema: str | None = None,
+    time: str | None = None,
+    extensions: Mapping[str, AttrValue] | None = None,
+) -> dict[str, AttrValue] | None:
+    """The attributes :func:`event_from_options` gives for the same options (a new id and time
+    aside), without loading the CloudEvent class or its patterns; None where only the full path
+    can decide (``--time``, ``--datacontenttype``, ``--dataschema``, extensions it checks
+    further, anything it refuses: it words the refusal).
 
-
-class RoutesConfig(NamedTuple):
-    """What publish takes from the routes file; defaults when it is missing or invalid."""
-
-    routes: tuple[tuple[str, str, str], ...] = ()  # (name, broker, start)
-    durability: str = "normal"
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
-    warning: str | None = None  # one line, when the file could not be used
-    cache_key: tuple[str, int, int, int] | None = None  # set when freshly loaded: remember it
-    tracing_endpoint: str | None = None  # settings.tracing.endpoint
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "routes": [list(r) for r in self.routes],
-                "durability": self.durability,
-                "maxEventBytes": self.max_event_bytes,
-                "tracing": self.tracing_endpoint,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> RoutesConfig:
-        doc = json.loads(text)
-        return cls(
-            tuple((str(n), str(b), str(s)) for n, b, s in doc["routes"]),
-            str(doc["durability"]),
-            int(doc["maxEventBytes"]),
-            tracing_endpoint=doc.get("tracing"),
-        )
-
-
-def routes_config(path: str, store: Any = None) -> RoutesConfig:
-    """The routes file's settings and (name, broker, start) of every route, never raising.
-
-    Parsing YAML costs more than the rest of a publish, so on SQLite the result is remembered
-    in the database keyed by the file's (path, mtime, size, inode): editors that save by rename
-    change the inode, in-place writes change the mtime. Only a file that loaded cleanly is
-    remembered; an invalid one is read again each time, and each time gives the warning.
+    Valid attributes are what ``cloudevent.validate`` passes: type, source, id and subject
+    non-empty text that encodes as UTF-8, extension names of 1-20 of a-z0-9, string values.
     """
+    if type is None or time is not None or datacontenttype is not None or dataschema is not None:
+        return None
+    for text in (type, source, id, subject):
+        if text is not None and not _is_text(text):
+            return None
+    for key, value in (extensions or {}).items():
+        if not (
+            _is_name(key)
+            and key not in _OPTION_OF
+            and key not in _CHECKED_EXTENSIONS
+            and isinstance(value, str)
+            and _is_utf8(value)
+        ):
+            return None
+    if data is not None:
+        import json
+
+        try:
+            json.loads(data)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None
+    import datetime
+    import uuid
+
+    attrs: dict[str, AttrValue] = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()) if id is None else id,
+        "source": DEFAULT_SOURCE if source is None else source,
+        "type": type,
+        # as cloudevent.now_rfc3339()
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+    }
+    if data is not None:
+        attrs["datacontenttype"] = "application/json"
+    if subject is not None:
+        attrs["subject"] = subject
+    if extensions:
+        attrs.update(extensions)
+    return attrs
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and value != "" and _is_utf8(value)
+
+
+def _is_utf8(text: str) -> bool:
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return RoutesConfig()  # no routes file: publishing works without one, silently
-    except OSError as exc:
-        return RoutesConfig(warning=f"routes file '{path}' cannot be read ({exc.strerror})")
-    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size, st.st_ino)
-    cached = getattr(store, "cached_routes", None)
-    if cached is not None:
-        found = cached(key)
-        if found is not None:
-            return RoutesConfig.from_json(found)
-    return _load(path, key)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
-def _load(path: str, key: tuple[str, int, int, int]) -> RoutesConfig:
-    from evroute.errors import RoutesInvalid
-    from evroute.routes.load import load_routes
-
-    try:
-        routeset = load_routes(path, resolve=False)
-    except RoutesInvalid as exc:
-        n = len(exc.problems)
-        return RoutesConfig(
-            warning=f"routes file '{path}': {n} problem{'s' if n != 1 else ''} (see `evroute routes check`)"
-        )
-    except EvrouteError as exc:
-        return RoutesConfig(warning=f"routes file '{path}': {exc.message.splitlines()[0]}")
-    except Exception as exc:  # publish must not fail because of the routes file, whatever it holds
-        return RoutesConfig(warning=f"routes file '{path}' could not be loaded ({type(exc).__name__}: {exc})")
-    settings = routeset.settings
-    return RoutesConfig(
-        tuple((r.name, r.broker, r.start) for r in routeset.routes),
-        settings.durability,
-        settings.max_event_bytes,
-        cache_key=key,
-        tracing_endpoint=settings.tracing_endpoint,
-    )
-
-
-def _remember(store: Any, config: RoutesConfig) -> None:
-    remember = getattr(store, "remember_routes", None)
-    if config.cache_key is None or remember is None:
-        return
-    remember(config.cache_key, config.to_json(), time.time())
+def event_size(attrs: Mapping[str, AttrValue], data: bytes | None) -> int:
+    """Bytes counted against ``maxEventBytes``, as ``CloudEvent.size`` counts them."""
+    total = len(data or b"")
+    for key, value in attrs.items():
+        total += len(key) + len(str(value).encode("utf-8", "surrogatepass"))
+    return total
 
 
 # --------------------------------------------------------------------------- storing
 
 
-class Published(NamedTuple):
-    stored: int
-    duplicates: int
-    seq: int | None = None  # a single event: its seq, or None when it was a duplicate
-    warning: str | None = None  # about the routes file; the events were stored regardless
+# Published is a plain class for the reason given in evroute.routesconfig.
+class Published:
+    """What a publish stored."""
+
+    __slots__ = ("duplicates", "seq", "stored", "warning")
+
+    def __init__(
+        self, stored: int, duplicates: int, seq: int | None = None, warning: str | None = None
+    ) -> None:
+        self.stored = stored
+        self.duplicates = duplicates
+        self.seq = seq  # a single event: its seq, or None when it was a duplicate
+        self.warning = warning  # about the routes file; the events were stored regardless
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Published) and (self.stored, self.duplicates, self.seq, self.warning) == (
+            other.stored,
+            other.duplicates,
+            other.seq,
+            other.warning,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Published(stored={self.stored}, duplicates={self.duplicates}, seq={self.seq}, warning={self.warning!r})"
 
 
 class _Target:
     """The store and routes config of one publish, opened in the order that keeps bad input
     from touching the store: an existing SQLite file is opened at once (the routes cache lives
-    there), a new one is created only when there is something valid to store."""
+    there), a new one is created only when there is something valid to store.
 
-    def __init__(self, where: str | StoreURL, routes: str, credentials: Credentials | None) -> None:
+    ``single``: one event is stored, on SQLite through the lean
+    :class:`~evroute.store.publishing.PublishStore` (nothing of the worker's side loads)."""
+
+    def __init__(
+        self, where: str | StoreURL, routes: str, credentials: Credentials | None, *, single: bool = False
+    ) -> None:
         self.url = where if isinstance(where, StoreURL) else StoreURL("sqlite", f"sqlite:{where}", path=where)
         self.credentials = credentials
+        self.single = single and self.url.kind == "sqlite"
         self.store: Any = None
         if self.url.kind != "sqlite" or os.path.exists(self.url.path):
-            self.store = open_store(self.url, credentials=credentials)
+            self.store = self._open("normal")
         self.config = routes_config(routes, self.store)
         # Spans are exported only with an endpoint configured: nothing of OpenTelemetry loads otherwise.
         tracing.setup(self.config.tracing_endpoint, one_shot=True)
 
-    def check_size(self, event: CloudEvent, where: str = "") -> None:
-        try:
-            check_size(event, self.config.max_event_bytes, where)
-        except EventTooLarge as exc:
-            raise EventTooLarge(f"{exc.message} (settings.maxEventBytes in the routes file)") from None
+    def _open(self, durability: str) -> Any:
+        if self.single:
+            from evroute.store.publishing import PublishStore
 
-    def open(self) -> EventStore:
-        """The store, created if need be, with the positions of new routes in place."""
+            return PublishStore(self.url.path, durability=durability)
+        return open_store(self.url, durability=durability, credentials=self.credentials)
+
+    def size_check(self) -> Callable[..., None]:
+        """``check(event, where="")``: EventTooLarge over ``settings.maxEventBytes``."""
+        from evroute.cloudevent import check_size
+
+        limit = self.config.max_event_bytes
+
+        def check(event: CloudEvent, where: str = "") -> None:
+            try:
+                check_size(event, limit, where)
+            except EventTooLarge as exc:
+                raise EventTooLarge(f"{exc.message} (settings.maxEventBytes in the routes file)") from None
+
+        return check
+
+    def open(self) -> Any:
+        """The store, created if need be, with the positions of new routes in place: an
+        EventStore, or a PublishStore when ``single`` on SQLite."""
         if self.store is None:
-            self.store = open_store(self.url, durability=self.config.durability, credentials=self.credentials)
+            self.store = self._open(self.config.durability)
         elif self.config.durability != "normal" and hasattr(self.store, "set_durability"):
             self.store.set_durability(self.config.durability)
         # A store reports its own faults as StoreError (it names the file or the server).
-        _remember(self.store, self.config)
+        remember(self.store, self.config)
         if self.config.routes:
-            self.store.ensure_routes([RouteStart(*r) for r in self.config.routes])
-        store: EventStore = self.store
-        return store
+            if self.single:  # (name, broker, start) tuples as they are
+                self.store.ensure_routes(self.config.routes)
+            else:
+                from evroute.store.records import RouteStart
+
+                self.store.ensure_routes([RouteStart(*r) for r in self.config.routes])
+        return self.store
 
     def close(self) -> None:
         if self.store is not None:
@@ -292,16 +346,46 @@ def publish_event(
 ) -> Published:
     """Store one event (built by :func:`event_from_options`); a duplicate is reported, not an error.
     ``where`` is a store URL, or the path of a SQLite file."""
+    return publish_attributes(where, routes, broker, event.attributes, event.data, credentials)
+
+
+def publish_attributes(
+    where: str | StoreURL,
+    routes: str,
+    broker: str,
+    attributes: Mapping[str, AttrValue],
+    data: bytes | None = None,
+    credentials: Credentials | None = None,
+) -> Published:
+    """:func:`publish_event` for an event given as its attributes, valid as a CloudEvent's are
+    (those of :func:`quick_attributes` or of a ``CloudEvent``), and its data."""
     check_broker(broker)
-    target = _Target(where, routes, credentials)
+    target = _Target(where, routes, credentials, single=True)
     try:
-        target.check_size(event)
-        event = tracing.ensure(event, broker)  # an event without a trace gets one
-        result = target.open().append(broker, [event])
+        if event_size(attributes, data) > target.config.max_event_bytes:
+            from evroute.cloudevent import CloudEvent
+
+            target.size_check()(CloudEvent(attributes, data))  # raises, worded as for every event
+        if tracing.exporting():  # the publish span's trace context (evroute.otlp takes a CloudEvent)
+            from evroute.cloudevent import CloudEvent
+
+            traced = tracing.ensure(CloudEvent(attributes, data), broker)
+            attributes, data = traced.attributes, traced.data
+        elif tracing.TRACEPARENT not in attributes:  # an event without a trace gets one
+            attributes = {**attributes, tracing.TRACEPARENT: tracing.new_traceparent()}
+        store = target.open()
+        if target.single:
+            seq = store.append_one(broker, attributes, data)
+            stored = 0 if seq is None else 1
+        else:
+            from evroute.cloudevent import CloudEvent
+
+            result = store.append(broker, [CloudEvent(attributes, data)])
+            seq = result.seqs[0] if result.seqs else None
+            stored = result.stored
     finally:
         target.close()
-    seq = result.seqs[0] if result.seqs else None
-    return Published(result.stored, result.duplicates, seq, target.config.warning)
+    return Published(stored, 1 - stored, seq, target.config.warning)
 
 
 def publish_file(
@@ -325,7 +409,7 @@ def publish_file(
     check_broker(broker)
     target = _Target(where, routes, credentials)
     problems = Problems(name)
-    events = read_events(stream, name, problems, target.check_size, progress)
+    events = read_events(stream, name, problems, target.size_check(), progress)
     counted = [0]
 
     def chunks() -> Iterator[list[CloudEvent]]:
@@ -363,9 +447,12 @@ __all__ = [
     "RoutesConfig",
     "check_broker",
     "event_from_options",
+    "event_size",
     "parse_extensions",
+    "publish_attributes",
     "publish_event",
     "publish_file",
+    "quick_attributes",
     "read_data",
     "routes_config",
 ]

@@ -8,7 +8,6 @@ raises reaches :func:`main`, which prints it once as ``Error: …`` with its exi
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 from typing import Any
@@ -53,7 +52,53 @@ class Context:
         return self.store.path
 
 
-class LazyGroup(click.Group):
+# click's own help option looks up its text's translation each time a command parses its
+# arguments (gettext: the `locale` module and file look-ups on every start). evroute's is the
+# same option (names, text, eager, prints the help and exits) with the text as it is.
+HELP_TEXT = "Show this message and exit."
+
+
+def _show_help(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(ctx.get_help(), color=ctx.color)
+        ctx.exit()
+
+
+def _help_option(command: click.Command, ctx: click.Context) -> click.Option | None:
+    names = command.get_help_option_names(ctx)
+    if not names or not command.add_help_option:
+        return None
+    option: click.Option | None = command.__dict__.get("_evroute_help")
+    if option is None:  # one object per command: click orders eager callbacks by identity
+        option = click.Option(
+            [*names, "_evroute_help"],
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            help=HELP_TEXT,
+            callback=_show_help,
+        )
+        command.__dict__["_evroute_help"] = option
+    return option
+
+
+class Command(click.Command):
+    """A click command whose help option needs no message catalogue."""
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        return _help_option(self, ctx)
+
+
+class Group(click.Group):
+    """A click group whose help option needs no message catalogue."""
+
+    command_class = Command
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        return _help_option(self, ctx)
+
+
+class LazyGroup(Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(n for n, target in COMMANDS.items() if _module_exists(target.split(":")[0]))
 
@@ -62,14 +107,20 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attr = target.split(":")
-        if not _module_exists(module_name):
-            return None
-        command = getattr(importlib.import_module(module_name), attr)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            return None  # a command this build of evroute leaves out
+        command = getattr(module, attr)
         assert isinstance(command, click.Command)
         return command
 
 
 def _module_exists(name: str) -> bool:
+    import importlib.util
+
     try:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:

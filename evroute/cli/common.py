@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +34,8 @@ def open_sqlite(create: bool = True) -> Any:
 
 
 def echo_json(value: Any) -> None:
+    import json  # not on a single publish's path
+
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 

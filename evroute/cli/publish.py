@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from typing import IO, Any
 
 import click
 
+from evroute.cli import Command
 from evroute.cli.common import ctx_obj
 
 _EVENT_OPTIONS = ("--type", "--source", "--id", "--subject", "--time", "--data", "--datacontenttype")
 
 
-@click.command("init")
+@click.command("init", cls=Command)
 def init_cmd() -> None:
     """Write a commented routes.yaml example (the order fan-out: inventory and payment both
     receive `order.placed`) and create the database. An existing routes file is left as is.
@@ -53,7 +55,7 @@ def init_cmd() -> None:
     click.echo(f"database {db} {'ready' if existed else 'created'}")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option(
     "--type", "type_", metavar="TYPE", help="Event type, e.g. order.placed (required without --file)."
 )
@@ -185,35 +187,44 @@ def publish(
             pubsub = urlsplit(url).path.strip("/") or lib.DEFAULT_BROKER
         extensions.update(topic_attributes(topic, pubsub))
         type_ = DAPR_TYPE if type_ is None else type_
-    event = lib.event_from_options(
-        type=type_,
-        source=source,
-        id=id_,
-        subject=subject,
-        data=None if data is None else lib.read_data(data, _stdin()),
-        datacontenttype=datacontenttype,
-        dataschema=dataschema,
-        time=time_,
-        extensions=extensions,
-    )
-    if url is not None:
-        from evroute.client import send
+    fields: dict[str, Any] = {
+        "type": type_,
+        "source": source,
+        "id": id_,
+        "subject": subject,
+        "data": None if data is None else lib.read_data(data, _stdin()),
+        "datacontenttype": datacontenttype,
+        "dataschema": dataschema,
+        "time": time_,
+        "extensions": extensions,
+    }
+    quick = None if url is not None else lib.quick_attributes(**fields)
+    attrs: Mapping[str, Any]
+    if quick is not None:
+        attrs = quick
+    else:  # every other case, and the wording of every refusal
+        event = lib.event_from_options(**fields)
+        if url is not None:
+            from evroute.client import send
 
-        stored, _ = send(url, [event], token=token)
-        if stored:
-            click.echo(f"stored {event.id} at {url}")
-        else:
-            click.echo(
-                f"duplicate {event.id} (source {event.source}): already stored at {url}, nothing written"
-            )
-        return
-    result = lib.publish_event(obj.store, obj.routes, broker_name, event, obj.credentials)
+            stored, _ = send(url, [event], token=token)
+            if stored:
+                click.echo(f"stored {event.id} at {url}")
+            else:
+                click.echo(
+                    f"duplicate {event.id} (source {event.source}): already stored at {url}, nothing written"
+                )
+            return
+        attrs = event.attributes
+    result = lib.publish_attributes(
+        obj.store, obj.routes, broker_name, attrs, fields["data"], obj.credentials
+    )
+    event_id, held = attrs["id"], attrs.get("evroutedeliverat")
     if result.seq is not None:
-        held = event.attributes.get("evroutedeliverat")
-        click.echo(f"stored {event.id} seq {result.seq}" + (f", scheduled for {held}" if held else ""))
+        click.echo(f"stored {event_id} seq {result.seq}" + (f", scheduled for {held}" if held else ""))
     else:
         click.echo(
-            f"duplicate {event.id} (source {event.source}, broker {broker_name}): already stored, nothing written"
+            f"duplicate {event_id} (source {attrs['source']}, broker {broker_name}): already stored, nothing written"
         )
     _warn(result.warning, "event")
 

@@ -13,33 +13,16 @@ from typing import Any
 
 from evroute.cloudevent import CloudEvent
 from evroute.store.db import Store
+from evroute.store.publishing import INSERT as _INSERT
+from evroute.store.publishing import event_row
 from evroute.store.records import AppendResult, StoredEvent
 
 _COLUMNS = "seq, broker, published_at, id, source, type, subject, time, datacontenttype, dataschema, extensions, data"
-_INSERT = (
-    "INSERT OR IGNORE INTO events (broker, id, source, type, subject, time, datacontenttype, "
-    "dataschema, extensions, data, published_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-)
 _OPTIONAL = ("subject", "time", "datacontenttype", "dataschema")
-_NOT_EXT = frozenset(("specversion", "id", "source", "type", *_OPTIONAL))
 
 
 def _row(broker: str, event: CloudEvent, now: float) -> tuple[object, ...]:
-    attrs = event.attributes
-    ext = {k: v for k, v in attrs.items() if k not in _NOT_EXT}
-    return (
-        broker,
-        attrs["id"],
-        attrs["source"],
-        attrs["type"],
-        attrs.get("subject"),
-        attrs.get("time"),
-        attrs.get("datacontenttype"),
-        attrs.get("dataschema"),
-        json.dumps(ext, separators=(",", ":"), ensure_ascii=False) if ext else None,
-        event.data,
-        now,
-    )
+    return event_row(broker, event.attributes, event.data, now)
 
 
 def append(store: Store, broker: str, events: Sequence[CloudEvent], now: float | None = None) -> AppendResult:

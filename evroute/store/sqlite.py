@@ -9,14 +9,13 @@ imported only where they are built, so a single ``publish`` does not define them
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from evroute.cloudevent import CloudEvent
-from evroute.errors import InvalidInput, StoreError
-from evroute.store import log
+from evroute.errors import InvalidInput
+from evroute.store import log, publishing
 from evroute.store.db import Store
 from evroute.store.records import AppendResult, StoredEvent
 
@@ -84,19 +83,8 @@ class SqliteStore:
     # ------------------------------------------------------------------ positions
 
     def ensure_routes(self, routes: Sequence[RouteStart], now: float | None = None) -> list[str]:
-        """Create the cursors of routes seen for the first time. Nearly always every cursor
-        exists: one query finds that out without importing the cursors module."""
-        if not routes:
-            return []
-        try:
-            existing = dict(self.db.conn.execute("SELECT route, broker FROM cursors").fetchall())
-        except sqlite3.Error as exc:  # a file that is no database, a disk error: one StoreError
-            raise StoreError(f"cannot write to database '{self.db.path}': {exc}") from None
-        if all(existing.get(r.name) == r.broker for r in routes):
-            return []
-        from evroute.store import cursors
-
-        return cursors.ensure(self.db, [(r.name, r.broker, r.start) for r in routes], now)
+        """Create the cursors of routes seen for the first time (see :mod:`evroute.store.publishing`)."""
+        return publishing.ensure_routes(self.db, routes, now)
 
     def cursor(self, route: str) -> Cursor | None:
         from evroute.store import cursors
@@ -303,18 +291,10 @@ class SqliteStore:
 
     # the routes cache (SQLite only: a parsed routes file keyed by the file's identity)
     def cached_routes(self, key: tuple[str, int, int, int]) -> str | None:
-        row = self.db.conn.execute(
-            "SELECT config FROM routes_cache WHERE path = ? AND mtime_ns = ? AND size = ? AND inode = ?", key
-        ).fetchone()
-        return None if row is None else str(row[0])
+        return publishing.cached_routes(self.db, key)
 
     def remember_routes(self, key: tuple[str, int, int, int], config: str, now: float) -> None:
-        with self.db.write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO routes_cache (path, mtime_ns, size, inode, config, loaded_at) "
-                "VALUES (?,?,?,?,?,?)",
-                (*key, config, now),
-            )
+        publishing.remember_routes(self.db, key, config, now)
 
     def writable(self, wait_ms: int = 250) -> bool:
         return self.db.writable(wait_ms)
