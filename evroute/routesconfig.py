@@ -85,6 +85,7 @@ class RoutesConfig:
 
 
 _CACHE_FORMAT = "evroute routes cache 2"
+_KEY_TAG = "2:"  # before the path in the cache key (see routes_config)
 _ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
 
@@ -119,7 +120,9 @@ def routes_config(path: str, store: Any = None) -> RoutesConfig:
         return RoutesConfig()  # no routes file: publishing works without one, silently
     except OSError as exc:
         return RoutesConfig(warning=f"routes file '{path}' cannot be read ({exc.strerror})")
-    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    # The format's tag in the key: an evroute that keeps the cache in another form (JSON before
+    # version 2) finds no row of this one under its own key, and this one none of its.
+    key = (_KEY_TAG + os.path.abspath(path), st.st_mtime_ns, st.st_size, st.st_ino)
     cached = getattr(store, "cached_routes", None)
     if cached is not None:
         found = cached(key)

@@ -371,8 +371,10 @@ def test_new_route_starts_after_the_events_before_it_and_the_cache_follows_edits
     env("publish", "--type", "a", "--id", "3")
     with Store(str(env.db)) as s:
         assert cursors.get(s, "first").position == 2  # type: ignore[union-attr]
-        [(cached,)] = s.conn.execute("SELECT config FROM routes_cache").fetchall()
+        [(key, cached)] = s.conn.execute("SELECT path, config FROM routes_cache").fetchall()
     assert RoutesConfig.from_text(cached).routes == (("first", "default", "latest"),)  # type: ignore[union-attr]
+    # Keyed with the format's tag: an evroute that kept JSON under the bare path finds no row of it.
+    assert key == "2:" + os.path.abspath(env.routes)
     # Editing the file (here: same size is not enough to fool it, the mtime moves) is seen at once.
     env.write_routes(
         """\
