@@ -73,6 +73,7 @@ from evroute.cloudevent import (
 from evroute.errors import EventTooLarge, EvrouteError, InvalidEvent, InvalidInput, RuntimeFault
 from evroute.store import Store
 from evroute.store.base import Deliveries
+from evroute.worker.fastparse import binary_event
 from evroute.worker.groupcommit import GroupCommit, deliveries
 from evroute.worker.inflight import BODY_IDLE_SECONDS, INFLIGHT_FACTOR, RETRY_AFTER_SECONDS, Budget, Ticket
 from evroute.worker.metrics import Metrics
@@ -240,7 +241,8 @@ class Ingress:
         if body is None:
             return self._too_large(mode, limit)
         try:
-            events = parse(headers, body)
+            fast = binary_event(headers, body) if mode == "binary" else None
+            events = [fast] if fast is not None else parse(headers, body)
             for i, event in enumerate(events):
                 check_size(event, self.max_event_bytes, f"event {i}: " if mode == "batch" else "")
         except EventTooLarge as exc:
