@@ -88,16 +88,20 @@ _READ_ONLY = "GET, HEAD"
 DAPR_PUBLISH = "/v1.0/publish/"
 
 
+_JSON = {"Content-Type": "application/json; charset=utf-8"}
 _ACCEPTED = {
-    (1, 0): json.dumps({"stored": 1, "duplicates": 0}),
-    (0, 1): json.dumps({"stored": 0, "duplicates": 1}),
+    (1, 0): json.dumps({"stored": 1, "duplicates": 0}).encode(),
+    (0, 1): json.dumps({"stored": 0, "duplicates": 1}).encode(),
 }
 
 
 def _accepted(stored: int, duplicates: int) -> web.Response:
-    """202 with the counts; the one-event answers are built once."""
-    text = _ACCEPTED.get((stored, duplicates)) or json.dumps({"stored": stored, "duplicates": duplicates})
-    return web.Response(text=text, status=202, content_type="application/json")
+    """202 with the counts; the one-event answers' bodies are built once."""
+    body = (
+        _ACCEPTED.get((stored, duplicates))
+        or json.dumps({"stored": stored, "duplicates": duplicates}).encode()
+    )
+    return web.Response(body=body, status=202, headers=_JSON)
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
