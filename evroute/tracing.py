@@ -121,6 +121,22 @@ def new_id(nbytes: int) -> str:
             return value
 
 
+_ids: list[str] = []
+_POOL = 128
+os.register_at_fork(after_in_child=_ids.clear)  # a forked child draws ids of its own
+
+
+def _fresh_ids() -> str:
+    """48 random hex digits (a trace id and a span id), taken from a pool that one
+    ``os.urandom`` call refills for 128 events: the ingress and bulk publishing make one per event."""
+    try:
+        return _ids.pop()
+    except IndexError:
+        pool = os.urandom(24 * _POOL).hex()
+        _ids.extend(pool[i : i + 48] for i in range(0, len(pool), 48))
+        return _ids.pop()
+
+
 def new_traceparent(trace_id: str | None = None, flags: str = "01") -> str:
     """A ``traceparent`` with a fresh span id: in ``trace_id`` (a child) or in a new trace.
 
@@ -128,7 +144,7 @@ def new_traceparent(trace_id: str | None = None, flags: str = "01") -> str:
     record their part of it.
     """
     if trace_id is None:
-        ids = os.urandom(24).hex()  # one call for both ids: bulk publishing makes one per event
+        ids = _fresh_ids()
         trace_id, span_id = ids[:32], ids[32:]
         if trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
             return f"00-{trace_id}-{span_id}-{flags}"

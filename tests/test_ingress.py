@@ -348,8 +348,8 @@ def test_store_failures_are_503_not_500(tmp_path: Path) -> None:
 
 
 def test_group_commit_splits_counts_per_request(tmp_path: Path) -> None:
-    """Requests queued in the same loop turn share transactions of at most 8 events, and each
-    still gets its own stored/duplicate counts; a batch over 8 events commits on its own."""
+    """Requests queued in the same loop turn share one transaction, whatever their brokers and
+    sizes, and each still gets its own stored/duplicate counts."""
 
     def ev(i: int) -> cloudevent.CloudEvent:
         return cloudevent.make_event(type="t", source="/g", id=f"g-{i}")
@@ -359,6 +359,14 @@ def test_group_commit_splits_counts_per_request(tmp_path: Path) -> None:
         metrics = Metrics()
         woken: list[str] = []
         commit = GroupCommit(store, metrics, woken.append)
+        transactions: list[int] = []
+        append_each = commit.store.append_each
+
+        async def counted(requests: Any, now: float) -> Any:
+            transactions.append(len(requests))
+            return await append_each(requests, now)
+
+        commit.store.append_each = counted  # type: ignore[method-assign]
         requests = [
             ("default", [ev(0)]),
             ("default", [ev(0)]),  # the same event twice in one group: stored once
@@ -371,6 +379,7 @@ def test_group_commit_splits_counts_per_request(tmp_path: Path) -> None:
         futures = [commit.submit(broker, events) for broker, events in requests]
         answers = await asyncio.gather(*futures)
         assert answers == [(1, 0), (0, 1), (2, 1), (1, 0), (4, 0), (12, 0), (1, 2)]
+        assert transactions == [7]  # every request of the turn in one commit
         assert woken == ["default", "orders"]  # one wake-up per broker per flush
         assert [r.event.id for r in stored(store)] == [
             "g-0",
@@ -401,6 +410,48 @@ def test_group_commit_splits_counts_per_request(tmp_path: Path) -> None:
         other.execute("ROLLBACK")
         other.close()
         assert event_log.count_after(store, "default", 0) == 20
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_group_commit_wakes_dispatchers_after_the_commit_and_before_the_answers(tmp_path: Path) -> None:
+    """The dispatchers are woken once the events are committed (another connection sees them)
+    and run before the requests are answered; a request whose client went away before the
+    commit stores nothing."""
+    db = str(tmp_path / "ev.db")
+
+    def ev(i: int) -> cloudevent.CloudEvent:
+        return cloudevent.make_event(type="t", source="/w", id=f"w-{i}")
+
+    async def main() -> None:
+        store = Store(db)
+        futures: list[asyncio.Future[tuple[int, int]]] = []
+        seen: list[tuple[str, int, list[bool]]] = []
+        ran: list[list[bool]] = []
+        wake = asyncio.Event()
+
+        def on_stored(broker: str) -> None:
+            with Store(db) as other:
+                visible = event_log.count_after(other, broker, 0)
+            seen.append((broker, visible, [f.done() for f in futures]))
+            wake.set()
+
+        async def dispatcher() -> None:
+            await wake.wait()
+            ran.append([f.done() for f in futures])
+
+        waiting = asyncio.create_task(dispatcher())
+        await asyncio.sleep(0)
+        commit = GroupCommit(store, Metrics(), on_stored)
+        futures += [commit.submit("default", [ev(i)]) for i in range(3)]
+        futures[0].cancel()  # the client is gone before the turn ends
+        answers = await asyncio.gather(*futures[1:])
+        await waiting
+        assert answers == [(1, 0), (1, 0)]
+        assert seen == [("default", 2, [True, False, False])]  # committed, nobody answered yet
+        assert ran == [[True, False, False]]  # the woken dispatcher ran before the answers
+        assert [r.event.id for r in stored(store)] == ["w-1", "w-2"]
         store.close()
 
     asyncio.run(main())

@@ -394,3 +394,27 @@ def test_a_command_never_inherits_the_workers_own_trace() -> None:
         event, route="r", broker="default", attempt=1, base=base, trace={"traceparent": mine}
     )
     assert env["TRACEPARENT"] == mine and "TRACESTATE" not in env
+
+
+def test_trace_ids_come_from_a_pool_that_a_forked_child_does_not_share() -> None:
+    import os
+    import sys
+
+    from evroute import tracing as tr
+
+    if not hasattr(os, "fork") or not sys.platform.startswith("linux"):
+        return
+    first = {tr.new_traceparent() for _ in range(1000)}  # spans several refills of the pool
+    assert len(first) == 1000 and all(tr.parse(t) is not None for t in first)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the ids the parent still holds must not come out here
+        try:
+            os.write(write, tr.new_traceparent().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert child != tr.new_traceparent() and tr.parse(child) is not None

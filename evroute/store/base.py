@@ -321,6 +321,15 @@ class Deliveries(Protocol):
         ...
 
     async def append(self, broker: str, events: Sequence[CloudEvent], now: float) -> AppendResult: ...
+    async def append_each(
+        self, requests: Sequence[tuple[str, Sequence[CloudEvent]]], now: float
+    ) -> list[AppendResult | BaseException]:
+        """Several requests' events ``(broker, events)`` at once, in arrival order, each stored
+        entirely or not at all; one result per request. SQLite: one transaction for all (it
+        raises, and stores none, when it fails); JetStream: each request on its own (an
+        exception in the list is that request's)."""
+        ...
+
     async def join(self, holder: str, now: float) -> bool:
         """Become a live worker; False: an exclusive store's presence is held by another."""
         ...

@@ -427,6 +427,12 @@ class SqliteDeliveries:
     async def append(self, broker: str, events: Sequence[CloudEvent], now: float) -> AppendResult:
         return log.append(self.db, broker, events, now)
 
+    async def append_each(
+        self, requests: Sequence[tuple[str, Sequence[CloudEvent]]], now: float
+    ) -> list[AppendResult | BaseException]:
+        """One transaction for every request: a failure raises and stores none of them."""
+        return list(log.append_each(self.db, requests, now))
+
     async def lag(self, broker: str, position: int) -> int:
         return log.count_after(self.db, broker, position)
 

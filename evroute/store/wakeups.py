@@ -1,8 +1,9 @@
 """Noticing commits by other processes (publishers, `dlq replay`, `subscribe reset`) without
 keeping a core busy.
 
-Every commit in WAL mode writes to the ``-wal`` file, so the kernel tells us (inotify,
-through watchdog) the moment another process commits; only then does the worker compare
+Every commit in WAL mode writes to the ``-wal`` file, so the kernel tells us (inotify, read
+on the event loop by :mod:`evroute.dirwatch`; watchdog's threads where that is not
+available) the moment another process commits; only then does the worker compare
 SQLite's ``PRAGMA data_version``. While events keep coming (another process committed within
 the last second; the worker's own writes, such as its heartbeat, do not count) the version is
 checked every 2 ms, which is faster than the notification's
@@ -40,9 +41,20 @@ class WalWatch:
         self._loop = asyncio.get_running_loop()
         self._pending = threading.Event()
         self._observer: Any = None
+        self._inotify: Any = None
 
     def start(self) -> bool:
         """Start watching; False where the platform has no file notifications."""
+        from evroute import dirwatch
+
+        folder, name = os.path.split(self.path)
+        self._inotify = dirwatch.watch(folder, [name], self._deliver)
+        if self._inotify is not None:
+            return True  # read on the loop itself: no thread (see evroute.dirwatch)
+        return self._start_observer()
+
+    def _start_observer(self) -> bool:
+        """watchdog's observer (threads), where inotify cannot be read on the loop."""
         try:
             from watchdog.events import FileSystemEvent, FileSystemEventHandler
             from watchdog.observers import Observer
@@ -83,6 +95,9 @@ class WalWatch:
         self.signal.set()
 
     def stop(self) -> None:
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=2)

@@ -137,7 +137,6 @@ class Runner:
                 await runner.cleanup()
             if observer is not None:
                 observer.stop()
-                observer.join(timeout=2)
             if not self._lease_gone(engine):
                 try:
                     await engine.deliveries.leave(self.holder)
@@ -259,12 +258,20 @@ class Runner:
         self.stop.set()
 
     def _watch(self) -> Any:
+        """Notice edits of the routes file: inotify read on the loop (no thread woken by the
+        database's writes in the same folder), else watchdog's observer. Returns a thing to
+        ``stop()``."""
+        from evroute import dirwatch
+
+        target = os.path.abspath(self.options.routes)
+        flag = self.reload
+        inotify = dirwatch.watch(os.path.dirname(target), [os.path.basename(target)], flag.set)
+        if inotify is not None:
+            return _Stop(inotify.close)
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
 
-        target = os.path.abspath(self.options.routes)
         loop = asyncio.get_running_loop()
-        flag = self.reload
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
@@ -279,7 +286,12 @@ class Runner:
         observer.schedule(Handler(), os.path.dirname(target) or ".", recursive=False)
         observer.daemon = True
         observer.start()
-        return observer
+
+        def stop() -> None:
+            observer.stop()
+            observer.join(timeout=2)
+
+        return _Stop(stop)
 
     async def _reload(self, engine: Engine) -> None:
         # Debounce: editors write in several steps; wait until the file is quiet.
@@ -403,6 +415,13 @@ class Runner:
                 logger.info("retention: deleted %d events every route has passed", deleted)
         except EvrouteError as exc:
             logger.warning("retention pass failed: %s", exc)
+
+
+class _Stop:
+    """What the routes-file watch gives back: ``stop()`` ends it."""
+
+    def __init__(self, stop: Callable[[], object]) -> None:
+        self.stop = stop
 
 
 def _where(store: EventStore) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from contract.stores import StoreCase
 from evroute.cloudevent import make_event
 
@@ -56,6 +58,23 @@ def test_duplicates_are_skipped_by_broker_source_and_id(store: StoreCase) -> Non
         assert len(s.events(limit=1000)) == 22
         [first] = s.find("1", broker="default")[:1]
         assert first.event.type == "order.placed"  # the first one stored wins
+
+
+def test_append_each_counts_every_request_on_its_own(store: StoreCase) -> None:
+    """The ingress's shared commit: several requests at once, in arrival order, each with its
+    own stored/duplicate counts."""
+    requests = [
+        ("default", [ev(1)]),
+        ("default", [ev(1)]),  # a duplicate of the request before it
+        ("other", [ev(2), ev(3), ev(2)]),
+        ("default", [ev(4), ev(1)]),
+    ]
+    with store.store() as s:
+        d = s.deliveries()
+        results = asyncio.run(d.append_each(requests, 1.0))
+        assert [(r.stored, r.duplicates) for r in results] == [(1, 0), (0, 1), (2, 1), (1, 1)]
+        assert [e.event.id for e in s.events(broker="default")] == ["1", "4"]
+        assert [e.event.id for e in s.events(broker="other")] == ["2", "3"]
 
 
 def test_append_all_stores_every_chunk_or_none(store: StoreCase) -> None:

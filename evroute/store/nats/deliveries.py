@@ -368,6 +368,39 @@ class NatsDeliveries:
         result: AppendResult = await self._io(self.store._append, broker, events)
         return result
 
+    async def append_each(
+        self, requests: Sequence[tuple[str, Sequence[CloudEvent]]], now: float
+    ) -> list[AppendResult | BaseException]:
+        """Per broker, every request's events published at once in arrival order (one wait
+        for all their PubAcks); the PubAcks' seqs split the counts back per request. A
+        broker whose publish fails fails each of its requests, not those of other brokers."""
+        results: list[AppendResult | BaseException] = [AppendResult(0, 0)] * len(requests)
+        by_broker: dict[str, list[int]] = {}
+        for i, (broker, _) in enumerate(requests):
+            by_broker.setdefault(broker, []).append(i)
+
+        async def publish(broker: str, which: list[int]) -> None:
+            events = [e for i in which for e in requests[i][1]]
+            try:
+                done = await self.append(broker, events, now)
+                if len(done.seqs) != len(events):
+                    raise RuntimeError("the PubAcks do not say which events were stored")
+            except Exception as exc:
+                for i in which:
+                    results[i] = exc
+                return
+            at = 0
+            for i in which:
+                n = len(requests[i][1])
+                seqs = done.seqs[at : at + n]
+                stored = sum(1 for seq in seqs if seq is not None)
+                results[i] = AppendResult(stored, n - stored, seqs)
+                at += n
+
+        for broker, which in by_broker.items():  # one after the other: a new broker makes its stream
+            await publish(broker, which)
+        return results
+
     # ------------------------------------------------------------------ routes
 
     async def watch_routes(self, changed: Callable[[], None]) -> None:
