@@ -139,6 +139,11 @@ def publish(mode: str, target: str, rate: float, seconds: float) -> int:
     if done.returncode:
         raise RuntimeError(f"the {mode} publisher failed: {done.stderr.strip().splitlines()[-1]}")
     accepted, refused, statuses = done.stdout.split(maxsplit=2)
+    print(
+        f"{mode} publisher: offered {rate:,.0f} ev/s for {seconds:g} s, sent {accepted} "
+        f"({int(accepted) / seconds:,.0f} ev/s)",
+        file=sys.stderr,
+    )
     if int(refused):
         print(
             f"{mode}: {refused} of the events refused at {rate:,.0f} ev/s ({statuses.strip()})",

@@ -145,10 +145,13 @@ class Engine:
             await self.session.close()
 
     def notify(self, broker: str | None = None) -> None:
+        """New events in ``broker`` (its routes' dispatchers are woken; a new event makes no
+        retry due, so the retrier is left alone), or, without one, anything may have changed."""
         for d in self.dispatchers.values():
             if broker is None or d.rt.route.broker == broker:
                 d.notify()
-        self.retrier.notify()
+        if broker is None:
+            self.retrier.notify()
 
     def _retry_scheduled(self) -> None:
         self.retrier.notify()
