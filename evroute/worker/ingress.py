@@ -133,6 +133,12 @@ class Ingress:
         self._token = token.encode("utf-8") if token else None
         self.metrics = metrics
         self.committer = GroupCommit(self.store, metrics, on_stored)
+        self.connections: set[Any] = set()  # connections served by the fast path (fastingress)
+        self.stopping = False
+
+    @property
+    def token_required(self) -> bool:
+        return self._token is not None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -141,7 +147,7 @@ class Ingress:
             if method not in ("GET", "HEAD"):
                 return _error(405, f"method {method} is not allowed on /healthz", {"Allow": _READ_ONLY})
             return self.health()
-        if self._token is not None and not self._authorized(request):
+        if self._token is not None and not self.authorized(request.headers, path):
             return _error(
                 401,
                 "missing or wrong bearer token: send 'Authorization: Bearer <token>' with the worker's token",
@@ -174,14 +180,15 @@ class Ingress:
         tracing.ingress_finished(span, response.status)
         return response
 
-    def _authorized(self, request: web.Request) -> bool:
+    def authorized(self, headers: Mapping[str, str], path: str) -> bool:
+        """The request carries the worker's token (False when none is set)."""
         if self._token is None:
             return False
-        dapr_token = request.headers.get("dapr-api-token")
-        if dapr_token is not None and request.path.startswith(DAPR_PUBLISH):
+        dapr_token = headers.get("dapr-api-token")
+        if dapr_token is not None and path.startswith(DAPR_PUBLISH):
             # A Dapr app authenticates to its sidecar with Dapr's API token header.
             return hmac.compare_digest(dapr_token.strip().encode("utf-8", "surrogateescape"), self._token)
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        scheme, _, given = headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return False
         # compare_digest: the time taken does not tell how much of a guess was right.
@@ -454,6 +461,45 @@ class _ClientFaults(logging.LoggerAdapter):
         self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
+class _Site(web.TCPSite):
+    """The ingress's port: each connection starts with the fast path for the common request
+    (:mod:`evroute.worker.fastingress`) and is handed to aiohttp for anything else."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, ingress: Ingress) -> None:
+        super().__init__(runner, host, port)
+        self._ingress = ingress
+        self._app = runner.app
+
+    async def start(self) -> None:
+        from evroute.worker.fastingress import FastIngress
+
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        ingress = self._ingress
+        app = self._app
+        # Paths another part of the application answers (the console's) are never brokers.
+        reserved = frozenset(
+            {"/healthz", "/metrics"}
+            | {r.canonical for r in app.router.resources() if "{" not in r.canonical}
+        )
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: FastIngress(ingress, server, reserved),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
+
+    async def stop(self) -> None:
+        self._ingress.stopping = True
+        for connection in list(self._ingress.connections):
+            connection.close()
+        await super().stop()
+
+
 async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
     """Bind and serve ``app``; RuntimeFault names the address when the port cannot be taken."""
     runner = web.AppRunner(
@@ -464,7 +510,8 @@ async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
         logger=_ClientFaults(logger, {}),
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    ingress = app.get(INGRESS)
+    site = web.TCPSite(runner, host, port) if ingress is None else _Site(runner, host, port, ingress)
     try:
         await site.start()
     except OSError as exc:
