@@ -37,6 +37,10 @@ Status codes, so a producer can tell its own mistakes from ours:
   once (64 × maxEventBytes, see :mod:`evroute.worker.inflight`).
 - ``408`` when a request body sends nothing for 30 s (its share of that budget is returned).
 
+The common request (one binary-mode event with a Content-Length body) never reaches aiohttp's
+request machinery: :mod:`evroute.worker.fastingress` parses and answers it on the connection,
+with the same checks and answers, and hands anything else to this application.
+
 The handler writes through the worker's own SQLite connection, in the event loop: every
 request that arrives in the same turn of the loop shares one short transaction
 (:mod:`evroute.worker.groupcommit`; about 0.05 ms for a COMMIT in WAL mode here). A writer
@@ -480,8 +484,7 @@ class _Site(web.TCPSite):
         app = self._app
         # Paths another part of the application answers (the console's) are never brokers.
         reserved = frozenset(
-            {"/healthz", "/metrics"}
-            | {r.canonical for r in app.router.resources() if "{" not in r.canonical}
+            {"/healthz", "/metrics"} | {r.canonical for r in app.router.resources() if "{" not in r.canonical}
         )
         self._server = await asyncio.get_running_loop().create_server(
             lambda: FastIngress(ingress, server, reserved),
