@@ -20,7 +20,13 @@ class IngressThread:
     """``with IngressThread(db) as srv: srv.url …``; ``woken`` lists every on_stored broker."""
 
     def __init__(
-        self, db: Path | str, *, token: str | None = None, max_event_bytes: int = 1 << 20, **options: Any
+        self,
+        db: Path | str,
+        *,
+        token: str | None = None,
+        max_event_bytes: int = 1 << 20,
+        loop: str = "asyncio",
+        **options: Any,
     ) -> None:
         self.store = Store(str(db))
         self.metrics = Metrics()
@@ -33,7 +39,12 @@ class IngressThread:
             on_stored=self.woken.append,
             **options,
         )
-        self.loop = asyncio.new_event_loop()
+        if loop == "uvloop":  # the worker's own loop (evroute.eventloop)
+            import uvloop
+
+            self.loop = uvloop.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._ready = threading.Event()

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from ingress_server import IngressThread
 
 from evroute.store import log as event_log
@@ -94,8 +95,9 @@ def test_the_fast_answer_is_the_general_handlers(tmp_path: Path) -> None:
         assert srv.woken == ["default", "default"]
 
 
-def test_keep_alive_pipelining_and_a_hand_over_for_good(tmp_path: Path) -> None:
-    with IngressThread(tmp_path / "ev.db") as srv:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_keep_alive_pipelining_and_a_hand_over_for_good(tmp_path: Path, loop: str) -> None:
+    with IngressThread(tmp_path / "ev.db", loop=loop) as srv:
         c = Conn(srv.port)
         c.send(b"".join(post(f"p-{i}") for i in range(5)))  # five requests in one write
         answers = c.answers(5)
@@ -113,8 +115,9 @@ def test_keep_alive_pipelining_and_a_hand_over_for_good(tmp_path: Path) -> None:
         assert ids(srv) == [f"p-{i}" for i in range(5)] + ["p-after"]
 
 
-def test_a_body_in_later_packets_is_waited_for(tmp_path: Path) -> None:
-    with IngressThread(tmp_path / "ev.db") as srv:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_body_in_later_packets_is_waited_for(tmp_path: Path, loop: str) -> None:
+    with IngressThread(tmp_path / "ev.db", loop=loop) as srv:
         c = Conn(srv.port)
         request = post("split-1", body=b'{"n": "' + b"x" * 2000 + b'"}')
         c.send(request[:-1000])
