@@ -119,6 +119,10 @@ class FastIngress(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._leave()
+
+    def _leave(self) -> None:
+        """No longer this protocol's connection: drop its waits, timers and place in the set."""
         self._end_wait()
         self.ingress.connections.discard(self)
         if self.timer is not None:
@@ -294,11 +298,7 @@ class FastIngress(asyncio.Protocol):
         if self.handed or self.transport is None:
             return
         self.handed = True
-        self._end_wait()
-        self.ingress.connections.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._leave()
         if self.paused:
             self.paused = False
             self.transport.resume_reading()
