@@ -74,6 +74,14 @@ class IngressThread:
         self._thread.join(10)
         self.store.close()
 
+    def raw_half_closed(self, request: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+        """Send ``request``, shut the sending side (as ``nc -N`` does), read until closed."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(request)
+            sock.shutdown(socket.SHUT_WR)
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))
+        return int(answer.split(b" ", 2)[1]), answer
+
     def raw(self, request: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
         """Send ``request`` as it is (any bytes) and return the status code and the whole answer."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:

@@ -228,3 +228,10 @@ def test_a_body_that_goes_silent_is_answered_408_and_its_share_returned(tmp_path
         assert c.closed()
         c.close()
         assert ingress.budget.used == 0 and ids(srv) == []
+
+
+def test_a_client_that_shuts_its_side_after_the_request_gets_its_answer(tmp_path: Path) -> None:
+    with IngressThread(tmp_path / "ev.db") as srv:
+        status, answer = srv.raw_half_closed(post("half-1"))
+        assert status == 202 and b"server:" not in answer.lower()
+        assert ids(srv) == ["half-1"]

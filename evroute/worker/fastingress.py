@@ -34,7 +34,7 @@ from multidict import CIMultiDict
 
 from evroute import tracing
 from evroute.cloudevent import check_size, http_mode
-from evroute.errors import EventTooLarge, InvalidInput
+from evroute.errors import EventTooLarge, EvrouteError, InvalidInput
 from evroute.worker.fastparse import binary_event
 
 if TYPE_CHECKING:
@@ -100,6 +100,7 @@ class FastIngress(asyncio.Protocol):
         self.ticket: Any = None  # its share of the in-flight budget
         self.body_timer: asyncio.TimerHandle | None = None
         self.body_active = False
+        self.eof = False  # the client shut its sending side while its request was being stored
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
@@ -139,7 +140,10 @@ class FastIngress(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
-        return None  # close: a request cut short has nothing to answer
+        if self.busy:  # the client sent its request and shut its side: answer it, then close
+            self.eof = True
+            return True
+        return None  # close: nothing under way, or a request cut short that has nothing to answer
 
     # ------------------------------------------------------------------ requests
 
@@ -277,14 +281,19 @@ class FastIngress(asyncio.Protocol):
             return
         try:
             stored, duplicates = future.result()
-        except Exception as exc:
-            logger.error("ingress: cannot store %d event(s) in broker %s: %s", n, broker, exc)
-            message = f"cannot store the events now, nothing was stored: {exc}"
+        except Exception as exc:  # the store reports its faults as StoreError (as the general handler)
+            if isinstance(exc, EvrouteError | OSError):
+                logger.error("ingress: cannot store %d event(s) in broker %s: %s", n, broker, exc)
+                reason = str(exc)
+            else:
+                logger.error("ingress: storing %d event(s) in broker %s failed", n, broker, exc_info=exc)
+                reason = f"{type(exc).__name__}: {exc}"
+            message = f"cannot store the events now, nothing was stored: {reason}"
             self.transport.write(_answer("503 Service Unavailable", json.dumps({"error": message}).encode()))
         else:
             body = _ONE if (stored, duplicates) == (1, 0) else _DUPLICATE
             self.transport.write(_answer("202 Accepted", body))
-        if self.ingress.stopping:
+        if self.ingress.stopping or self.eof:
             self.transport.close()
             return
         if self.paused:
