@@ -235,3 +235,28 @@ def test_a_client_that_shuts_its_side_after_the_request_gets_its_answer(tmp_path
         status, answer = srv.raw_half_closed(post("half-1"))
         assert status == 202 and b"server:" not in answer.lower()
         assert ids(srv) == ["half-1"]
+
+
+def test_a_store_fault_is_the_general_handlers_503_and_stores_nothing(tmp_path: Path) -> None:
+    import sqlite3
+
+    with IngressThread(tmp_path / "ev.db") as srv:
+        srv.store.conn.execute("PRAGMA busy_timeout = 50")
+        other = sqlite3.connect(tmp_path / "ev.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        c = Conn(srv.port)
+        c.send(post("locked-1"))
+        c.send(post("locked-2", path="/?via=aiohttp"))
+        (fast,) = c.answers(1)
+        (slow,) = c.answers(1)
+        other.execute("ROLLBACK")
+        other.close()
+        assert "server" not in fast[1] and "aiohttp" in slow[1]["server"]
+        assert fast[0] == slow[0] == 503
+        for answer in (fast, slow):
+            error = json.loads(answer[2])["error"]
+            assert error.startswith("cannot store the events now, nothing was stored: ") and "locked" in error
+        c.send(post("locked-1"))  # the same connection goes on once the lock is gone
+        assert c.answers(1)[0][0] == 202
+        c.close()
+        assert ids(srv) == ["locked-1"]

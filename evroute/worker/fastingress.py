@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -34,13 +33,11 @@ from multidict import CIMultiDict
 
 from evroute import tracing
 from evroute.cloudevent import check_size, http_mode
-from evroute.errors import EventTooLarge, EvrouteError, InvalidInput
+from evroute.errors import EventTooLarge, InvalidInput
 from evroute.worker.fastparse import binary_event
 
 if TYPE_CHECKING:
     from evroute.worker.ingress import Ingress
-
-logger = logging.getLogger("evroute.ingress")
 
 MAX_HEAD_BYTES = 8190  # a longer request head goes to aiohttp, which answers it
 PAUSE_BYTES = 256 * 1024  # buffered ahead of the answers before reading pauses
@@ -237,7 +234,7 @@ class FastIngress(asyncio.Protocol):
             )
             return
         self._end_wait()
-        message = f"the request body sent nothing for {self.ingress.body_idle_timeout:g}s; nothing was stored"
+        message = self.ingress.silent_body()
         self.transport.write(
             _answer("408 Request Timeout", json.dumps({"error": message}).encode(), "Connection: close\r\n")
         )
@@ -263,36 +260,29 @@ class FastIngress(asyncio.Protocol):
             check_size(event, ingress.max_event_bytes)
         except (EventTooLarge, InvalidInput):
             return False
-        ticket = ingress.budget.ticket()
+        ticket = ingress.budget.ticket()  # the body is read: it only has to fit, as in read_body
         if not ticket.take(head.length):
             return False
+        ticket.release()
         self.buf = self.buf[head.total :]
         events = tracing.from_request(head.headers, [event], head.broker)
         self.busy = True
         future = ingress.committer.submit(head.broker, events)
         broker = head.broker
-        future.add_done_callback(lambda f: self._stored(f, ticket, broker, len(events)))
+        future.add_done_callback(lambda f: self._stored(f, broker, len(events)))
         return True
 
-    def _stored(self, future: asyncio.Future[tuple[int, int]], ticket: Any, broker: str, n: int) -> None:
-        ticket.release()
+    def _stored(self, future: asyncio.Future[tuple[int, int]], broker: str, n: int) -> None:
         self.busy = False
-        if self.closed or self.transport is None:
-            return
         try:
             stored, duplicates = future.result()
-        except Exception as exc:  # the store reports its faults as StoreError (as the general handler)
-            if isinstance(exc, EvrouteError | OSError):
-                logger.error("ingress: cannot store %d event(s) in broker %s: %s", n, broker, exc)
-                reason = str(exc)
-            else:
-                logger.error("ingress: storing %d event(s) in broker %s failed", n, broker, exc_info=exc)
-                reason = f"{type(exc).__name__}: {exc}"
-            message = f"cannot store the events now, nothing was stored: {reason}"
-            self.transport.write(_answer("503 Service Unavailable", json.dumps({"error": message}).encode()))
-        else:
-            body = _ONE if (stored, duplicates) == (1, 0) else _DUPLICATE
-            self.transport.write(_answer("202 Accepted", body))
+            answer = _answer("202 Accepted", _ONE if (stored, duplicates) == (1, 0) else _DUPLICATE)
+        except Exception as exc:  # logged once, even when the client has gone
+            message = self.ingress.not_stored(exc, n, broker)
+            answer = _answer("503 Service Unavailable", json.dumps({"error": message}).encode())
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(answer)
         if self.ingress.stopping or self.eof:
             self.transport.close()
             return

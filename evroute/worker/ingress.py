@@ -222,39 +222,9 @@ class Ingress:
                 "not a CloudEvent: use binary mode (ce-specversion, ce-id, ce-source, ce-type headers), "
                 f"Content-Type {STRUCTURED_CT} or {BATCH_CT}",
             )
-        limit = self._body_limit(mode)
-        length = request.content_length
-        if length is not None and length > limit:
-            return self._too_large(mode, limit)
-        ticket = self.budget.ticket()
-        try:
-            return await self._publish(request, broker, mode, limit, ticket, span)
-        finally:
-            ticket.release()
-
-    async def _publish(
-        self, request: web.Request, broker: str, mode: str, limit: int, ticket: Ticket, span: object
-    ) -> web.Response:
-        headers = request.headers
-        length = request.content_length
-        if length is not None and not ticket.take(length):
-            return self._busy()
-        try:
-            body = await _read_capped(
-                request, limit, None if length is not None else ticket, self.body_idle_timeout
-            )
-        except _Busy:
-            return self._busy()
-        except _Stalled:
-            return _error(
-                408,
-                f"the request body sent nothing for {self.body_idle_timeout:g}s; nothing was stored",
-                {"Connection": "close"},
-            )
-        except Exception as exc:  # a broken chunked or compressed body, a client gone: not our fault
-            return _error(400, f"cannot read the request body: {exc or type(exc).__name__}")
-        if body is None:
-            return self._too_large(mode, limit)
+        body = await self.read_body(request, mode, self._body_limit(mode))
+        if isinstance(body, web.Response):
+            return body
         try:
             fast = binary_event(headers, body) if mode == "binary" else None
             events = [fast] if fast is not None else parse(headers, body)
@@ -272,15 +242,45 @@ class Ingress:
         events = tracing.from_request(headers, events, broker, span)  # each event in a trace
         try:
             stored, duplicates = await self.committer.submit(broker, events)
-        except (EvrouteError, OSError) as exc:  # the store reports its faults as StoreError
-            logger.error("ingress: cannot store %d event(s) in broker %s: %s", len(events), broker, exc)
-            return _error(503, f"cannot store the events now, nothing was stored: {exc}")
         except Exception as exc:
-            logger.exception("ingress: storing %d event(s) in broker %s failed", len(events), broker)
-            return _error(
-                503, f"cannot store the events now, nothing was stored: {type(exc).__name__}: {exc}"
-            )
+            return _error(503, self.not_stored(exc, len(events), broker))
         return _accepted(stored, duplicates)
+
+    async def read_body(self, request: web.Request, mode: str, limit: int) -> bytes | web.Response:
+        """The request's whole body, or the answer that refuses it: 413 over ``limit``, 503 when
+        it does not fit in the in-flight budget, 408 when it goes silent, 400 when unreadable.
+        The body holds its share of the budget while it is being read."""
+        length = request.content_length
+        if length is not None and length > limit:
+            return self._too_large(mode, limit)
+        ticket = self.budget.ticket()
+        try:
+            if length is not None and not ticket.take(length):
+                return self._busy()
+            body = await _read_capped(
+                request, limit, None if length is not None else ticket, self.body_idle_timeout
+            )
+        except _Busy:
+            return self._busy()
+        except _Stalled:
+            return _error(408, self.silent_body(), {"Connection": "close"})
+        except Exception as exc:  # a broken chunked or compressed body, a client gone: not our fault
+            return _error(400, f"cannot read the request body: {exc or type(exc).__name__}")
+        finally:
+            ticket.release()
+        return self._too_large(mode, limit) if body is None else body
+
+    def silent_body(self) -> str:
+        """The 408's message for a body that sent nothing for the idle timeout."""
+        return f"the request body sent nothing for {self.body_idle_timeout:g}s; nothing was stored"
+
+    def not_stored(self, exc: BaseException, n: int, broker: str) -> str:
+        """Log a store fault for ``n`` events of ``broker`` once; the 503's message for it."""
+        if isinstance(exc, EvrouteError | OSError):  # the store reports its faults as StoreError
+            logger.error("ingress: cannot store %d event(s) in broker %s: %s", n, broker, exc)
+            return f"cannot store the events now, nothing was stored: {exc}"
+        logger.error("ingress: storing %d event(s) in broker %s failed", n, broker, exc_info=exc)
+        return f"cannot store the events now, nothing was stored: {type(exc).__name__}: {exc}"
 
     async def publish_dapr(self, request: web.Request) -> web.Response:
         """Dapr's ``POST /v1.0/publish/<pubsubname>/<topic>``: 204 once stored, as Dapr answers."""
@@ -294,31 +294,9 @@ class Ingress:
                 f"publish to /v1.0/publish/<pubsubname>/<topic>: pubsubname {pubsub!r} must be a broker "
                 "name (lower-case letters, digits and '-') and the topic must not be empty",
             )
-        limit = self.max_event_bytes * STRUCTURED_FACTOR
-        if request.content_length is not None and request.content_length > limit:
-            return self._too_large("structured", limit)
-        ticket = self.budget.ticket()
-        try:
-            length = request.content_length
-            if length is not None and not ticket.take(length):
-                return self._busy()
-            body = await _read_capped(
-                request, limit, None if length is not None else ticket, self.body_idle_timeout
-            )
-        except _Busy:
-            return self._busy()
-        except _Stalled:
-            return _error(
-                408,
-                f"the request body sent nothing for {self.body_idle_timeout:g}s; nothing was stored",
-                {"Connection": "close"},
-            )
-        except Exception as exc:
-            return _error(400, f"cannot read the request body: {exc or type(exc).__name__}")
-        finally:
-            ticket.release()
-        if body is None:
-            return self._too_large("structured", limit)
+        body = await self.read_body(request, "structured", self.max_event_bytes * STRUCTURED_FACTOR)
+        if isinstance(body, web.Response):
+            return body
         try:
             event = envelope(
                 body,
