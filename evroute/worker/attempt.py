@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evroute.cloudevent import CloudEvent
 from evroute.delivery import deliver
@@ -17,6 +17,10 @@ from evroute.delivery.policy import dls_event, next_wait
 from evroute.errors import StoreError
 from evroute.routes.model import Route, Subscriber
 from evroute.store.base import Deliveries
+
+if TYPE_CHECKING:
+    from evroute.worker.runtime import RouteRuntime
+    from evroute.worker.settle import Decision, Settler
 
 logger = logging.getLogger("evroute.worker")
 
@@ -51,6 +55,39 @@ async def attempt(
         error = f"{outcome.error} at {sink.uri}" if outcome.error else None
         outcome = replace(outcome, endpoint=sink.uri, error=error)
     return outcome
+
+
+async def try_event(
+    settler: Settler,
+    rt: RouteRuntime,
+    event: CloudEvent,
+    seq: int,
+    n: int,
+    session: Any,
+    *,
+    first_failed_at: float | None,
+    dlq_id: int | None = None,
+    ordered: bool = False,
+    scheduled: bool = False,
+    token: Any = None,
+) -> Decision:
+    """Attempt ``n`` of ``event`` (seq ``seq``) on ``rt``'s route — to its consumer group's next
+    endpoint, if it has one — and what the settler decides of the outcome (not yet stored)."""
+    started = settler.clock()
+    outcome = await attempt(rt.route, event, n, session, settler.max_event_bytes(), rt.flow.target(started))
+    return settler.decide(
+        rt,
+        event,
+        seq,
+        outcome,
+        attempt=n,
+        started=started,
+        first_failed_at=first_failed_at,
+        dlq_id=dlq_id,
+        ordered=ordered,
+        scheduled=scheduled,
+        token=token,
+    )
 
 
 async def forward(

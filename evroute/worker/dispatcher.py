@@ -22,7 +22,7 @@ from typing import Any
 from evroute.clock import rfc3339
 from evroute.delay import held_until
 from evroute.store.base import Deliveries, Retry, StoredEvent
-from evroute.worker.attempt import attempt
+from evroute.worker.attempt import try_event
 from evroute.worker.runtime import RouteRuntime
 from evroute.worker.settle import Settler
 from evroute.worker.tracker import Watermark
@@ -193,24 +193,14 @@ class Dispatcher:
         try:
             while True:
                 try:
-                    started = self.clock()
-                    outcome = await attempt(
-                        rt.route,
-                        stored.event,
-                        stored.attempt,
-                        self.session(),
-                        self.settler.max_event_bytes(),
-                        rt.flow.target(started),
-                    )
-                    decision = self.settler.decide(
+                    decision = await try_event(
+                        self.settler,
                         rt,
                         stored.event,
                         stored.seq,
-                        outcome,
-                        attempt=stored.attempt,
-                        started=started,
+                        stored.attempt,
+                        self.session(),
                         first_failed_at=None,
-                        dlq_id=None,
                         token=stored.token,
                     )
                     break
@@ -273,24 +263,14 @@ class Dispatcher:
                 return False
             self.sending = True
             try:
-                started = self.clock()
-                outcome = await attempt(
-                    rt.route,
-                    stored.event,
-                    tried + 1,
-                    self.session(),
-                    self.settler.max_event_bytes(),
-                    rt.flow.target(started),
-                )
-                decision = self.settler.decide(
+                decision = await try_event(
+                    self.settler,
                     rt,
                     stored.event,
                     stored.seq,
-                    outcome,
-                    attempt=tried + 1,
-                    started=started,
+                    tried + 1,
+                    self.session(),
                     first_failed_at=first_failed,
-                    dlq_id=None,
                     ordered=True,
                     scheduled=scheduled,
                     token=stored.token,

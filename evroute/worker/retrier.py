@@ -20,7 +20,7 @@ from typing import Any
 
 from evroute.cloudevent import CloudEvent
 from evroute.store.base import Deliveries, Retry
-from evroute.worker.attempt import attempt
+from evroute.worker.attempt import try_event
 from evroute.worker.runtime import RouteRuntime
 from evroute.worker.settle import Settler
 
@@ -134,22 +134,13 @@ class Retrier:
 
     async def _deliver(self, rt: RouteRuntime, row: Retry, event: CloudEvent) -> None:
         try:
-            started = self.clock()
-            outcome = await attempt(
-                rt.route,
-                event,
-                row.attempt + 1,
-                self.session(),
-                self.settler.max_event_bytes(),
-                rt.flow.target(started),
-            )
-            decision = self.settler.decide(
+            decision = await try_event(
+                self.settler,
                 rt,
                 event,
                 row.seq,
-                outcome,
-                attempt=row.attempt + 1,
-                started=started,
+                row.attempt + 1,
+                self.session(),
                 first_failed_at=row.first_failed_at,
                 dlq_id=row.dlq_id,
                 scheduled=True,
