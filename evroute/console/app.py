@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -31,7 +30,7 @@ from evroute.store.opener import Credentials, StoreURL
 
 logger = logging.getLogger("evroute.console")
 
-WATCH_EVERY = 0.05  # seconds between data_version looks: new events reach the pages within ~50 ms
+WATCH_EVERY = 0.05  # while commits keep coming, a data_version look this often (idle: woken by the WAL)
 WATCH_EVERY_REMOTE = 0.25  # a look at a NATS server (the newest outcome) costs a round trip
 # Pages load only the console's own files and cannot be framed by another site (clickjacking).
 PAGE_HEADERS = {
@@ -57,8 +56,8 @@ class Console:
         self.db = self.reader.db
         self.routes = routes
         self.gate = gate
-        self.changed = asyncio.Condition()
-        self.version = 0
+        self.version = 0  # moves whenever the store changed
+        self._tick = asyncio.Event()  # set (and replaced) when it moves
         self._watcher: asyncio.Task[None] | None = None
         self.closing = False  # the server is shutting down: open streams end at once
 
@@ -69,8 +68,7 @@ class Console:
 
     async def closing_down(self, _app: web.Application) -> None:
         self.closing = True
-        async with self.changed:
-            self.changed.notify_all()
+        self._bump()
 
     async def stop(self, _app: web.Application) -> None:
         if self._watcher is not None:
@@ -78,64 +76,63 @@ class Console:
             await asyncio.gather(self._watcher, return_exceptions=True)
         await asyncio.to_thread(self.reader.close)
 
-    async def _watch(self) -> None:
-        if self.reader.remote:
-            await self._watch_remote()
-            return
-        from evroute.store import Store
+    def _bump(self) -> None:
+        self.version += 1
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
 
-        store: Store | None = None
-        seen = -1
-        sampled = 0.0
+    async def _watch(self) -> None:
+        await asyncio.gather(
+            self._sample_rates(), self._watch_remote() if self.reader.remote else self._watch_local()
+        )
+
+    async def _sample_rates(self) -> None:
+        """Deliveries/s per route for the overview's sparklines, one sample every RATE_EVERY."""
         failing = False
-        try:
-            while True:
-                try:
-                    if store is None:
-                        store = Store(self.db, create=False)
-                    now = time.monotonic()
-                    if now - sampled >= RATE_EVERY:
-                        sampled = now
-                        await asyncio.to_thread(self.reader.sample_rates)
-                    current = store.data_version()
-                    if current != seen:
-                        seen = current
-                        async with self.changed:
-                            self.version += 1
-                            self.changed.notify_all()
-                    if failing:
-                        failing = False
-                        logger.info("console: watching the database again")
-                except Exception as exc:  # supervised: said once, backed off, survived
-                    if not failing:
-                        failing = True
-                        logger.warning("console: cannot watch the database (retrying every second): %s", exc)
-                    if store is not None:
-                        store.close()
-                    store = None
-                    await asyncio.sleep(1.0)
-                await asyncio.sleep(WATCH_EVERY)
-        finally:
-            if store is not None:
-                store.close()
+        while True:
+            try:
+                await asyncio.to_thread(self.reader.sample_rates)
+                failing = False
+            except Exception as exc:  # supervised: said once, survived
+                if not failing:
+                    failing = True
+                    logger.warning("console: cannot sample delivery rates: %s", exc)
+            await asyncio.sleep(RATE_EVERY)
+
+    async def _watch_local(self) -> None:
+        """A SQLite file: woken by its WAL file's changes (another process committed), as the
+        worker is; pages learn of a commit within ``WATCH_EVERY`` while commits keep coming."""
+        from evroute.store import Store
+        from evroute.store.wakeups import watch_commits
+
+        failing = False
+        while True:
+            store: Store | None = None
+            try:
+                store = Store(self.db, create=False)
+                if failing:
+                    failing = False
+                    logger.info("console: watching the database again")
+                await watch_commits(self.db, store.data_version, self._bump, poll=WATCH_EVERY)
+            except Exception as exc:  # supervised: said once, backed off, survived
+                if not failing:
+                    failing = True
+                    logger.warning("console: cannot watch the database (retrying every second): %s", exc)
+            finally:
+                if store is not None:
+                    store.close()
+            await asyncio.sleep(1.0)
 
     async def _watch_remote(self) -> None:
         """A NATS store: the newest recent outcome moves whenever a worker delivered."""
         seen = -1
-        sampled = 0.0
         failing = False
         while True:
             try:
-                now = time.monotonic()
-                if now - sampled >= RATE_EVERY:
-                    sampled = now
-                    await asyncio.to_thread(self.reader.sample_rates)
                 current = await asyncio.to_thread(lambda: int(self.reader.seam().changed()))
                 if current != seen:
                     seen = current
-                    async with self.changed:
-                        self.version += 1
-                        self.changed.notify_all()
+                    self._bump()
                 if failing:
                     failing = False
                     logger.info("console: watching the store again")
@@ -147,14 +144,13 @@ class Console:
             await asyncio.sleep(WATCH_EVERY_REMOTE)
 
     async def _next_change(self, version: int, timeout: float) -> int:
-        async with self.changed:
+        """The version once it moved past ``version`` (or the console is closing), or after ``timeout``."""
+        if self.version == version and not self.closing:
             try:
-                await asyncio.wait_for(
-                    self.changed.wait_for(lambda: self.version != version or self.closing), timeout
-                )
+                await asyncio.wait_for(self._tick.wait(), timeout)
             except TimeoutError:
                 pass
-            return self.version
+        return self.version
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         view = request.query.get("view", "")

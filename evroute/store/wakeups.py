@@ -104,8 +104,11 @@ class WalWatch:
             self._observer = None
 
 
-async def watch_commits(db_path: str, version: Callable[[], int], changed: Callable[[], None]) -> None:
-    """Call ``changed()`` whenever another connection committed (``version()`` moved)."""
+async def watch_commits(
+    db_path: str, version: Callable[[], int], changed: Callable[[], None], poll: float = POLL_INTERVAL
+) -> None:
+    """Call ``changed()`` whenever another connection committed (``version()`` moved); while
+    commits keep coming the version is looked at every ``poll`` seconds."""
     watch = WalWatch(db_path)
     last = version()
     notified = watch.start()
@@ -117,7 +120,7 @@ async def watch_commits(db_path: str, version: Callable[[], int], changed: Calla
         while True:
             now = time.monotonic()
             if not notified or now < busy_until:
-                await asyncio.sleep(POLL_INTERVAL)
+                await asyncio.sleep(poll)
             else:
                 try:
                     await asyncio.wait_for(watch.signal.wait(), SAFETY)
