@@ -13,7 +13,6 @@ environment: the machine that applies the routes need not hold the secrets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,22 +25,6 @@ class Applied:
     routes: tuple[str, ...]
     created: tuple[str, ...]
     unchanged: bool
-
-
-class _AnyVariable(Mapping[str, str]):
-    """Every ``${NAME}`` counts as set: the workers expand them."""
-
-    def __getitem__(self, key: str) -> str:
-        return "set-on-the-worker"
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
 
 
 def read_text(path: str) -> str:
@@ -61,10 +44,10 @@ def read_text(path: str) -> str:
 
 def apply_routes(store: Any, text: str, source: str, target: str) -> Applied:
     """Check ``text`` (named ``source`` in messages) and make it the routes at ``target``."""
-    from evroute.routes.load import load_routes_text
+    from evroute.routes.load import AnyVariable, load_routes_text
     from evroute.store.base import starts
 
-    routeset = load_routes_text(text, source, _AnyVariable())  # RoutesInvalid: nothing written
+    routeset = load_routes_text(text, source, AnyVariable())  # RoutesInvalid: nothing written
     current = store.routes(target)
     names = tuple(r.name for r in routeset.routes)
     if current is not None and current.text == text:

@@ -167,6 +167,15 @@ class Route:
                 text = text.replace(secret, "***")
         return text
 
+    def mask_bytes(self, body: bytes | None) -> bytes | None:
+        """``body`` (a response kept for people to read) with every secret replaced by ``***``."""
+        if not body or not self.secrets:
+            return body
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            if secret:
+                body = body.replace(secret.encode("utf-8"), b"***")
+        return body
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:

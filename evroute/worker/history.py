@@ -49,18 +49,9 @@ def attempt_row(
         outcome=outcome.kind.value,
         status=outcome.status,
         error=route.mask(outcome.error) if outcome.error else None,
-        body=_masked_body(route, outcome.body),
+        body=route.mask_bytes(outcome.body),
         endpoint=route.mask(outcome.endpoint) if outcome.endpoint else endpoint(route),
     )
-
-
-def _masked_body(route: Route, body: bytes | None) -> bytes | None:
-    if not body or not route.secrets:
-        return body
-    for secret in sorted(route.secrets, key=len, reverse=True):
-        if secret:
-            body = body.replace(secret.encode("utf-8"), b"***")
-    return body
 
 
 async def link_reply(

@@ -170,7 +170,7 @@ class Settler:
             )  # fmt: skip
         # A subscriber that echoes its credentials (a 401 page quoting the Authorization
         # header, a program printing its key) must not put them in `dlq show` or the sink.
-        outcome = replace(outcome, body=mask_body(route, outcome.body))
+        outcome = replace(outcome, body=route.mask_bytes(outcome.body))
         if outcome.error in ("hop limit", DROPPED):
             reason = outcome.error
         elif outcome.kind is Kind.PERMANENT:
@@ -291,13 +291,3 @@ class Settler:
             delay = min(delay * 2, MOST_BACKOFF)
             if stopping():
                 return False
-
-
-def mask_body(route: Route, body: bytes | None) -> bytes | None:
-    """``body`` with every secret of ``route`` replaced by ``***``, as :meth:`Route.mask` does for text."""
-    if not body or not route.secrets:
-        return body
-    for secret in sorted(route.secrets, key=len, reverse=True):
-        if secret:
-            body = body.replace(secret.encode("utf-8"), b"***")
-    return body

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from evroute.cloudevent import CloudEvent
@@ -434,29 +434,12 @@ def stream_settings(settings: Any) -> StreamSettings:
 def parse_routes(text: str) -> Any | None:
     """The routes' structure (names, brokers, policies, settings); None when it does not load."""
     from evroute.errors import EvrouteError
-    from evroute.routes.load import load_routes_text
+    from evroute.routes.load import AnyVariable, load_routes_text
 
     try:
-        return load_routes_text(text, names.ROUTES_BUCKET, _AnyVariable())
+        return load_routes_text(text, names.ROUTES_BUCKET, AnyVariable())
     except EvrouteError:
         return None
-
-
-class _AnyVariable(Mapping[str, str]):
-    """Every ``${VAR}`` is set (to a placeholder): only the structure is read here, and secrets
-    never need to be in this process's environment for that."""
-
-    def __getitem__(self, key: str) -> str:
-        return "unset"
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
 
 
 def open_store(url: Any, credentials: Any = None) -> NatsStore:
